@@ -1,0 +1,41 @@
+//! AWS client construction shared by both programs.
+//!
+//! The SDK's default chain supplies region and credentials and honours `AWS_ENDPOINT_URL`
+//! (and the per-service `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_SQS`). When an endpoint is
+//! overridden — LocalStack or another S3-compatible store — S3 uses path-style addressing,
+//! because virtual-host names like `bucket.127.0.0.1` cannot resolve.
+
+use aws_config::BehaviorVersion;
+
+/// The S3 and SQS clients, built once at start and cloned cheaply.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+/// True when the environment overrides the S3 endpoint.
+pub fn endpoint_overridden(var: impl Fn(&str) -> Option<String>) -> bool {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|k| var(k).is_some_and(|v| !v.trim().is_empty()))
+}
+
+/// Build clients from the standard AWS environment.
+pub async fn clients() -> Clients {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let path_style = endpoint_overridden(|k| std::env::var(k).ok());
+    let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
+    Clients { s3: aws_sdk_s3::Client::from_conf(s3_conf), sqs: aws_sdk_sqs::Client::new(&sdk) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_style_follows_endpoint_override() {
+        assert!(!endpoint_overridden(|_| None));
+        assert!(endpoint_overridden(|k| (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:4566".into())));
+        assert!(endpoint_overridden(|k| (k == "AWS_ENDPOINT_URL_S3").then(|| "http://s3.local".into())));
+        assert!(!endpoint_overridden(|k| (k == "AWS_ENDPOINT_URL").then(|| " ".into())));
+    }
+}
