@@ -126,6 +126,6 @@ mod tests {
         assert_eq!(r.status, None);
         assert_eq!(r.one_line(), "450 5.1.1 odd");
         assert!(!is_enhanced_status("2.0", 250));
-        assert!(is_enhanced_status("4.7.1000", 421) == false);
+        assert!(!is_enhanced_status("4.7.1000", 421));
     }
 }

@@ -1,1 +1,19 @@
-//! placeholder
+//! The SMTP ingress: a long-lived server that accepts mail for the relay.
+//!
+//! * [`session`] + [`commands`] — the protocol as a pure state machine (bytes in, actions out);
+//! * [`body`], [`policy`], [`received`], [`replies`], [`budget`] — the rules it applies;
+//! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
+//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O.
+
+pub mod auth;
+pub mod body;
+pub mod budget;
+pub mod commands;
+pub mod connection;
+pub mod listener;
+pub mod policy;
+pub mod received;
+pub mod replies;
+pub mod session;
+pub mod spool;
+pub mod tls;

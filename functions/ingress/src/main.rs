@@ -1,1 +1,43 @@
-fn main() {}
+//! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ingress::listener::Server;
+use ingress::spool::AwsSpool;
+use shared::config::IngressConfig;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shared::logging::init();
+    let cfg = match IngressConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ingress: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let spool = AwsSpool {
+        clients: shared::aws::clients().await,
+        bucket: cfg.spool.bucket.clone(),
+        queue_url: cfg.spool.queue_url.clone(),
+    };
+    let server = match Server::bind(&cfg, Arc::new(spool)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ingress: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    server.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM (ECS stopping the task) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,127 @@
+//! One client connection: the imperative shell around a [`Session`].
+//!
+//! Reads bytes into the session, carries out its actions in order (replies are batched and
+//! flushed before any wait, which is all PIPELINING needs), and watches the idle timeout and
+//! the shutdown signal. This is the only place that touches the socket of a session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::AuthDb;
+use crate::session::{Action, Session};
+use crate::spool::Spool;
+use crate::tls;
+
+/// A byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where the server is in its life; sessions watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// SIGTERM: finish the current transaction, then close with `421 4.3.2`.
+    Draining,
+    /// Grace period over: close now with `421 4.3.2`.
+    Stopping,
+}
+
+/// What every connection needs besides its socket.
+pub struct Deps {
+    pub spool: Arc<dyn Spool>,
+    pub auth: Option<Arc<AuthDb>>,
+    pub tls: Option<TlsAcceptor>,
+    pub timeout: Duration,
+}
+
+/// Run a session on `stream` until it closes.
+pub async fn serve(mut stream: Box<dyn Io>, mut session: Session, deps: &Deps, mut phase: watch::Receiver<Phase>) {
+    let peer = session.peer;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    loop {
+        let draining = *phase.borrow() != Phase::Running;
+        if draining && !session.in_transaction() {
+            session.shutdown();
+        }
+        while let Some(action) = session.next_action() {
+            match action {
+                Action::Reply(r) => out.extend_from_slice(r.to_string().as_bytes()),
+                Action::StartTls => {
+                    if flush(&mut stream, &mut out).await.is_err() {
+                        return;
+                    }
+                    let Some(acceptor) = deps.tls.clone() else { return };
+                    match acceptor.accept(stream).await {
+                        Ok(tls_stream) => {
+                            let info = tls::info(&tls_stream);
+                            stream = Box::new(tls_stream);
+                            session.tls_started(info);
+                        }
+                        Err(e) => {
+                            tracing::warn!(event = "tls_failed", client = %peer, error = %e);
+                            return;
+                        }
+                    }
+                }
+                Action::Authenticate { user, password } => {
+                    let ok = match deps.auth.clone() {
+                        Some(db) => {
+                            let u = user.clone();
+                            tokio::task::spawn_blocking(move || db.verify(&u, &password.0)).await.unwrap_or(false)
+                        }
+                        None => false,
+                    };
+                    session.auth_result(&user, ok);
+                }
+                Action::Store(msg) => {
+                    // Let the client see the replies before ours, then do the slow part.
+                    if flush(&mut stream, &mut out).await.is_err() {
+                        return;
+                    }
+                    let queue_id = msg.queue_id.clone();
+                    let result = deps.spool.store(*msg).await;
+                    session.stored(&queue_id, result);
+                }
+                Action::Close => {
+                    let _ = flush(&mut stream, &mut out).await;
+                    let _ = stream.shutdown().await;
+                    tracing::info!(event = "disconnect", client = %peer);
+                    return;
+                }
+            }
+        }
+        if flush(&mut stream, &mut out).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            read = tokio::time::timeout(deps.timeout, stream.read(&mut buf)) => match read {
+                Err(_) => session.timeout(),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    tracing::info!(event = "disconnect", client = %peer, reason = "client closed");
+                    return;
+                }
+                Ok(Ok(n)) => session.receive(&buf[..n]),
+            },
+            changed = phase.changed() => {
+                let stopping = changed.is_err() || *phase.borrow() == Phase::Stopping;
+                if stopping {
+                    session.shutdown();
+                }
+            }
+        }
+    }
+}
+
+async fn flush(stream: &mut Box<dyn Io>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        stream.flush().await?;
+        out.clear();
+    }
+    Ok(())
+}

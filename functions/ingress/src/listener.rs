@@ -1,0 +1,244 @@
+//! Listeners, connection limits and graceful shutdown.
+//!
+//! Each configured address gets an accept loop. A connection over the total or per-IP limit
+//! is told `421 4.7.0` and closed before any session exists. On shutdown the loops stop
+//! accepting, sessions are told to drain (finish the transaction in flight, then `421 4.3.2`),
+//! and after the grace period the rest are closed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::config::IngressConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::auth::AuthDb;
+use crate::budget::MemoryBudget;
+use crate::connection::{self, Deps, Phase};
+use crate::policy::Policy;
+use crate::replies;
+use crate::session::{ListenerKind, Session, SessionConfig};
+use crate::spool::Spool;
+use crate::tls;
+
+/// Counts connections, in total and per client address.
+#[derive(Debug)]
+pub struct ConnLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    released: Notify,
+}
+
+/// One counted connection; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnGuard {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self { max_total, max_per_ip, state: Mutex::default(), released: Notify::new() })
+    }
+
+    /// A slot for a connection from `ip`, unless a limit is reached.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+        let mut st = self.state.lock().expect("limits lock");
+        let per_ip = st.1.get(&ip).copied().unwrap_or(0);
+        if st.0 >= self.max_total || per_ip >= self.max_per_ip {
+            return None;
+        }
+        st.0 += 1;
+        st.1.insert(ip, per_ip + 1);
+        Some(ConnGuard { limits: Arc::clone(self), ip })
+    }
+
+    pub fn active(&self) -> usize {
+        self.state.lock().expect("limits lock").0
+    }
+
+    /// Wait until no connection is left.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.released.notified();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut st = self.limits.state.lock().expect("limits lock");
+        st.0 -= 1;
+        if let Some(n) = st.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                st.1.remove(&self.ip);
+            }
+        }
+        drop(st);
+        self.limits.released.notify_waiters();
+    }
+}
+
+/// Everything the running server shares.
+pub struct Server {
+    listeners: Vec<(TcpListener, ListenerKind)>,
+    session_cfg: Arc<SessionConfig>,
+    deps: Arc<Deps>,
+    limits: Arc<ConnLimits>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Bind every listener and load TLS and AUTH material; errors name the variable.
+    pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>) -> Result<Self, String> {
+        if cfg.proxy_protocol {
+            return Err("INGRESS_PROXY_PROTOCOL: PROXY protocol is not supported by this build yet".into());
+        }
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+            _ => None,
+        };
+        let auth = cfg.auth_file.as_deref().map(AuthDb::load).transpose()?.map(Arc::new);
+        let mut listeners = Vec::new();
+        let groups = [
+            (&cfg.listen, ListenerKind::Mta, "INGRESS_LISTEN"),
+            (&cfg.submission_listen, ListenerKind::Submission, "INGRESS_SUBMISSION_LISTEN"),
+            (&cfg.tls_listen, ListenerKind::ImplicitTls, "INGRESS_TLS_LISTEN"),
+        ];
+        for (addrs, kind, var) in groups {
+            for addr in addrs {
+                let l = TcpListener::bind(addr).await.map_err(|e| format!("{var}: cannot listen on {addr}: {e}"))?;
+                tracing::info!(event = "listening", address = %addr, kind = ?kind);
+                listeners.push((l, kind));
+            }
+        }
+        let session_cfg = Arc::new(SessionConfig {
+            hostname: cfg.hostname.clone(),
+            policy: Policy {
+                relay_domains: cfg.relay_domains.clone(),
+                relay_networks: cfg.relay_networks.clone(),
+                postmaster: cfg.postmaster.clone(),
+            },
+            max_message_size: cfg.max_message_size,
+            max_recipients: cfg.max_recipients,
+            max_errors: cfg.max_errors,
+            tls_available: tls.is_some(),
+            auth_available: auth.is_some(),
+            budget: MemoryBudget::new(cfg.memory_limit),
+        });
+        Ok(Self {
+            listeners,
+            session_cfg,
+            deps: Arc::new(Deps { spool, auth, tls, timeout: cfg.timeout }),
+            limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
+            grace: cfg.shutdown_grace,
+        })
+    }
+
+    /// The bound addresses (useful when binding port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
+    }
+
+    /// Serve until `shutdown` resolves, then drain and return.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let mut loops = Vec::new();
+        for (listener, kind) in self.listeners {
+            let ctx = (self.session_cfg.clone(), self.deps.clone(), self.limits.clone(), phase_rx.clone());
+            loops.push(tokio::spawn(accept_loop(listener, kind, ctx)));
+        }
+        shutdown.await;
+        tracing::info!(event = "shutdown", phase = "draining", connections = self.limits.active());
+        let _ = phase_tx.send(Phase::Draining);
+        for l in loops {
+            let _ = l.await;
+        }
+        if tokio::time::timeout(self.grace, self.limits.idle()).await.is_err() {
+            tracing::warn!(event = "shutdown", phase = "stopping", connections = self.limits.active());
+            let _ = phase_tx.send(Phase::Stopping);
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.limits.idle()).await;
+        }
+        tracing::info!(event = "shutdown", phase = "done");
+    }
+}
+
+type Ctx = (Arc<SessionConfig>, Arc<Deps>, Arc<ConnLimits>, watch::Receiver<Phase>);
+
+async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
+    let mut phase = ctx.3.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((sock, addr)) => {
+                    let _ = sock.set_nodelay(true);
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { handle(sock, addr, kind, ctx).await });
+                }
+                Err(e) => {
+                    tracing::error!(event = "accept_failed", error = %e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = phase.changed() => return,
+        }
+    }
+}
+
+async fn handle(mut sock: TcpStream, addr: SocketAddr, kind: ListenerKind, (cfg, deps, limits, phase): Ctx) {
+    let ip = addr.ip();
+    let Some(_guard) = limits.try_acquire(ip) else {
+        tracing::warn!(event = "connect", client = %ip, result = "rejected", reason = "connection limit");
+        let _ = sock.write_all(replies::too_many_connections().to_string().as_bytes()).await;
+        let _ = sock.shutdown().await;
+        return;
+    };
+    tracing::info!(event = "connect", client = %ip, port = addr.port(), kind = ?kind);
+    let (stream, tls_info): (Box<dyn connection::Io>, _) = match (kind, &deps.tls) {
+        (ListenerKind::ImplicitTls, Some(acceptor)) => {
+            match tokio::time::timeout(deps.timeout, acceptor.accept(sock)).await {
+                Ok(Ok(s)) => {
+                    let info = tls::info(&s);
+                    (Box::new(s), Some(info))
+                }
+                _ => {
+                    tracing::warn!(event = "tls_failed", client = %ip);
+                    return;
+                }
+            }
+        }
+        _ => (Box::new(sock), None),
+    };
+    let session = Session::new(cfg, kind, ip, tls_info);
+    connection::serve(stream, session, &deps, phase).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_total_and_per_ip() {
+        let l = ConnLimits::new(3, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let g1 = l.try_acquire(a).unwrap();
+        let _g2 = l.try_acquire(a).unwrap();
+        assert!(l.try_acquire(a).is_none(), "per-IP limit");
+        let _g3 = l.try_acquire(b).unwrap();
+        assert!(l.try_acquire("192.0.2.3".parse().unwrap()).is_none(), "total limit");
+        drop(g1);
+        assert_eq!(l.active(), 2);
+        assert!(l.try_acquire(a).is_some());
+    }
+}

@@ -1,0 +1,486 @@
+//! Table tests of the session state machine: every command in every state, the hostile DATA
+//! sequences, STARTTLS injection, AUTH and BDAT — all without a socket.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::budget::MemoryBudget;
+
+const HOST: &str = "mx.example.test";
+
+fn cfg(kind_tls: bool, auth: bool) -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        hostname: HOST.into(),
+        policy: Policy {
+            relay_domains: vec!["example.test".into()],
+            relay_networks: vec!["10.0.0.0/8".parse().unwrap()],
+            postmaster: format!("postmaster@{HOST}"),
+        },
+        max_message_size: 1000,
+        max_recipients: 100,
+        max_errors: 10,
+        tls_available: kind_tls,
+        auth_available: auth,
+        budget: MemoryBudget::new(1 << 20),
+    })
+}
+
+/// A session driven the way the shell drives it: stores succeed, AUTH accepts alice/secret,
+/// STARTTLS "succeeds" instantly. Returns the transcript of replies and what was stored.
+struct Driver {
+    s: Session,
+    replies: Vec<String>,
+    stored: Vec<Incoming>,
+    store_ok: bool,
+    closed: bool,
+}
+
+impl Driver {
+    fn new(kind: ListenerKind, peer: &str, tls: bool, auth: bool) -> Self {
+        let s = Session::new(cfg(tls, auth), kind, peer.parse().unwrap(), None);
+        let mut d = Self { s, replies: Vec::new(), stored: Vec::new(), store_ok: true, closed: false };
+        d.pump();
+        d
+    }
+
+    fn mta() -> Self {
+        Self::new(ListenerKind::Mta, "192.0.2.1", false, false)
+    }
+
+    fn pump(&mut self) {
+        while let Some(a) = self.s.next_action() {
+            match a {
+                Action::Reply(r) => self.replies.push(r.to_string()),
+                Action::Close => self.closed = true,
+                Action::StartTls => {
+                    self.s.tls_started(TlsInfo { version: "TLSv1_3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into() })
+                }
+                Action::Authenticate { user, password } => {
+                    let ok = user == "alice" && password.0 == "secret";
+                    self.s.auth_result(&user, ok)
+                }
+                Action::Store(m) => {
+                    let id = m.queue_id.clone();
+                    let ok = self.store_ok;
+                    self.stored.push(*m);
+                    self.s.stored(&id, if ok { Ok(()) } else { Err("S3 down".into()) })
+                }
+            }
+        }
+    }
+
+    /// Feed bytes; return the replies they produced, one per string.
+    fn send(&mut self, bytes: &[u8]) -> Vec<String> {
+        let before = self.replies.len();
+        self.s.receive(bytes);
+        self.pump();
+        self.replies[before..].to_vec()
+    }
+
+    /// Feed bytes; return the reply codes they produced.
+    fn codes(&mut self, bytes: &[u8]) -> Vec<u16> {
+        self.send(bytes).iter().map(|r| r[..3].parse().unwrap()).collect()
+    }
+}
+
+fn ready() -> Driver {
+    let mut d = Driver::mta();
+    assert_eq!(d.codes(b"EHLO client.example\r\n"), [250]);
+    d
+}
+
+#[test]
+fn greeting_and_ehlo_capabilities() {
+    let mut d = Driver::new(ListenerKind::Mta, "192.0.2.1", true, true);
+    assert_eq!(d.replies[0], format!("220 {HOST} ESMTP ready\r\n"));
+    let ehlo = d.send(b"ehlo client.example\r\n").join("");
+    for kw in ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING", "STARTTLS"]
+    {
+        assert!(ehlo.contains(kw), "{kw} missing from {ehlo}");
+    }
+    assert!(!ehlo.contains("AUTH"), "AUTH must not be offered without TLS");
+    assert_eq!(d.send(b"HELO client.example\r\n"), [format!("250 {HOST}\r\n")]);
+}
+
+#[test]
+fn every_command_before_helo() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"MAIL FROM:<a@example.org>\r\n", "503 5.5.1"),
+        (b"RCPT TO:<b@example.test>\r\n", "503 5.5.1"),
+        (b"DATA\r\n", "503 5.5.1"),
+        (b"RSET\r\n", "250 2.0.0"),
+        (b"NOOP\r\n", "250 2.0.0"),
+        (b"VRFY bob\r\n", "252 2.0.0"),
+        (b"VRFY\r\n", "501 5.5.4"),
+        (b"EXPN list\r\n", "502 5.5.1"),
+        (b"HELP\r\n", "214-2.0.0"),
+        (b"SEND FROM:<a@b>\r\n", "502 5.5.1"),
+        (b"SOML FROM:<a@b>\r\n", "502 5.5.1"),
+        (b"SAML FROM:<a@b>\r\n", "502 5.5.1"),
+        (b"TURN\r\n", "502 5.5.1"),
+        (b"STARTTLS\r\n", "502 5.5.1"),
+        (b"AUTH PLAIN\r\n", "502 5.5.1"),
+        (b"FOO bar\r\n", "500 5.5.2"),
+        (b"EHLO\r\n", "501 5.5.4"),
+        (b"QUIT\r\n", "221 2.0.0"),
+    ];
+    for (cmd, want) in cases {
+        let mut d = Driver::mta();
+        let got = d.send(cmd);
+        assert!(got[0].starts_with(want), "{:?} -> {got:?}", String::from_utf8_lossy(cmd));
+    }
+}
+
+#[test]
+fn a_full_transaction_with_dot_unstuffing_and_8bit() {
+    let mut d = ready();
+    assert_eq!(d.codes(b"MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"), [250]);
+    assert_eq!(d.codes(b"RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.test\r\n"), [250]);
+    assert_eq!(d.codes(b"DATA\r\n"), [354]);
+    let r = d.send("Subject: hi\r\n\r\n..leading dot\r\nh\u{e9}llo\r\n.\r\n".as_bytes());
+    assert_eq!(r.len(), 1);
+    assert!(r[0].starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
+    let m = &d.stored[0];
+    assert!(r[0].contains(&m.queue_id));
+    let text = String::from_utf8(m.message.clone()).unwrap();
+    assert!(text.starts_with("Received: from client.example ([192.0.2.1])\r\n\tby mx.example.test"), "{text}");
+    assert!(text.ends_with("Subject: hi\r\n\r\n.leading dot\r\nh\u{e9}llo\r\n"), "{text}");
+    assert_eq!(m.sender, "alice@example.org");
+    assert_eq!(m.body_type, BodyType::EightBitMime);
+    let rcpt = &m.recipients[0];
+    assert_eq!(rcpt.address, "bob@example.test");
+    assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;bob@example.test"));
+    assert_eq!(rcpt.notify, Some(shared::Notify { success: true, failure: true, delay: false }));
+    // The transaction is over: a new MAIL is fine, RCPT without MAIL is not.
+    assert_eq!(d.codes(b"RCPT TO:<bob@example.test>\r\n"), [503]);
+}
+
+#[test]
+fn transaction_state_errors() {
+    let mut d = ready();
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\n"), [250]);
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\n"), [503], "nested MAIL");
+    assert_eq!(d.codes(b"DATA\r\n"), [554], "no recipients");
+    assert_eq!(d.codes(b"RCPT TO:<x@elsewhere.test>\r\n"), [554], "relay denied");
+    assert_eq!(d.codes(b"RCPT TO:<postmaster>\r\n"), [250]);
+    assert_eq!(d.codes(b"EHLO again\r\n"), [250]);
+    assert_eq!(d.codes(b"DATA\r\n"), [503], "EHLO reset the transaction");
+    assert_eq!(d.codes(b"MAIL FROM:<>\r\n"), [250], "null sender");
+    assert_eq!(d.codes(b"RCPT TO:<@a.example,@b.example:bob@example.test>\r\n"), [250], "source route ignored");
+    assert_eq!(d.codes(b"RSET\r\n"), [250]);
+    assert_eq!(d.codes(b"RCPT TO:<bob@example.test>\r\n"), [503], "RSET cleared MAIL");
+}
+
+#[test]
+fn postmaster_is_routed_to_the_configured_address() {
+    let mut d = ready();
+    d.send(b"MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\nDATA\r\nSubject: x\r\n\r\n.\r\n");
+    assert_eq!(d.stored[0].recipients[0].address, format!("postmaster@{HOST}"));
+}
+
+#[test]
+fn parameters() {
+    let cases: &[(&[u8], u16)] = &[
+        (b"MAIL FROM:<a@example.org> SIZE=1000\r\n", 250),
+        (b"MAIL FROM:<a@example.org> SIZE=1001\r\n", 552),
+        (b"MAIL FROM:<a@example.org> FOO=BAR\r\n", 555),
+        (b"MAIL FROM:<a@example.org> BODY=BINARYMIME\r\n", 555),
+        (b"MAIL FROM:<a@example.org> BODY=9BIT\r\n", 501),
+        (b"MAIL FROM:<a@example.org> RET=HDRS ENVID=abc+2Bdef\r\n", 250),
+        (b"MAIL FROM:<j\xc3\xb6rg@example.org>\r\n", 553),
+        (b"MAIL FROM:<j\xc3\xb6rg@example.org> SMTPUTF8\r\n", 250),
+        (b"MAIL FROM:<a@example.org> REQUIRETLS\r\n", 555),
+        (b"MAIL FROM:a@example.org\r\n", 501),
+    ];
+    for (cmd, want) in cases {
+        let mut d = ready();
+        assert_eq!(d.codes(cmd), [*want], "{}", String::from_utf8_lossy(cmd));
+    }
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org> RET=HDRS ENVID=abc+2Bdef\r\n");
+    let txn = d.s.txn.as_ref().unwrap();
+    assert_eq!(txn.dsn.ret, Some(shared::Ret::Hdrs));
+    assert_eq!(txn.dsn.envid.as_deref(), Some("abc+def"));
+    assert_eq!(d.codes(b"RCPT TO:<b@example.test> NOTIFY=NEVER,SUCCESS\r\n"), [501]);
+    assert_eq!(d.codes(b"RCPT TO:<b@example.test> XYZ=1\r\n"), [555]);
+    assert_eq!(d.codes(b"RCPT TO:<b\xc3\xb6@example.test>\r\n"), [553]);
+    assert_eq!(d.codes(b"RCPT TO:<b@example.test> NOTIFY=NEVER\r\n"), [250]);
+    assert_eq!(d.s.txn.as_ref().unwrap().recipients[0].notify, Some(shared::Notify::NEVER));
+}
+
+#[test]
+fn recipient_limit_is_452() {
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\n");
+    for i in 0..100 {
+        assert_eq!(d.codes(format!("RCPT TO:<u{i}@example.test>\r\n").as_bytes()), [250]);
+    }
+    assert_eq!(d.send(b"RCPT TO:<u100@example.test>\r\n"), ["452 4.5.3 Too many recipients\r\n"]);
+}
+
+#[test]
+fn trusted_networks_relay_anywhere_and_routing_is_refused_for_others() {
+    let mut d = Driver::new(ListenerKind::Mta, "10.1.2.3", false, false);
+    d.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
+    assert_eq!(d.codes(b"RCPT TO:<x@anywhere.test>\r\n"), [250]);
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\n");
+    for rcpt in ["x%evil.test@example.test", "evil.test!x@example.test", "\"x@evil.test\"@example.test"] {
+        assert_eq!(
+            d.send(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())[0],
+            "554 5.7.1 Sender-specified routing (%, ! or @ in local part) not allowed\r\n",
+            "{rcpt}"
+        );
+    }
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let mut d = ready();
+    let codes = d.codes(
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@nope.test>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<d@example.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(codes, [250, 250, 554, 354, 250, 250, 250, 354, 250, 221]);
+    assert_eq!(d.stored.len(), 2);
+    assert!(d.closed);
+}
+
+#[test]
+fn pipelined_input_waits_for_storage() {
+    let mut d = ready();
+    d.s.receive(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n");
+    let mut seen = Vec::new();
+    let store = loop {
+        match d.s.next_action() {
+            Some(Action::Reply(r)) => seen.push(r.code),
+            Some(Action::Store(m)) => break m,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(seen, [250, 250, 354]);
+    assert!(d.s.next_action().is_none(), "NOOP must wait until the message is stored");
+    d.s.stored(&store.queue_id, Ok(()));
+    let codes: Vec<u16> = std::iter::from_fn(|| d.s.next_action())
+        .map(|a| match a {
+            Action::Reply(r) => r.code,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(codes, [250, 250]);
+}
+
+#[test]
+fn storage_failure_is_451_4_3_0() {
+    let mut d = ready();
+    d.store_ok = false;
+    let r = d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(r.last().unwrap(), "451 4.3.0 Temporary failure storing message, try again later\r\n");
+}
+
+/// A message whose body holds `seq` between two lines; returns the replies after DATA and the
+/// stored client data (after our trace field).
+fn data_with(seq: &[u8]) -> (Vec<String>, Option<Vec<u8>>) {
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    let mut body = b"Subject: t\r\n\r\nline1".to_vec();
+    body.extend_from_slice(seq);
+    body.extend_from_slice(b"MAIL FROM:<evil@example.org>\r\nline2\r\n.\r\n");
+    let r = d.send(&body);
+    let stored = d.stored.first().map(|m| {
+        let s = &m.message;
+        let start = s.windows(11).position(|w| w == b"Subject: t\r").unwrap();
+        s[start..].to_vec()
+    });
+    (r, stored)
+}
+
+#[test]
+fn hostile_end_of_data_sequences_never_end_the_data() {
+    let seqs: &[&[u8]] = &[
+        b"\n.\n",
+        b"\n.\r\n",
+        b"\r.\r",
+        b"\r\n.\r",
+        b"\r.\n",
+        b"\n.\r",
+        b"\r\n.\n",
+        b"\r.\r\n",
+        b"\r\n\0.\r\n",
+        b"\r\n.\0\r\n",
+    ];
+    for seq in seqs {
+        let (replies, stored) = data_with(seq);
+        // Exactly one reply: the end of data. The smuggled MAIL was never a command.
+        assert_eq!(replies.len(), 1, "{seq:?}: {replies:?}");
+        if seq.contains(&0) {
+            assert!(replies[0].starts_with("550 5.6.0"), "{seq:?}: {replies:?}");
+            continue;
+        }
+        assert!(replies[0].starts_with("250 2.0.0"), "{seq:?}: {replies:?}");
+        let stored = stored.unwrap();
+        assert!(stored.windows(28).any(|w| w == b"MAIL FROM:<evil@example.org>"), "{seq:?}");
+        // Stored data has only CRLF line endings.
+        for (i, b) in stored.iter().enumerate() {
+            if *b == b'\n' {
+                assert_eq!(stored[i - 1], b'\r', "{seq:?}: bare LF stored");
+            }
+            if *b == b'\r' {
+                assert_eq!(stored.get(i + 1), Some(&b'\n'), "{seq:?}: bare CR stored");
+            }
+        }
+    }
+}
+
+#[test]
+fn size_limit_at_end_of_data_and_the_session_goes_on() {
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    let mut big = vec![b'x'; 1500];
+    big.extend_from_slice(b"\r\n.\r\n");
+    assert_eq!(d.send(&big), ["552 5.3.4 Message size exceeds fixed limit\r\n"]);
+    assert!(d.stored.is_empty());
+    assert_eq!(d.codes(b"NOOP\r\n"), [250]);
+}
+
+#[test]
+fn hop_count_limit() {
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    let mut msg = b"Received: x\r\n".repeat(51);
+    msg.extend_from_slice(b"\r\nbody\r\n.\r\n");
+    // The size limit is 1000 in these tests; 51 short fields fit.
+    assert_eq!(d.send(&msg), ["554 5.4.6 Too many hops (mail loop?)\r\n"]);
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    let mut msg = b"Received: x\r\n".repeat(50);
+    msg.extend_from_slice(b"\r\nbody\r\n.\r\n");
+    assert_eq!(d.codes(&msg), [250]);
+}
+
+#[test]
+fn bad_command_lines() {
+    let mut d = ready();
+    let mut long = vec![b'N'; MAX_LINE + 10];
+    long.extend_from_slice(b"\r\n");
+    assert_eq!(d.send(&long), ["500 5.5.2 Line too long\r\n"]);
+    // Over-long line arriving in pieces.
+    d.send(&vec![b'x'; MAX_LINE + 1]);
+    assert_eq!(d.send(b"yyy\r\nNOOP\r\n"), ["500 5.5.2 Line too long\r\n", "250 2.0.0 Ok\r\n"]);
+    assert_eq!(d.codes(b"NOOP\rRSET\r\n"), [500], "bare CR in a command");
+    assert_eq!(d.codes(b"NO\0OP\r\n"), [500], "NUL in a command");
+    assert_eq!(d.codes(b"NOOP\n"), [250], "bare LF ends a command line");
+}
+
+#[test]
+fn too_many_errors_closes_with_421() {
+    let mut d = ready();
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.extend(d.codes(b"BOGUS\r\n"));
+    }
+    assert_eq!(codes.last(), Some(&421));
+    assert_eq!(codes.iter().filter(|c| **c == 500).count(), 10);
+    assert!(d.closed);
+    assert!(d.send(b"NOOP\r\n").is_empty(), "nothing after close");
+}
+
+#[test]
+fn timeout_and_shutdown_replies() {
+    let mut d = ready();
+    d.s.timeout();
+    d.pump();
+    assert_eq!(d.replies.last().unwrap(), "421 4.4.2 Timeout exceeded, closing connection\r\n");
+    assert!(d.closed);
+    let mut d = ready();
+    d.s.shutdown();
+    d.pump();
+    assert_eq!(d.replies.last().unwrap(), "421 4.3.2 Service shutting down, try again later\r\n");
+}
+
+#[test]
+fn starttls_discards_pipelined_plaintext_and_resets() {
+    let mut d = Driver::new(ListenerKind::Mta, "192.0.2.1", true, true);
+    d.send(b"EHLO c\r\n");
+    let r = d.send(b"STARTTLS\r\nMAIL FROM:<injected@example.org>\r\n");
+    assert_eq!(r, ["220 2.0.0 Ready to start TLS\r\n"], "injected command must not be answered");
+    assert!(d.s.tls.is_some());
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\n"), [503], "EHLO required again after TLS");
+    let ehlo = d.send(b"EHLO c\r\n").join("");
+    assert!(!ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
+    assert_eq!(d.codes(b"STARTTLS\r\n"), [502], "no second STARTTLS");
+}
+
+#[test]
+fn auth_plain_and_login() {
+    use base64::Engine;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut d = Driver::new(ListenerKind::Submission, "192.0.2.1", true, true);
+    d.send(b"EHLO c\r\n");
+    assert_eq!(d.codes(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), [538], "AUTH needs TLS");
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\n"), [530], "submission needs TLS first");
+    d.send(b"STARTTLS\r\n");
+    d.send(b"EHLO c\r\n");
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\n"), [530], "submission needs AUTH");
+    assert_eq!(d.codes(format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0wrong")).as_bytes()), [535]);
+    assert_eq!(d.codes(b"AUTH PLAIN\r\n*\r\n"), [334, 501], "cancelled");
+    assert_eq!(d.codes(b"AUTH PLAIN !!!\r\n"), [501], "bad base64");
+    assert_eq!(d.codes(b"AUTH CRAM-MD5\r\n"), [504]);
+    let login = format!("AUTH LOGIN\r\n{}\r\n{}\r\n", b64(b"alice"), b64(b"secret"));
+    assert_eq!(d.codes(login.as_bytes()), [334, 334, 235]);
+    assert_eq!(d.codes(b"AUTH PLAIN\r\n"), [503], "already authenticated");
+    assert_eq!(
+        d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@anywhere.test>\r\n"),
+        [250, 250],
+        "authenticated users relay"
+    );
+    let mut d = Driver::new(ListenerKind::ImplicitTls, "192.0.2.1", true, true);
+    d.s.tls = Some(TlsInfo { version: "TLSv1_3".into(), cipher: "x".into() });
+    d.send(b"EHLO c\r\n");
+    assert_eq!(d.codes(format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret")).as_bytes()), [235]);
+}
+
+#[test]
+fn bdat_chunks_last_and_errors() {
+    let mut d = ready();
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n");
+    assert_eq!(d.send(b"BDAT 14\r\nSubject: x\r\n\r\n"), ["250 2.0.0 14 octets received\r\n"]);
+    assert_eq!(d.codes(b"DATA\r\n"), [503], "DATA during BDAT");
+    let r = d.send(b"BDAT 6 LAST\r\nhello\n");
+    assert!(r[0].starts_with("250 2.0.0 Ok: queued as"), "{r:?}");
+    let m = &d.stored[0].message;
+    assert!(m.ends_with(b"Subject: x\r\n\r\nhello\r\n"));
+
+    // BDAT without a transaction: the chunk is read and dropped, then 503.
+    assert_eq!(d.codes(b"BDAT 5 LAST\r\nNOOP\n"), [503]);
+    assert_eq!(d.codes(b"NOOP\r\n"), [250]);
+
+    // Too big: every later chunk gets the error, LAST ends the transaction.
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n");
+    let mut chunk = b"BDAT 1200\r\n".to_vec();
+    chunk.extend(vec![b'x'; 1200]);
+    assert_eq!(d.codes(&chunk), [552]);
+    assert_eq!(d.codes(b"BDAT 2 LAST\r\nab"), [552]);
+    assert_eq!(d.codes(b"RCPT TO:<b@example.test>\r\n"), [503], "transaction over");
+
+    // Malformed BDAT closes the session.
+    let r = d.send(b"BDAT ten\r\n");
+    assert_eq!(r, ["421 4.7.0 Malformed BDAT, closing connection\r\n"]);
+    assert!(d.closed);
+}
+
+#[test]
+fn memory_budget_exhaustion_is_451_4_3_1() {
+    let budget = MemoryBudget::new(crate::budget::STEP);
+    let mut c = Arc::try_unwrap(cfg(false, false)).unwrap();
+    c.budget = budget.clone();
+    c.max_message_size = 1 << 20;
+    let mut hog = budget.reservation();
+    assert!(hog.ensure(1));
+    let mut s = Session::new(Arc::new(c), ListenerKind::Mta, "192.0.2.1".parse().unwrap(), None);
+    s.receive(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\n");
+    let last = std::iter::from_fn(|| s.next_action()).last().unwrap();
+    match last {
+        Action::Reply(r) => assert_eq!(r.to_string(), "451 4.3.1 Insufficient system resources, try again later\r\n"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,162 @@
+//! The durable hand-off: the message to S3, then its jobs to SQS — and only then `250`.
+//!
+//! [`Spool`] is the edge the connection shell talks to; [`AwsSpool`] is the production one.
+//! Jobs are split per destination domain ([`jobs_for`], pure). When any job cannot be sent the
+//! message object is deleted again, so a job that did go out points at nothing and the relay
+//! drops it: the client, who got `451`, will send again, and no recipient gets two copies.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use shared::job::{JOB_SCHEMA_VERSION, domain_of};
+use shared::{Job, aws::Clients, keys};
+
+use crate::session::Incoming;
+
+/// Storage for accepted messages.
+#[async_trait]
+pub trait Spool: Send + Sync {
+    /// Make the message durable and queue its delivery; `Ok` means the relay now owns it.
+    async fn store(&self, msg: Incoming) -> Result<(), String>;
+}
+
+/// One job per destination domain, recipients in the order given.
+pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
+    let mut by_domain: BTreeMap<String, Vec<shared::Recipient>> = BTreeMap::new();
+    for r in &msg.recipients {
+        by_domain.entry(domain_of(&r.address)).or_default().push(r.clone());
+    }
+    by_domain
+        .into_iter()
+        .map(|(domain, recipients)| Job {
+            v: JOB_SCHEMA_VERSION,
+            queue_id: msg.queue_id.clone(),
+            message_key: keys::message_key(&msg.queue_id),
+            sender: msg.sender.clone(),
+            domain,
+            recipients,
+            attempt: 0,
+            first_seen: now,
+            not_before: now,
+            dsn: msg.dsn.clone(),
+            body: msg.body_type,
+            smtputf8: msg.smtputf8,
+            size: msg.message.len() as u64,
+            delay_warned: false,
+            received_from: msg.received_from.clone(),
+        })
+        .collect()
+}
+
+/// S3 + SQS.
+pub struct AwsSpool {
+    pub clients: Clients,
+    pub bucket: String,
+    pub queue_url: String,
+}
+
+/// SQS takes at most ten entries per batch.
+const SQS_BATCH: usize = 10;
+
+impl AwsSpool {
+    async fn send_jobs(&self, jobs: &[Job]) -> Result<(), String> {
+        for (n, batch) in jobs.chunks(SQS_BATCH).enumerate() {
+            let entries = batch
+                .iter()
+                .enumerate()
+                .map(|(i, job)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("j{}", n * SQS_BATCH + i))
+                        .message_body(job.to_json())
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .clients
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| format!("SQS send: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            if let Some(f) = out.failed().first() {
+                return Err(format!("SQS send: entry {} failed: {}", f.id(), f.message().unwrap_or(f.code())));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Spool for AwsSpool {
+    async fn store(&self, msg: Incoming) -> Result<(), String> {
+        let jobs = jobs_for(&msg, chrono::Utc::now().timestamp());
+        let key = keys::message_key(&msg.queue_id);
+        self.clients
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("message/rfc822")
+            .body(ByteStream::from(msg.message))
+            .send()
+            .await
+            .map_err(|e| format!("S3 put {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        if let Err(e) = self.send_jobs(&jobs).await {
+            if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(&key).send().await {
+                tracing::error!(queue_id = %msg.queue_id, key, error = %aws_sdk_s3::error::DisplayErrorContext(d), "could not withdraw message after failed enqueue");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Accepts everything and keeps nothing: for benchmarks of the protocol path alone.
+pub struct NullSpool;
+
+#[async_trait]
+impl Spool for NullSpool {
+    async fn store(&self, _msg: Incoming) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::MemoryBudget;
+    use shared::{BodyType, DsnParams, Recipient};
+
+    #[test]
+    fn one_job_per_domain_carrying_the_envelope() {
+        let msg = Incoming {
+            queue_id: "01JD0000000000000000000000".into(),
+            sender: "alice@example.org".into(),
+            recipients: vec![Recipient::new("b@one.test"), Recipient::new("c@two.test"), Recipient::new("d@ONE.test")],
+            dsn: DsnParams::default(),
+            body_type: BodyType::EightBitMime,
+            smtputf8: false,
+            received_from: "client ([192.0.2.1])".into(),
+            message: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+            reservation: MemoryBudget::new(1 << 20).reservation(),
+        };
+        let jobs = jobs_for(&msg, 1000);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].domain, "one.test");
+        let addrs: Vec<_> = jobs[0].recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["b@one.test", "d@ONE.test"]);
+        assert_eq!(jobs[1].domain, "two.test");
+        for j in &jobs {
+            assert_eq!(j.message_key, "spool/01JD0000000000000000000000.eml");
+            assert_eq!((j.first_seen, j.not_before, j.attempt), (1000, 1000, 0));
+            assert_eq!(j.size, 18);
+            assert_eq!(j.body, BodyType::EightBitMime);
+            assert!(Job::from_json(&j.to_json()).is_ok());
+        }
+    }
+}
