@@ -1,1 +1,64 @@
-fn main() {}
+//! `relay`: under AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else `relay poll`.
+//! Only wiring lives here; see the library for what the relay does.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use relay::handler::{Deps, SystemClock, handle};
+use relay::mx::HickoryResolver;
+use relay::smtp::SmtpTransport;
+use relay::store::{S3Spool, SqsQueue};
+use shared::config::RelayConfig;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shared::logging::init();
+    let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    if !lambda && std::env::args().nth(1).as_deref() != Some("poll") {
+        eprintln!("usage: relay poll    (or run under AWS Lambda with an SQS event source)");
+        return ExitCode::from(2);
+    }
+    let config = match RelayConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let resolver = match HickoryResolver::new(&config.dns_servers) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relay: RELAY_DNS_SERVERS: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let clients = shared::aws::clients().await;
+    let deps = Arc::new(Deps {
+        spool: Box::new(S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() }),
+        queue: Box::new(SqsQueue { client: clients.sqs.clone(), queue_url: config.spool.queue_url.clone() }),
+        resolver: Box::new(resolver),
+        transport: Box::new(SmtpTransport::new(&config)),
+        clock: Box::new(SystemClock),
+        config,
+    });
+    if lambda {
+        let service = service_fn(move |event: LambdaEvent<SqsEvent>| {
+            let deps = deps.clone();
+            async move { Ok::<_, lambda_runtime::Error>(handle(event.payload, &deps).await) }
+        });
+        if let Err(e) = lambda_runtime::run(service).await {
+            eprintln!("relay: lambda runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
+    match relay::poll::run(&deps, &clients.sqs).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

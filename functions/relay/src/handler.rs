@@ -1,0 +1,174 @@
+//! The relay's one entry point: a batch of SQS records in, the records to redeliver out.
+//!
+//! Per job: wait if it is early, skip recipients with a delivery record, fetch the message,
+//! route (MX or smarthost), deliver, then carry out the [`plan`](crate::plan). Only S3/SQS
+//! failures — and jobs that cannot be read, so the DLQ gets them — become
+//! `batchItemFailures`; delivery problems are handled by re-enqueueing.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::config::RelayConfig;
+use shared::job::{BodyType, JOB_SCHEMA_VERSION, domain_of};
+use shared::{Job, RcptState, Recipient, keys, queue_id};
+
+use crate::dsn;
+use crate::mx::{self, Resolver, Target};
+use crate::outcome::{Attempt, Verdict};
+use crate::plan::{self, Plan, Report};
+use crate::smtp::Transport;
+use crate::store::{Queue, Spool, StoreError};
+
+/// Unix seconds, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> i64;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+}
+
+/// Everything the handler talks to.
+pub struct Deps {
+    pub config: RelayConfig,
+    pub spool: Box<dyn Spool>,
+    pub queue: Box<dyn Queue>,
+    pub resolver: Box<dyn Resolver>,
+    pub transport: Box<dyn Transport>,
+    pub clock: Box<dyn Clock>,
+}
+
+/// Why a record goes back to SQS.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("unreadable job (left for the dead-letter queue): {0}")]
+    Poison(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Process a batch; the response names the records SQS should deliver again.
+pub async fn handle(event: SqsEvent, deps: &Deps) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in &event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(e) = process_record(record, deps).await {
+            tracing::error!(message_id = %id, error = %e, "job failed; SQS will redeliver it");
+            response.add_failure(id);
+        }
+    }
+    response
+}
+
+async fn process_record(record: &SqsMessage, deps: &Deps) -> Result<(), Failure> {
+    let job = Job::from_json(record.body.as_deref().unwrap_or_default()).map_err(|e| Failure::Poison(e.to_string()))?;
+    if !queue_id::is_queue_id(&job.queue_id) {
+        return Err(Failure::Poison(format!("bad queue id {:?}", job.queue_id)));
+    }
+    process(job, deps).await.map_err(Failure::from)
+}
+
+async fn process(mut job: Job, deps: &Deps) -> Result<(), StoreError> {
+    let now = deps.clock.now();
+    if let Some(delay) = plan::wait(&job, now) {
+        deps.queue.send(&job, delay).await?;
+        tracing::info!(queue_id = %job.queue_id, not_before = job.not_before, delay = delay.as_secs(), "not due yet; re-enqueued");
+        return Ok(());
+    }
+    for r in job.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
+        if deps.spool.record_exists(&job.queue_id, &r.address).await? {
+            r.state = RcptState::Delivered;
+            tracing::info!(queue_id = %job.queue_id, recipient = %r.address, "already done (record exists); skipped");
+        }
+    }
+    if job.pending().next().is_none() {
+        return Ok(());
+    }
+    let message = deps.spool.get_message(&job.message_key).await?;
+    let attempt = match route(&job, deps).await {
+        Ok(targets) => deps.transport.deliver(&targets, &job, &message).await,
+        Err(verdict) => Attempt::all(&job, &verdict, None),
+    };
+    let now = deps.clock.now();
+    let plan = plan::plan(&job, &attempt, now, &deps.config);
+    log(&job, &attempt, &plan);
+    execute(&job, &message, plan, deps, now).await
+}
+
+async fn route(job: &Job, deps: &Deps) -> Result<Vec<Target>, Verdict> {
+    match &deps.config.smarthost {
+        Some(sh) => mx::smarthost_targets(deps.resolver.as_ref(), &sh.host, sh.port).await,
+        None => mx::targets(deps.resolver.as_ref(), &job.domain, deps.config.mx_port).await,
+    }
+}
+
+/// One line per recipient outcome, like Postfix's `status=` lines.
+fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
+    let remote = attempt.remote.clone().unwrap_or_default();
+    let addr = remote.addr.map(|a| a.to_string()).unwrap_or_default();
+    for l in &plan.log {
+        tracing::info!(
+            queue_id = %job.queue_id,
+            recipient = %l.recipient,
+            relay = %remote.host,
+            addr = %addr,
+            tls = remote.tls,
+            reply = %l.reply,
+            attempt = job.attempt + 1,
+            delay = l.delay,
+            status = l.status,
+            "delivery"
+        );
+    }
+}
+
+/// Carry out a plan in the order that makes a redelivered job safe (see [`crate::plan`]).
+async fn execute(job: &Job, message: &[u8], plan: Plan, deps: &Deps, now: i64) -> Result<(), StoreError> {
+    for r in &plan.sent {
+        deps.spool.put_record_if_absent(&job.queue_id, r, "sent").await?;
+    }
+    for report in &plan.reports {
+        queue_report(report, job, message, deps, now).await?;
+    }
+    if job.is_bounce() && !plan.bounced.is_empty() {
+        tracing::warn!(queue_id = %job.queue_id, "undeliverable bounce dropped (null sender)");
+    }
+    for r in &plan.bounced {
+        deps.spool.put_record_if_absent(&job.queue_id, r, "bounced").await?;
+    }
+    if let Some((retry, delay)) = &plan.retry {
+        deps.queue.send(retry, *delay).await?;
+    }
+    Ok(())
+}
+
+/// Store a DSN and queue it from `<>` to the sender, through the same relay.
+async fn queue_report(report: &Report, job: &Job, message: &[u8], deps: &Deps, now: i64) -> Result<(), StoreError> {
+    let id = queue_id::new_queue_id();
+    let bytes = dsn::build(report, job, message, &deps.config, now, &id);
+    let dsn_job = Job {
+        v: JOB_SCHEMA_VERSION,
+        queue_id: id.clone(),
+        message_key: keys::message_key(&id),
+        sender: String::new(),
+        domain: domain_of(&job.sender),
+        recipients: vec![Recipient::new(job.sender.clone())],
+        attempt: 0,
+        first_seen: now,
+        not_before: 0,
+        dsn: Default::default(),
+        body: if bytes.is_ascii() { BodyType::SevenBit } else { BodyType::EightBitMime },
+        smtputf8: !job.sender.is_ascii(),
+        size: bytes.len() as u64,
+        delay_warned: false,
+        received_from: format!("{} (delivery status notification)", deps.config.helo_name),
+    };
+    deps.spool.put_message(&dsn_job.message_key, bytes).await?;
+    deps.queue.send(&dsn_job, std::time::Duration::ZERO).await?;
+    tracing::info!(queue_id = %job.queue_id, dsn_queue_id = %id, action = report.action.as_str(),
+        recipients = report.lines.len(), to = %job.sender, "delivery status notification queued");
+    Ok(())
+}

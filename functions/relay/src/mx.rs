@@ -1,0 +1,271 @@
+//! Where mail for a domain goes (RFC 5321 §5.1, RFC 7505).
+//!
+//! [`Resolver`] is the DNS edge (hickory in production, a table in tests); [`targets`] turns its
+//! answers into the ordered list of addresses one attempt tries: MX by preference with equal
+//! preferences shuffled, the domain itself as implicit MX when it has no MX records, NXDOMAIN
+//! and null MX as permanent failures, anything else that goes wrong as temporary.
+
+use std::net::{IpAddr, SocketAddr};
+
+use async_trait::async_trait;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::outcome::Verdict;
+
+/// Addresses tried per attempt, across all hosts (Postfix's `smtp_mx_address_limit` is 5).
+pub const MAX_ADDRESSES: usize = 6;
+
+/// One DNS answer, reduced to what routing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The name exists but has no records of this type.
+    NoData,
+    /// The name does not exist.
+    NxDomain,
+    /// SERVFAIL, timeout, refused: try again later.
+    Failed(String),
+}
+
+/// The DNS questions routing asks.
+#[async_trait]
+pub trait Resolver: Send + Sync {
+    /// MX records as `(preference, exchange)`, exchange without the trailing dot (`""` for ".").
+    async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>>;
+    /// A and AAAA addresses of a host.
+    async fn ips(&self, host: &str) -> Lookup<Vec<IpAddr>>;
+}
+
+/// One address to connect to, with the name it was found under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+/// Order MX exchanges: ascending preference, equal preferences in random order.
+pub fn order_mx(mut records: Vec<(u16, String)>, rng: &mut impl Rng) -> Vec<String> {
+    records.shuffle(rng);
+    records.sort_by_key(|(pref, _)| *pref); // stable: the shuffle survives within a preference
+    let mut hosts: Vec<String> = Vec::with_capacity(records.len());
+    for (_, h) in records {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    hosts
+}
+
+/// The addresses to try for `domain`, or the verdict for every recipient when there are none.
+pub async fn targets(resolver: &dyn Resolver, domain: &str, port: u16) -> Result<Vec<Target>, Verdict> {
+    let hosts = match resolver.mx(domain).await {
+        Lookup::Found(records) if records.len() == 1 && records[0].1.is_empty() => {
+            return Err(Verdict::failed("5.1.10", format!("{domain} does not accept mail (null MX, RFC 7505)")));
+        }
+        // A null MX among real ones is a misconfiguration; the real ones still count.
+        Lookup::Found(records) => {
+            order_mx(records.into_iter().filter(|(_, h)| !h.is_empty()).collect(), &mut rand::rng())
+        }
+        Lookup::NoData => vec![domain.to_string()],
+        Lookup::NxDomain => return Err(Verdict::failed("5.1.2", format!("domain {domain} does not exist (NXDOMAIN)"))),
+        Lookup::Failed(e) => return Err(Verdict::deferred("4.4.3", format!("MX lookup for {domain} failed: {e}"))),
+    };
+    let mut out = Vec::new();
+    let mut temporary = None;
+    for host in hosts {
+        match resolver.ips(&host).await {
+            Lookup::Found(ips) => {
+                out.extend(ips.into_iter().map(|ip| Target { host: host.clone(), addr: (ip, port).into() }))
+            }
+            Lookup::Failed(e) => temporary = Some(format!("address lookup for {host} failed: {e}")),
+            Lookup::NoData | Lookup::NxDomain => {}
+        }
+        if out.len() >= MAX_ADDRESSES {
+            break;
+        }
+    }
+    out.truncate(MAX_ADDRESSES);
+    match (out.is_empty(), temporary) {
+        (false, _) => Ok(out),
+        (true, Some(e)) => Err(Verdict::deferred("4.4.3", e)),
+        (true, None) => Err(Verdict::failed("5.4.4", format!("no address for any mail exchanger of {domain}"))),
+    }
+}
+
+/// The smarthost's addresses (a literal IP, or a name looked up like an MX host).
+pub async fn smarthost_targets(resolver: &dyn Resolver, host: &str, port: u16) -> Result<Vec<Target>, Verdict> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![Target { host: host.to_string(), addr: (ip, port).into() }]);
+    }
+    match resolver.ips(host).await {
+        Lookup::Found(ips) => {
+            Ok(ips.into_iter().map(|ip| Target { host: host.to_string(), addr: (ip, port).into() }).collect())
+        }
+        // A smarthost that does not resolve is an operator's problem: keep the mail.
+        other => Err(Verdict::deferred("4.4.3", format!("smarthost {host} does not resolve: {other:?}"))),
+    }
+}
+
+/// [`Resolver`] on hickory.
+pub struct HickoryResolver(TokioResolver);
+
+impl HickoryResolver {
+    /// With `servers` (UDP and TCP each, no system configuration), or the system resolver when empty.
+    pub fn new(servers: &[SocketAddr]) -> Result<Self, ResolveError> {
+        let provider = TokioConnectionProvider::default();
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder_tokio()?
+        } else {
+            let mut config = ResolverConfig::new();
+            for s in servers {
+                config.add_name_server(NameServerConfig::new(*s, Protocol::Udp));
+                config.add_name_server(NameServerConfig::new(*s, Protocol::Tcp));
+            }
+            TokioResolver::builder_with_config(config, provider)
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        opts.timeout = std::time::Duration::from_secs(5);
+        opts.attempts = 2;
+        Ok(Self(builder.build()))
+    }
+}
+
+fn classify<T>(e: &ResolveError) -> Lookup<T> {
+    match e.proto().map(|p| p.kind()) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code: ResponseCode::NXDomain, .. }) => Lookup::NxDomain,
+        Some(ProtoErrorKind::NoRecordsFound { response_code: ResponseCode::NoError, .. }) => Lookup::NoData,
+        _ => Lookup::Failed(e.to_string()),
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
+}
+
+#[async_trait]
+impl Resolver for HickoryResolver {
+    async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>> {
+        match self.0.mx_lookup(fqdn(domain)).await {
+            Ok(l) => Lookup::Found(
+                l.iter()
+                    .map(|mx| {
+                        let name = mx.exchange().to_ascii();
+                        (mx.preference(), name.trim_end_matches('.').to_ascii_lowercase())
+                    })
+                    .collect(),
+            ),
+            Err(e) => classify(&e),
+        }
+    }
+
+    async fn ips(&self, host: &str) -> Lookup<Vec<IpAddr>> {
+        match self.0.lookup_ip(fqdn(host)).await {
+            Ok(l) => {
+                let ips: Vec<IpAddr> = l.iter().collect();
+                if ips.is_empty() { Lookup::NoData } else { Lookup::Found(ips) }
+            }
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::outcome::Class;
+
+    #[test]
+    fn order_sorts_by_preference_and_shuffles_ties() {
+        let recs = vec![(20, "c".to_string()), (10, "a".to_string()), (10, "b".to_string()), (30, "d".to_string())];
+        let mut seen_first = std::collections::HashSet::new();
+        for seed in 0..50 {
+            let order = order_mx(recs.clone(), &mut rand::rngs::StdRng::seed_from_u64(seed));
+            assert_eq!(&order[2..], ["c", "d"]);
+            seen_first.insert(order[0].clone());
+        }
+        assert_eq!(seen_first.len(), 2, "equal preferences must be shuffled");
+    }
+
+    struct Table {
+        mx: HashMap<&'static str, Lookup<Vec<(u16, String)>>>,
+        ips: HashMap<&'static str, Lookup<Vec<IpAddr>>>,
+    }
+
+    #[async_trait]
+    impl Resolver for Table {
+        async fn mx(&self, d: &str) -> Lookup<Vec<(u16, String)>> {
+            self.mx.get(d).cloned().unwrap_or(Lookup::NxDomain)
+        }
+        async fn ips(&self, h: &str) -> Lookup<Vec<IpAddr>> {
+            self.ips.get(h).cloned().unwrap_or(Lookup::NxDomain)
+        }
+    }
+
+    fn table() -> Table {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        Table {
+            mx: HashMap::from([
+                ("two.test", Lookup::Found(vec![(20, "mx2.two.test".into()), (10, "mx1.two.test".into())])),
+                ("null.test", Lookup::Found(vec![(0, String::new())])),
+                ("implicit.test", Lookup::NoData),
+                ("servfail.test", Lookup::Failed("SERVFAIL".into())),
+                ("dangling.test", Lookup::Found(vec![(10, "nowhere.test".into())])),
+                ("flaky.test", Lookup::Found(vec![(10, "flaky-host.test".into())])),
+            ]),
+            ips: HashMap::from([
+                ("mx1.two.test", Lookup::Found(vec![ip("2001:db8::1"), ip("192.0.2.1")])),
+                ("mx2.two.test", Lookup::Found(vec![ip("192.0.2.2")])),
+                ("implicit.test", Lookup::Found(vec![ip("192.0.2.9")])),
+                ("flaky-host.test", Lookup::Failed("timeout".into())),
+            ]),
+        }
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let t = table();
+        let got = targets(&t, "two.test", 2525).await.unwrap();
+        let addrs: Vec<String> = got.iter().map(|t| format!("{} {}", t.host, t.addr)).collect();
+        assert_eq!(
+            addrs,
+            ["mx1.two.test [2001:db8::1]:2525", "mx1.two.test 192.0.2.1:2525", "mx2.two.test 192.0.2.2:2525"]
+        );
+
+        let implicit = targets(&t, "implicit.test", 25).await.unwrap();
+        assert_eq!(implicit, vec![Target { host: "implicit.test".into(), addr: "192.0.2.9:25".parse().unwrap() }]);
+
+        let cases = [
+            ("null.test", Class::Failed, "5.1.10"),
+            ("nx.test", Class::Failed, "5.1.2"),
+            ("servfail.test", Class::Deferred, "4.4.3"),
+            ("dangling.test", Class::Failed, "5.4.4"),
+            ("flaky.test", Class::Deferred, "4.4.3"),
+        ];
+        for (domain, class, status) in cases {
+            let v = targets(&t, domain, 25).await.unwrap_err();
+            assert_eq!((v.class, v.status.as_str()), (class, status), "{domain}: {v:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn smarthost_literal_and_name() {
+        let t = table();
+        let lit = smarthost_targets(&t, "127.0.0.1", 465).await.unwrap();
+        assert_eq!(lit[0].addr, "127.0.0.1:465".parse().unwrap());
+        assert_eq!(smarthost_targets(&t, "mx2.two.test", 587).await.unwrap()[0].addr, "192.0.2.2:587".parse().unwrap());
+        assert_eq!(smarthost_targets(&t, "gone.test", 587).await.unwrap_err().class, Class::Deferred);
+    }
+}

@@ -1,0 +1,87 @@
+//! `relay poll`: the Lambda handler driven by a long-poll SQS consumer, for running the relay
+//! as a plain process (containers, tests). Receive up to 10, handle them, delete all but the
+//! reported failures (SQS redelivers those after the visibility timeout). SIGTERM or SIGINT
+//! stops the loop between batches: the batch in hand is finished first.
+
+use std::collections::HashSet;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::handler::{Deps, handle};
+
+/// The SQS event the Lambda service would have built for these messages.
+pub fn to_event(messages: &[Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut r = SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            r
+        })
+        .collect();
+    event
+}
+
+/// Poll until SIGTERM/SIGINT.
+pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let url = &deps.config.spool.queue_url;
+    let wait = deps.config.poll_wait.as_secs() as i32;
+    tracing::info!(queue = %url, "polling");
+    loop {
+        let receive = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(wait).send();
+        let received = tokio::select! {
+            biased;
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            r = receive => r,
+        };
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "ReceiveMessage failed");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let response = handle(to_event(&messages), deps).await;
+        let failed: HashSet<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        delete_done(sqs, url, &messages, &failed).await;
+    }
+    tracing::info!("stopping on signal");
+    Ok(())
+}
+
+async fn delete_done(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[Message], failed: &HashSet<&str>) {
+    let entries: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !failed.contains(m.message_id.as_deref().unwrap_or_default()))
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .set_receipt_handle(m.receipt_handle.clone())
+                .build()
+                .ok()
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    match sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+        Ok(out) if !out.failed.is_empty() => {
+            tracing::error!(failed = out.failed.len(), "DeleteMessageBatch left messages; they will be redelivered")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "DeleteMessageBatch failed"),
+    }
+}

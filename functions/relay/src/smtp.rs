@@ -1,0 +1,379 @@
+//! The SMTP client: one session per attempt, returning a verdict per recipient.
+//!
+//! [`Transport`] is the edge the handler sees (a fake in tests); [`SmtpTransport`] walks the
+//! targets in order until one host takes the transaction. Failures before the transaction
+//! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
+//! read the attempt ends there, so no recipient can be accepted twice in one attempt.
+//! Opportunistic STARTTLS that fails in the handshake is retried once in plaintext on the same
+//! address, as Postfix does; `RELAY_TLS=required` never falls back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use shared::config::{RelayConfig, Smarthost, TlsMode};
+use shared::{Job, Reply};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+
+use crate::mx::Target;
+use crate::outcome::{Attempt, Class, Remote, Verdict};
+use crate::wire::{self, Extensions};
+
+/// Delivery of one job's pending recipients to the first target that takes it.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    async fn deliver(&self, targets: &[Target], job: &Job, message: &[u8]) -> Attempt;
+}
+
+/// [`Transport`] over TCP with STARTTLS or implicit TLS.
+pub struct SmtpTransport {
+    helo: String,
+    tls_mode: TlsMode,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    data_timeout: Duration,
+    smarthost: Option<Smarthost>,
+    tls: TlsConnector,
+}
+
+impl SmtpTransport {
+    pub fn new(cfg: &RelayConfig) -> Self {
+        Self {
+            helo: cfg.helo_name.clone(),
+            tls_mode: cfg.tls,
+            connect_timeout: cfg.connect_timeout,
+            command_timeout: cfg.command_timeout,
+            data_timeout: cfg.data_timeout,
+            smarthost: cfg.smarthost.clone(),
+            tls: crate::tls::connector(),
+        }
+    }
+}
+
+/// Why a session ended before its transaction, and whether plaintext is worth a retry.
+struct Abort {
+    verdict: Verdict,
+    tls_failed: bool,
+}
+
+impl From<Verdict> for Abort {
+    fn from(verdict: Verdict) -> Self {
+        Self { verdict, tls_failed: false }
+    }
+}
+
+fn net(e: String) -> Verdict {
+    Verdict::deferred("4.4.2", e)
+}
+
+#[async_trait]
+impl Transport for SmtpTransport {
+    async fn deliver(&self, targets: &[Target], job: &Job, message: &[u8]) -> Attempt {
+        if !wire::safe_address(&job.sender) {
+            return Attempt::all(job, &Verdict::failed("5.1.7", "bad sender address syntax"), None);
+        }
+        let mut last = (Verdict::deferred("4.4.1", "no address to try"), None);
+        for target in targets {
+            let mut plaintext = false;
+            loop {
+                let mut remote = Remote { host: target.host.clone(), addr: Some(target.addr), ..Remote::default() };
+                match self.session(target, job, message, &mut remote, plaintext).await {
+                    Ok(outcomes) => return Attempt { outcomes, remote: Some(remote) },
+                    Err(abort) => {
+                        tracing::info!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr,
+                            error = %abort.verdict.text(), "session failed");
+                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back();
+                        last = (abort.verdict, Some(remote));
+                        if !retry_plain {
+                            break;
+                        }
+                        plaintext = true;
+                    }
+                }
+            }
+        }
+        Attempt::all(job, &last.0, last.1)
+    }
+}
+
+impl SmtpTransport {
+    fn may_fall_back(&self) -> bool {
+        self.tls_mode == TlsMode::Opportunistic && self.smarthost.as_ref().is_none_or(|s| s.user.is_none())
+    }
+
+    async fn session(
+        &self,
+        target: &Target,
+        job: &Job,
+        message: &[u8],
+        remote: &mut Remote,
+        plaintext: bool,
+    ) -> Result<Vec<(String, Verdict)>, Abort> {
+        let tcp = timeout(self.connect_timeout, TcpStream::connect(target.addr))
+            .await
+            .map_err(|_| Verdict::deferred("4.4.1", format!("connect to {} timed out", target.addr)))?
+            .map_err(|e| Verdict::deferred("4.4.1", format!("connect to {}: {e}", target.addr)))?;
+        let _ = tcp.set_nodelay(true);
+        let mut c = Conn { io: Box::new(tcp), buf: Vec::new(), timeout: self.command_timeout };
+        if self.smarthost.as_ref().is_some_and(|s| s.implicit_tls) {
+            c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: false })?;
+            remote.tls = true;
+        }
+        let greeting = c.read_reply().await.map_err(net)?;
+        if !greeting.is_positive() {
+            return Err(Verdict::from_reply(greeting).into());
+        }
+        let mut ext = c.hello(&self.helo).await?;
+        if !remote.tls && ext.starttls && !plaintext {
+            let r = c.command("STARTTLS").await.map_err(net)?;
+            if r.code == 220 {
+                c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: true })?;
+                remote.tls = true;
+                ext = c.hello(&self.helo).await?;
+            }
+        }
+        if !remote.tls && self.tls_mode == TlsMode::Required {
+            c.quit().await;
+            return Err(Verdict::deferred("4.7.4", "TLS is required but the server does not offer it").into());
+        }
+        if let Some(Smarthost { user: Some(user), password: Some(password), .. }) = &self.smarthost {
+            if !remote.tls {
+                c.quit().await;
+                return Err(Verdict::deferred("4.7.0", "refusing to send credentials without TLS").into());
+            }
+            c.auth(&ext, user, password).await?;
+        }
+        remote.dsn = ext.dsn;
+        let outcomes = self.transaction(&mut c, &ext, job, message).await;
+        c.quit().await;
+        Ok(outcomes)
+    }
+
+    /// MAIL, RCPT, DATA (pipelined when offered); a verdict for every pending recipient.
+    async fn transaction(&self, c: &mut Conn, ext: &Extensions, job: &Job, message: &[u8]) -> Vec<(String, Verdict)> {
+        let rcpts: Vec<_> = job.pending().collect();
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
+        let refuse = if job.smtputf8 && !ext.smtputf8 {
+            Some(Verdict::failed("5.6.7", "the message needs SMTPUTF8 but the server does not support it"))
+        } else {
+            ext.size.filter(|&l| l > 0 && message.len() as u64 > l).map(|limit| {
+                Verdict::failed("5.3.4", format!("message size {} exceeds the server's limit {limit}", message.len()))
+            })
+        };
+        if let Some(v) = refuse {
+            verdicts.fill(Some(v));
+        } else {
+            for (v, r) in verdicts.iter_mut().zip(&rcpts) {
+                if !wire::safe_address(&r.address) {
+                    *v = Some(Verdict::failed("5.1.3", "bad recipient address syntax"));
+                }
+            }
+            if let Err(e) = self.exchange(c, ext, job, &rcpts, &mut verdicts, message).await {
+                // The connection broke mid-transaction: whatever has no answer yet waits.
+                for v in verdicts.iter_mut().filter(|v| v.is_none()) {
+                    *v = Some(net(e.clone()));
+                }
+            }
+        }
+        rcpts
+            .iter()
+            .zip(verdicts)
+            .map(|(r, v)| (r.address.clone(), v.expect("every recipient has a verdict")))
+            .collect()
+    }
+
+    async fn exchange(
+        &self,
+        c: &mut Conn,
+        ext: &Extensions,
+        job: &Job,
+        rcpts: &[&shared::Recipient],
+        verdicts: &mut [Option<Verdict>],
+        message: &[u8],
+    ) -> Result<(), String> {
+        let wanted: Vec<usize> = (0..rcpts.len()).filter(|&i| verdicts[i].is_none()).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut cmds = vec![wire::mail_from(job, ext, message.len())];
+        cmds.extend(wanted.iter().map(|&i| wire::rcpt_to(rcpts[i], ext.dsn)));
+        cmds.push("DATA".into());
+        // Without PIPELINING each command waits for its reply; with it all go in one write.
+        let mut replies = Vec::with_capacity(cmds.len());
+        if ext.pipelining {
+            c.write(cmds.iter().map(|l| format!("{l}\r\n")).collect::<String>().as_bytes(), self.command_timeout)
+                .await?;
+            for _ in &cmds {
+                replies.push(c.read_reply().await?);
+            }
+        } else {
+            for (n, cmd) in cmds.iter().enumerate() {
+                let is_data = n + 1 == cmds.len();
+                // Stop early: no DATA after a refused MAIL or when no RCPT was accepted.
+                if is_data && (!replies[0].is_positive() || !replies[1..].iter().any(Reply::is_positive)) {
+                    break;
+                }
+                let r = c.command(cmd).await?;
+                let refused_mail = n == 0 && !r.is_positive();
+                replies.push(r);
+                if refused_mail {
+                    break;
+                }
+            }
+        }
+        let mail = &replies[0];
+        if !mail.is_positive() {
+            for &i in &wanted {
+                verdicts[i] = Some(Verdict::from_reply(mail.clone()));
+            }
+            return Ok(());
+        }
+        let mut accepted = Vec::new();
+        for (k, &i) in wanted.iter().enumerate() {
+            let r = replies.get(1 + k).cloned().ok_or("no reply to RCPT")?;
+            if r.is_positive() {
+                accepted.push(i);
+            } else {
+                verdicts[i] = Some(Verdict::from_reply(r));
+            }
+        }
+        let data = replies.get(1 + wanted.len());
+        if accepted.is_empty() {
+            if data.is_some_and(|d| d.code == 354) {
+                // RFC 2920 §3.1: the server wants a message it will reject; give it an empty one.
+                c.write(b".\r\n", self.command_timeout).await?;
+                c.read_reply().await?;
+            }
+            return Ok(());
+        }
+        let data = data.cloned().ok_or("no reply to DATA")?;
+        let after_data = if data.code == 354 {
+            c.write(&wire::data_block(message), self.data_timeout).await?;
+            let r = c.read_reply_within(self.data_timeout).await?;
+            if r.code < 400 && !r.is_positive() {
+                Verdict::deferred("4.5.0", r.one_line())
+            } else {
+                Verdict::from_reply(r)
+            }
+        } else if data.code >= 400 {
+            Verdict::from_reply(data)
+        } else {
+            Verdict::deferred("4.5.0", format!("unexpected reply to DATA: {}", data.one_line()))
+        };
+        for i in accepted {
+            verdicts[i] = Some(after_data.clone());
+        }
+        Ok(())
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection with a reply buffer, so pipelined replies are never lost between reads.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Conn {
+    async fn write(&mut self, bytes: &[u8], limit: Duration) -> Result<(), String> {
+        timeout(limit, async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        })
+        .await
+        .map_err(|_| "timed out sending".to_string())?
+        .map_err(|e| format!("write failed: {e}"))
+    }
+
+    async fn read_reply_within(&mut self, limit: Duration) -> Result<Reply, String> {
+        timeout(limit, async {
+            loop {
+                if let Some(r) = wire::take_reply(&mut self.buf)? {
+                    return Ok(r);
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.io.read(&mut chunk).await.map_err(|e| format!("read failed: {e}"))?;
+                if n == 0 {
+                    return Err("connection closed by the server".to_string());
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .map_err(|_| "timed out waiting for a reply".to_string())?
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, String> {
+        self.read_reply_within(self.timeout).await
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply, String> {
+        self.write(format!("{line}\r\n").as_bytes(), self.timeout).await?;
+        self.read_reply().await
+    }
+
+    /// EHLO, or HELO when the server does not know EHLO.
+    async fn hello(&mut self, name: &str) -> Result<Extensions, Abort> {
+        let r = self.command(&format!("EHLO {name}")).await.map_err(net)?;
+        if r.is_positive() {
+            return Ok(Extensions::parse(&r));
+        }
+        if r.is_permanent() {
+            let h = self.command(&format!("HELO {name}")).await.map_err(net)?;
+            if h.is_positive() {
+                return Ok(Extensions::default());
+            }
+            return Err(Verdict::from_reply(h).into());
+        }
+        Err(Verdict::from_reply(r).into())
+    }
+
+    /// AUTH PLAIN, else LOGIN. A refusal defers: it is a configuration problem, not the mail's.
+    async fn auth(&mut self, ext: &Extensions, user: &str, password: &str) -> Result<(), Abort> {
+        let has = |m: &str| ext.auth.iter().any(|a| a == m);
+        let r = if has("PLAIN") {
+            self.command(&format!("AUTH PLAIN {}", B64.encode(format!("\0{user}\0{password}")))).await
+        } else if has("LOGIN") {
+            let mut r = self.command("AUTH LOGIN").await;
+            for secret in [user, password] {
+                r = match r {
+                    Ok(ok) if ok.code == 334 => self.command(&B64.encode(secret)).await,
+                    other => other,
+                };
+            }
+            r
+        } else {
+            return Err(Verdict::deferred("4.7.0", "the smarthost offers neither AUTH PLAIN nor AUTH LOGIN").into());
+        }
+        .map_err(net)?;
+        if r.code == 235 {
+            return Ok(());
+        }
+        let detail = format!("authentication failed: {}", r.one_line());
+        Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail }.into())
+    }
+
+    async fn upgrade(self, connector: &TlsConnector, target: &Target) -> Result<Conn, Verdict> {
+        if !self.buf.is_empty() {
+            // Bytes after the 220 were sent in plaintext and must not be read as if under TLS.
+            return Err(Verdict::deferred("4.7.5", "server sent data after STARTTLS"));
+        }
+        let name = crate::tls::server_name(&target.host, target.addr.ip());
+        let tls = timeout(self.timeout, connector.connect(name, self.io))
+            .await
+            .map_err(|_| Verdict::deferred("4.7.5", "TLS handshake timed out"))?
+            .map_err(|e| Verdict::deferred("4.7.5", format!("TLS handshake failed: {e}")))?;
+        Ok(Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout })
+    }
+
+    async fn quit(&mut self) {
+        let _ = timeout(Duration::from_secs(5), self.command("QUIT")).await;
+    }
+}
