@@ -129,7 +129,7 @@ impl Session {
         let body_type =
             if from.flags & proto::MAIL_BODY_8BITMIME != 0 { BodyType::EightBitMime } else { BodyType::SevenBit };
         let queue_id = shared::queue_id::new_queue_id();
-        tracing::info!(event = "mail", queue_id, client = %self.peer, from = %from.address, size = from.size, user = ?self.user);
+        tracing::info!(event = "mail", queue_id, client = %self.peer, from = %from.address, size = from.size, user = self.user.as_deref().unwrap_or(""));
         self.txn = Some(Txn {
             queue_id,
             sender: from.address,

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod connection;
 pub mod listener;
 pub mod policy;
+pub mod proxy;
 pub mod received;
 pub mod replies;
 pub mod session;

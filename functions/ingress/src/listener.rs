@@ -20,6 +20,7 @@ use crate::auth::AuthDb;
 use crate::budget::MemoryBudget;
 use crate::connection::{self, Deps, Phase};
 use crate::policy::Policy;
+use crate::proxy;
 use crate::replies;
 use crate::session::{ListenerKind, Session, SessionConfig};
 use crate::spool::Spool;
@@ -96,14 +97,12 @@ pub struct Server {
     deps: Arc<Deps>,
     limits: Arc<ConnLimits>,
     grace: Duration,
+    proxy_protocol: bool,
 }
 
 impl Server {
     /// Bind every listener and load TLS and AUTH material; errors name the variable.
     pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>) -> Result<Self, String> {
-        if cfg.proxy_protocol {
-            return Err("INGRESS_PROXY_PROTOCOL: PROXY protocol is not supported by this build yet".into());
-        }
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
@@ -142,6 +141,7 @@ impl Server {
             deps: Arc::new(Deps { spool, auth, tls, timeout: cfg.timeout }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
+            proxy_protocol: cfg.proxy_protocol,
         })
     }
 
@@ -155,7 +155,13 @@ impl Server {
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let mut loops = Vec::new();
         for (listener, kind) in self.listeners {
-            let ctx = (self.session_cfg.clone(), self.deps.clone(), self.limits.clone(), phase_rx.clone());
+            let ctx = Ctx {
+                cfg: self.session_cfg.clone(),
+                deps: self.deps.clone(),
+                limits: self.limits.clone(),
+                phase: phase_rx.clone(),
+                proxy_protocol: self.proxy_protocol,
+            };
             loops.push(tokio::spawn(accept_loop(listener, kind, ctx)));
         }
         shutdown.await;
@@ -173,10 +179,18 @@ impl Server {
     }
 }
 
-type Ctx = (Arc<SessionConfig>, Arc<Deps>, Arc<ConnLimits>, watch::Receiver<Phase>);
+/// What each accept loop hands to its connections.
+#[derive(Clone)]
+struct Ctx {
+    cfg: Arc<SessionConfig>,
+    deps: Arc<Deps>,
+    limits: Arc<ConnLimits>,
+    phase: watch::Receiver<Phase>,
+    proxy_protocol: bool,
+}
 
 async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
-    let mut phase = ctx.3.clone();
+    let mut phase = ctx.phase.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -195,7 +209,17 @@ async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
     }
 }
 
-async fn handle(mut sock: TcpStream, addr: SocketAddr, kind: ListenerKind, (cfg, deps, limits, phase): Ctx) {
+async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, ctx: Ctx) {
+    let Ctx { cfg, deps, limits, phase, proxy_protocol } = ctx;
+    if proxy_protocol {
+        match proxy::read_header(&mut sock, addr).await {
+            Ok(client) => addr = client,
+            Err(e) => {
+                tracing::warn!(event = "connect", peer = %addr, result = "rejected", reason = %e);
+                return;
+            }
+        }
+    }
     let ip = addr.ip();
     let Some(_guard) = limits.try_acquire(ip) else {
         tracing::warn!(event = "connect", client = %ip, result = "rejected", reason = "connection limit");
