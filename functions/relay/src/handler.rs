@@ -172,3 +172,7 @@ async fn queue_report(report: &Report, job: &Job, message: &[u8], deps: &Deps, n
         recipients = report.lines.len(), to = %job.sender, "delivery status notification queued");
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;

@@ -377,3 +377,7 @@ impl Conn {
         let _ = timeout(Duration::from_secs(5), self.command("QUIT")).await;
     }
 }
+
+#[cfg(test)]
+#[path = "smtp_tests.rs"]
+mod tests;

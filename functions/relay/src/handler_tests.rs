@@ -1,0 +1,265 @@
+//! The handler against in-memory fakes of S3, SQS, DNS and SMTP, with a fixed clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use shared::{Job, Recipient, Reply, keys};
+
+use super::*;
+use crate::mx::Lookup;
+use crate::outcome::{Remote, Verdict};
+
+const NOW: i64 = 1_800_000_000;
+const QID: &str = "01JQUEUEID0000000000000000";
+
+#[derive(Clone, Default)]
+struct FakeSpool(Arc<Mutex<HashMap<String, Vec<u8>>>>);
+
+fn missing(key: &str) -> StoreError {
+    StoreError { op: "GetObject", target: key.into(), reason: "NoSuchKey".into() }
+}
+
+#[async_trait]
+impl Spool for FakeSpool {
+    async fn get_message(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.0.lock().unwrap().get(key).cloned().ok_or_else(|| missing(key))
+    }
+    async fn record_exists(&self, q: &str, r: &str) -> Result<bool, StoreError> {
+        Ok(self.0.lock().unwrap().contains_key(&keys::record_key(q, r)))
+    }
+    async fn put_record_if_absent(&self, q: &str, r: &str, body: &str) -> Result<bool, StoreError> {
+        let mut m = self.0.lock().unwrap();
+        let key = keys::record_key(q, r);
+        if m.contains_key(&key) {
+            return Ok(false);
+        }
+        m.insert(key, body.as_bytes().to_vec());
+        Ok(true)
+    }
+    async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakeQueue(Arc<Mutex<Vec<(Job, Duration)>>>);
+
+#[async_trait]
+impl Queue for FakeQueue {
+    async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError> {
+        self.0.lock().unwrap().push((job.clone(), delay));
+        Ok(())
+    }
+}
+
+struct FakeDns;
+
+#[async_trait]
+impl Resolver for FakeDns {
+    async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>> {
+        match domain {
+            "null.test" => Lookup::Found(vec![(0, String::new())]),
+            _ => Lookup::Found(vec![(10, format!("mx.{domain}"))]),
+        }
+    }
+    async fn ips(&self, _host: &str) -> Lookup<Vec<IpAddr>> {
+        Lookup::Found(vec!["192.0.2.1".parse().unwrap()])
+    }
+}
+
+/// Replies per recipient address (default 250); records who was sent what.
+#[derive(Clone, Default)]
+struct FakeSmtp {
+    replies: HashMap<String, (u16, &'static str)>,
+    calls: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+#[async_trait]
+impl Transport for FakeSmtp {
+    async fn deliver(&self, targets: &[Target], job: &Job, _message: &[u8]) -> Attempt {
+        let rcpts: Vec<String> = job.pending().map(|r| r.address.clone()).collect();
+        self.calls.lock().unwrap().push(rcpts.clone());
+        let outcomes = rcpts
+            .into_iter()
+            .map(|a| {
+                let (code, text) = self.replies.get(&a).copied().unwrap_or((250, "2.0.0 ok"));
+                (a, Verdict::from_reply(Reply::parse(code, text)))
+            })
+            .collect();
+        Attempt {
+            outcomes,
+            remote: Some(Remote { host: targets[0].host.clone(), addr: Some(targets[0].addr), tls: true, dsn: false }),
+        }
+    }
+}
+
+struct Fixed(i64);
+
+impl Clock for Fixed {
+    fn now(&self) -> i64 {
+        self.0
+    }
+}
+
+struct World {
+    spool: FakeSpool,
+    queue: FakeQueue,
+    smtp: FakeSmtp,
+    deps: Deps,
+}
+
+fn world(replies: &[(&str, u16, &'static str)]) -> World {
+    let spool = FakeSpool::default();
+    let queue = FakeQueue::default();
+    let smtp = FakeSmtp {
+        replies: replies.iter().map(|(a, c, t)| (a.to_string(), (*c, *t))).collect(),
+        ..FakeSmtp::default()
+    };
+    let vars: HashMap<String, String> = [
+        ("SPOOL_BUCKET", "b"),
+        ("SPOOL_QUEUE_URL", "q"),
+        ("RELAY_HELO_NAME", "relay.test"),
+        ("RELAY_RETRY_SCHEDULE", "1m,5m"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let deps = Deps {
+        config: RelayConfig::from_vars(&vars).unwrap(),
+        spool: Box::new(spool.clone()),
+        queue: Box::new(queue.clone()),
+        resolver: Box::new(FakeDns),
+        transport: Box::new(smtp.clone()),
+        clock: Box::new(Fixed(NOW)),
+    };
+    spool.0.lock().unwrap().insert(keys::message_key(QID), b"Subject: hi\r\n\r\nbody\r\n".to_vec());
+    World { spool, queue, smtp, deps }
+}
+
+fn job(domain: &str, rcpts: &[&str]) -> Job {
+    Job {
+        v: JOB_SCHEMA_VERSION,
+        queue_id: QID.into(),
+        message_key: keys::message_key(QID),
+        sender: "alice@a.test".into(),
+        domain: domain.into(),
+        recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+        attempt: 0,
+        first_seen: NOW - 10,
+        not_before: 0,
+        dsn: Default::default(),
+        body: Default::default(),
+        smtputf8: false,
+        size: 20,
+        delay_warned: false,
+        received_from: String::new(),
+    }
+}
+
+fn event(bodies: &[String]) -> SqsEvent {
+    let mut e = SqsEvent::default();
+    e.records = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(format!("m{i}"));
+            m.body = Some(b.clone());
+            m
+        })
+        .collect();
+    e
+}
+
+#[tokio::test]
+async fn delivers_records_and_a_duplicate_sends_nothing() {
+    let w = world(&[]);
+    let ev = event(&[job("b.test", &["bob@b.test"]).to_json()]);
+    assert!(handle(ev.clone(), &w.deps).await.batch_item_failures.is_empty());
+    assert!(handle(ev, &w.deps).await.batch_item_failures.is_empty());
+    assert_eq!(w.smtp.calls.lock().unwrap().len(), 1, "the duplicate must not reach SMTP");
+    assert_eq!(w.spool.0.lock().unwrap().get(&keys::record_key(QID, "bob@b.test")).unwrap(), b"sent");
+    assert!(w.queue.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn mixed_replies_retry_one_bounce_one_record_one() {
+    let w = world(&[("later@b.test", 450, "4.2.0 busy"), ("no@b.test", 550, "5.1.1 unknown")]);
+    let ev = event(&[job("b.test", &["ok@b.test", "later@b.test", "no@b.test"]).to_json()]);
+    assert!(handle(ev, &w.deps).await.batch_item_failures.is_empty());
+
+    let spool = w.spool.0.lock().unwrap();
+    assert_eq!(spool.get(&keys::record_key(QID, "ok@b.test")).unwrap(), b"sent");
+    assert_eq!(spool.get(&keys::record_key(QID, "no@b.test")).unwrap(), b"bounced");
+    assert!(!spool.contains_key(&keys::record_key(QID, "later@b.test")));
+
+    let queued = w.queue.0.lock().unwrap();
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let (dsn_job, d0) = &queued[0];
+    assert_eq!((dsn_job.sender.as_str(), dsn_job.domain.as_str(), *d0), ("", "a.test", Duration::ZERO));
+    assert_eq!(dsn_job.recipients[0].address, "alice@a.test");
+    let dsn = String::from_utf8(spool.get(&dsn_job.message_key).unwrap().clone()).unwrap();
+    assert!(dsn.contains("Final-Recipient: rfc822; no@b.test") && dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(!dsn.contains("later@b.test"), "the deferred recipient is not in the bounce");
+
+    let (retry, d1) = &queued[1];
+    assert_eq!(retry.recipients.len(), 1);
+    assert_eq!(
+        (retry.recipients[0].address.as_str(), retry.attempt, *d1),
+        ("later@b.test", 1, Duration::from_secs(60))
+    );
+    assert_eq!(retry.not_before, NOW + 60);
+}
+
+#[tokio::test]
+async fn early_job_is_re_enqueued_without_delivery() {
+    let w = world(&[]);
+    let mut j = job("b.test", &["bob@b.test"]);
+    j.not_before = NOW + 3600;
+    handle(event(&[j.to_json()]), &w.deps).await;
+    assert!(w.smtp.calls.lock().unwrap().is_empty());
+    let queued = w.queue.0.lock().unwrap();
+    assert_eq!(queued[0].0, j, "unchanged");
+    assert_eq!(queued[0].1, Duration::from_secs(900), "capped; the rest is chained");
+}
+
+#[tokio::test]
+async fn only_io_failures_and_unreadable_jobs_are_batch_failures() {
+    let w = world(&[("no@b.test", 550, "5.1.1 unknown")]);
+    let mut lost = job("b.test", &["x@b.test"]);
+    lost.message_key = "spool/missing.eml".into();
+    let bodies = [
+        "{not json".to_string(),
+        job("b.test", &["no@b.test"]).to_json(),
+        lost.to_json(),
+        job("null.test", &["y@null.test"]).to_json(),
+    ];
+    let r = handle(event(&bodies), &w.deps).await;
+    let ids: Vec<_> = r.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(ids, ["m0", "m2"]);
+}
+
+#[tokio::test]
+async fn null_mx_bounces_without_smtp_and_bounces_are_never_bounced() {
+    let w = world(&[]);
+    handle(event(&[job("null.test", &["y@null.test"]).to_json()]), &w.deps).await;
+    assert!(w.smtp.calls.lock().unwrap().is_empty());
+    {
+        let queued = w.queue.0.lock().unwrap();
+        assert_eq!(queued.len(), 1);
+        let dsn = String::from_utf8(w.spool.0.lock().unwrap()[&queued[0].0.message_key].clone()).unwrap();
+        assert!(dsn.contains("Status: 5.1.10"), "{dsn}");
+    }
+
+    let w = world(&[("alice@a.test", 550, "5.1.1 gone")]);
+    let mut bounce = job("a.test", &["alice@a.test"]);
+    bounce.sender = String::new();
+    assert!(handle(event(&[bounce.to_json()]), &w.deps).await.batch_item_failures.is_empty());
+    assert!(w.queue.0.lock().unwrap().is_empty(), "nothing is sent to <>");
+    assert!(w.spool.0.lock().unwrap().contains_key(&keys::record_key(QID, "alice@a.test")));
+}

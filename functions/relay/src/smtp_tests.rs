@@ -1,0 +1,162 @@
+//! The SMTP client against a scripted server on loopback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shared::Recipient;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// What the scripted server does: its EHLO reply and its replies per RCPT address.
+#[derive(Clone)]
+struct Script {
+    ehlo: &'static str,
+    rcpt: HashMap<&'static str, &'static str>,
+}
+
+/// Commands and DATA bytes the server saw.
+#[derive(Default)]
+struct Seen {
+    commands: Vec<String>,
+    data: Vec<u8>,
+}
+
+async fn server(script: Script) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, mut w) = sock.into_split();
+        let mut r = BufReader::new(r);
+        w.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).await.unwrap() > 0 {
+            let cmd = line.trim_end().to_string();
+            line.clear();
+            log.lock().unwrap().commands.push(cmd.clone());
+            let upper = cmd.to_ascii_uppercase();
+            let reply = if upper.starts_with("EHLO") {
+                script.ehlo.to_string()
+            } else if upper.starts_with("RCPT TO:<") {
+                let addr = cmd[9..].split('>').next().unwrap();
+                script.rcpt.get(addr).copied().unwrap_or("250 2.1.5 ok").to_string() + "\r\n"
+            } else if upper == "DATA" {
+                w.write_all(b"354 go\r\n").await.unwrap();
+                let mut data = Vec::new();
+                while !data.ends_with(b"\r\n.\r\n") {
+                    let mut b = [0u8; 1];
+                    r.read_exact(&mut b).await.unwrap();
+                    data.push(b[0]);
+                }
+                log.lock().unwrap().data = data;
+                "250 2.0.0 queued\r\n".into()
+            } else if upper == "QUIT" {
+                w.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                "250 ok\r\n".into()
+            };
+            w.write_all(reply.as_bytes()).await.unwrap();
+        }
+    });
+    (addr, seen)
+}
+
+fn transport(pairs: &[(&str, &str)]) -> SmtpTransport {
+    let mut m: HashMap<String, String> =
+        [("SPOOL_BUCKET", "b"), ("SPOOL_QUEUE_URL", "q"), ("RELAY_HELO_NAME", "relay.test")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    SmtpTransport::new(&RelayConfig::from_vars(&m).unwrap())
+}
+
+fn job(rcpts: &[&str]) -> Job {
+    let mut j: Job = serde_json::from_value(serde_json::json!({
+        "v": 1, "queue_id": "Q", "message_key": "k", "sender": "alice@a.test", "domain": "b.test",
+        "recipients": [], "first_seen": 0
+    }))
+    .unwrap();
+    j.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();
+    j
+}
+
+fn target(addr: std::net::SocketAddr) -> Target {
+    Target { host: "mx.b.test".into(), addr }
+}
+
+const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n";
+
+#[tokio::test]
+async fn per_recipient_verdicts_from_a_pipelined_session() {
+    let rcpt = HashMap::from([("later@b.test", "450 4.2.0 busy"), ("no@b.test", "550 5.1.1 unknown")]);
+    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt }).await;
+    let j = job(&["ok@b.test", "later@b.test", "no@b.test"]);
+    let a = transport(&[]).deliver(&[target(addr)], &j, b"Subject: x\r\n\r\n.dot\nbare lf\r\n").await;
+    let got: Vec<_> = a.outcomes.iter().map(|(r, v)| (r.as_str(), v.class, v.status.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("ok@b.test", Class::Sent, "2.0.0"),
+            ("later@b.test", Class::Deferred, "4.2.0"),
+            ("no@b.test", Class::Failed, "5.1.1")
+        ]
+    );
+    let remote = a.remote.unwrap();
+    assert!(!remote.tls && !remote.dsn);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.commands[1], "MAIL FROM:<alice@a.test> SIZE=28");
+    assert_eq!(seen.data, b"Subject: x\r\n\r\n..dot\r\nbare lf\r\n.\r\n");
+}
+
+#[tokio::test]
+async fn refused_connection_moves_to_the_next_address() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // closed on drop
+    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let a = transport(&[]).deliver(&[target(dead), target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!(a.outcomes[0].1.class, Class::Sent);
+    assert_eq!(a.remote.unwrap().addr, Some(addr));
+    assert!(seen.lock().unwrap().commands.iter().any(|c| c == "DATA"));
+}
+
+#[tokio::test]
+async fn all_addresses_down_defers_everyone() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let a = transport(&[]).deliver(&[target(dead)], &job(&["a@b.test", "c@b.test"]), b"x\r\n").await;
+    assert!(a.outcomes.iter().all(|(_, v)| v.class == Class::Deferred && v.status == "4.4.1"), "{a:?}");
+}
+
+#[tokio::test]
+async fn helo_fallback_without_pipelining_and_limits() {
+    let (addr, seen) = server(Script { ehlo: "502 5.5.1 no EHLO here\r\n", rcpt: HashMap::new() }).await;
+    let a = transport(&[]).deliver(&[target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!(a.outcomes[0].1.class, Class::Sent);
+    assert!(seen.lock().unwrap().commands.iter().any(|c| c == "HELO relay.test"));
+
+    // SIZE 1000 advertised: a larger message fails permanently without a transaction.
+    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let big = vec![b'x'; 2000];
+    let a = transport(&[]).deliver(&[target(addr)], &job(&["ok@b.test"]), &big).await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Failed, "5.3.4"));
+    assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
+
+    // SMTPUTF8 needed but not offered: 5.6.7.
+    let (addr, _) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let mut j = job(&["ok@b.test"]);
+    j.smtputf8 = true;
+    let a = transport(&[]).deliver(&[target(addr)], &j, b"x\r\n").await;
+    assert_eq!(a.outcomes[0].1.status, "5.6.7");
+}
+
+#[tokio::test]
+async fn required_tls_refuses_a_plaintext_server() {
+    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let a = transport(&[("RELAY_TLS", "required")]).deliver(&[target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.4"));
+    assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
+}
