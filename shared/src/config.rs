@@ -163,6 +163,7 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_MAX_ERRORS",
     "INGRESS_MEMORY_LIMIT",
     "INGRESS_SHUTDOWN_GRACE",
+    "INGRESS_SPOOL",
 ];
 
 /// Ingress settings.
@@ -192,6 +193,16 @@ pub struct IngressConfig {
     pub memory_limit: u64,
     /// How long in-flight sessions may run after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where accepted mail goes.
+    pub spool_mode: SpoolMode,
+}
+
+/// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolMode {
+    S3,
+    /// Accept and drop every message. Never for real mail: `250` would be a lie.
+    Discard,
 }
 
 impl IngressConfig {
@@ -280,6 +291,11 @@ impl IngressConfig {
             max_errors: r.parse("INGRESS_MAX_ERRORS", 10)?,
             memory_limit,
             shutdown_grace: r.duration("INGRESS_SHUTDOWN_GRACE", "30s")?,
+            spool_mode: match r.opt("INGRESS_SPOOL").as_deref() {
+                None | Some("s3") => SpoolMode::S3,
+                Some("discard") => SpoolMode::Discard,
+                Some(o) => return Err(err("INGRESS_SPOOL", format!("expected s3 or discard, got {o:?}"))),
+            },
         })
     }
 }
@@ -448,6 +464,7 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(300));
         assert_eq!(c.postmaster, "postmaster@mx.example.org");
         assert!(!c.proxy_protocol);
+        assert_eq!(c.spool_mode, SpoolMode::S3);
     }
 
     #[test]
@@ -462,6 +479,7 @@ mod tests {
             (&[("INGRESS_TLS_CERT", "/nonexistent.pem")], "INGRESS_TLS_CERT"),
             (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
             (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
+            (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
         ];
         for (pairs, var) in cases {
             let e = IngressConfig::from_vars(&vars(pairs)).unwrap_err();

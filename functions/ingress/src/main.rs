@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ingress::listener::Server;
-use ingress::spool::AwsSpool;
-use shared::config::IngressConfig;
+use ingress::spool::{AwsSpool, DiscardSpool, Spool};
+use shared::config::{IngressConfig, SpoolMode};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,12 +17,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let spool = AwsSpool {
-        clients: shared::aws::clients().await,
-        bucket: cfg.spool.bucket.clone(),
-        queue_url: cfg.spool.queue_url.clone(),
+    let spool: Arc<dyn Spool> = match cfg.spool_mode {
+        SpoolMode::S3 => Arc::new(AwsSpool {
+            clients: shared::aws::clients().await,
+            bucket: cfg.spool.bucket.clone(),
+            queue_url: cfg.spool.queue_url.clone(),
+        }),
+        SpoolMode::Discard => {
+            tracing::warn!("INGRESS_SPOOL=discard: accepted mail is dropped (benchmark mode)");
+            Arc::new(DiscardSpool)
+        }
     };
-    let server = match Server::bind(&cfg, Arc::new(spool)).await {
+    let server = match Server::bind(&cfg, spool).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");

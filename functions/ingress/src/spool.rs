@@ -116,11 +116,12 @@ impl Spool for AwsSpool {
     }
 }
 
-/// Accepts everything and keeps nothing: for benchmarks of the protocol path alone.
-pub struct NullSpool;
+/// Accepts everything and keeps nothing (`INGRESS_SPOOL=discard`): for benchmarks of the
+/// protocol path alone.
+pub struct DiscardSpool;
 
 #[async_trait]
-impl Spool for NullSpool {
+impl Spool for DiscardSpool {
     async fn store(&self, _msg: Incoming) -> Result<(), String> {
         Ok(())
     }

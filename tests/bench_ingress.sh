@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# tests/bench_ingress.sh [SESSIONS] [MESSAGES] [SIZE] — ingress benchmark (prints figures; not
+# part of the test suite, run by hand). Drives, with Postfix's smtp-source at the same
+# concurrency: the ingress with INGRESS_SPOOL=discard, Postfix's smtp-sink, and the ingress with
+# LocalStack S3 + SQS; then the raw S3 PUT + SQS send rate against the same LocalStack
+# (examples/spool_bench.rs), end-of-DATA->250 latency and RSS per idle connection.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source infra/local/env.sh
+SESSIONS="${1:-20}" MESSAGES="${2:-5000}" SIZE="${3:-2000}"
+IDLE="${IDLE_CONNECTIONS:-5000}"
+cargo build --release --workspace --examples -q
+infra/local/localstack.sh start >/dev/null
+eval "$("$VENV_PY" infra/local/resources.py bench-spool bench-jobs | sed 's/^/export /')" \
+    || { echo "could not create bench resources" >&2; exit 1; }
+ulimit -n 20000
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+free_port() { "$VENV_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# rate NAME ADDR PID: smtp-source at the given concurrency; prints msg/s and peak RSS.
+rate() {
+    local name="$1" addr="$2" pid="$3" start end
+    start=$(date +%s.%N)
+    smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f a@example.org -t b@example.test "$addr"
+    end=$(date +%s.%N)
+    awk -v n="$MESSAGES" -v s="$start" -v e="$end" -v name="$name" -v rss="$(peak_kib "$pid")" \
+        'BEGIN { printf "%-28s %8.0f msg/s  (%d messages in %.2fs, peak RSS %d KiB)\n", name, n/(e-s), n, e-s, rss }'
+}
+
+start_ingress() {  # start_ingress PORT EXTRA_ENV... -> pid on stdout
+    local port="$1"; shift
+    env INGRESS_LISTEN="127.0.0.1:$port" INGRESS_HOSTNAME=bench.example.test RELAY_DOMAINS=example.test \
+        INGRESS_MAX_CONNECTIONS=10000 INGRESS_MAX_CONNECTIONS_PER_IP=10000 RUST_LOG=warn "$@" \
+        target/release/ingress >/dev/null 2>&1 &
+    echo $!
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done
+}
+
+echo "== $SESSIONS sessions, $MESSAGES messages of $SIZE bytes"
+p=$(free_port); sink_pid=$(smtp-sink -c "127.0.0.1:$p" 1000 >/dev/null 2>&1 & echo $!); pids+=("$sink_pid"); sleep 0.5
+rate "postfix smtp-sink" "127.0.0.1:$p" "$sink_pid"
+
+p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=discard); pids+=("$pid")
+rate "ingress (discard spool)" "127.0.0.1:$p" "$pid"
+"$VENV_PY" tests/bench_smtp_client.py latency "127.0.0.1:$p" "$SESSIONS" 2000 "$SIZE"
+"$VENV_PY" tests/bench_smtp_client.py idle "127.0.0.1:$p" "$IDLE" "$pid"
+
+p=$(free_port); pid=$(start_ingress "$p"); pids+=("$pid")
+MESSAGES=$(( MESSAGES / 5 )) rate "ingress (LocalStack S3+SQS)" "127.0.0.1:$p" "$pid"
+"$VENV_PY" tests/bench_smtp_client.py latency "127.0.0.1:$p" "$SESSIONS" 400 "$SIZE"
+target/release/examples/spool_bench $(( MESSAGES / 5 )) "$SESSIONS" "$SIZE"
