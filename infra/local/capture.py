@@ -1,0 +1,180 @@
+"""Catch-all SMTP server that stores every message it accepts (a fake MX / smarthost for tests).
+
+Owns the capture directory format:
+  DIR/<timestamp>-<n>.eml   the exact DATA bytes after dot-unstuffing (CRLF kept)
+  DIR/<timestamp>-<n>.json  sidecar: mail_from, mail_options, rcpt_tos, rcpts (address + options),
+                            rcpt_options, peer, helo, tls, auth_user, size, seq
+  DIR/events.jsonl          one line per RCPT and per end of DATA with the reply given
+Both files are written under a dot-name and renamed (the .json first), so a reader that sees
+an .eml sees complete files.
+
+Accepts 8-bit and SMTPUTF8 mail (advertises 8BITMIME and SMTPUTF8). Reply rules make it misbehave:
+  --reply 'bob@example.test=550 5.1.1 no such user'   every RCPT TO:<bob@example.test>
+  --reply 'bob@example.test#2=450 4.2.0 try later'    only the first 2 such RCPTs, then accepted
+  --reply '@example.test=...'  any address in the domain;  --reply '*=...'  any address
+  --reply 'DATA=451 4.3.0 try later'                   the reply to the end of DATA (not stored)
+
+  python capture.py --listen 127.0.0.1:2526 --dir .local/mail [--reply RULE]...
+         [--hostname NAME] [--tls-cert PEM --tls-key PEM] [--auth USER:PASS]... [--auth-plaintext]
+"""
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import os
+import signal
+import ssl
+import time
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+class Rule:
+    def __init__(self, spec):
+        key, sep, reply = spec.partition("=")
+        if not sep or not reply[:3].isdigit():
+            raise argparse.ArgumentTypeError(f"expected KEY[#N]=CODE TEXT, got {spec!r}")
+        key, _, times = key.partition("#")
+        self.key = key.strip().lower()
+        self.times = int(times) if times else None
+        self.reply = reply.strip()
+        self.used = 0
+
+    def matches(self, key):
+        if self.times is not None and self.used >= self.times:
+            return False
+        if self.key == "data" or key == "data":
+            return self.key == key
+        return self.key in ("*", key) or (self.key.startswith("@") and key.endswith(self.key))
+
+
+class Handler:
+    def __init__(self, directory, rules, auth):
+        self.dir = directory
+        self.rules = rules
+        self.auth = auth
+        self.seq = itertools.count(1)
+
+    def _rule(self, key):
+        for rule in self.rules:
+            if rule.matches(key):
+                rule.used += 1
+                return rule.reply
+        return None
+
+    def _event(self, **fields):
+        with open(os.path.join(self.dir, "events.jsonl"), "a") as f:
+            f.write(json.dumps({"time": time.time(), **fields}) + "\n")
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if not self.auth:
+            responses = [r for r in responses if not r[4:].startswith("AUTH")]
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self._rule(address.lower()) or "250 2.1.5 OK"
+        self._event(event="rcpt", peer=list(session.peer), mail_from=envelope.mail_from, rcpt=address, reply=reply)
+        if reply.startswith("2"):
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            if not hasattr(envelope, "rcpts"):
+                envelope.rcpts = []
+            envelope.rcpts.append({"address": address, "options": rcpt_options})
+        return reply
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self._rule("data")
+        self._event(event="data", peer=list(session.peer), mail_from=envelope.mail_from,
+                    rcpt_tos=envelope.rcpt_tos, reply=reply or "250")
+        if reply:
+            return reply
+        n = next(self.seq)
+        now = time.time()
+        name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}-{n:06d}"
+        data = envelope.original_content
+        meta = {
+            "seq": n,
+            "received_at": now,
+            "peer": list(session.peer),
+            "helo": session.host_name,
+            "tls": session.ssl is not None,
+            "auth_user": session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None,
+            "mail_from": envelope.mail_from,
+            "mail_options": envelope.mail_options,
+            "rcpt_tos": envelope.rcpt_tos,
+            "rcpt_options": envelope.rcpt_options,
+            "rcpts": getattr(envelope, "rcpts", []),
+            "size": len(data),
+            "eml": name + ".eml",
+        }
+        self._write(name + ".json", json.dumps(meta, indent=1).encode())
+        self._write(name + ".eml", data)
+        return f"250 2.0.0 OK queued as {name}"
+
+    def _write(self, name, data):
+        tmp = os.path.join(self.dir, ".tmp-" + name)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(self.dir, name))
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and self.auth.get(auth_data.login) == auth_data.password
+        return AuthResult(success=ok)
+
+
+async def serve(args):
+    host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]")
+    os.makedirs(args.dir, exist_ok=True)
+    auth = {}
+    for cred in args.auth:
+        user, _, password = cred.partition(":")
+        auth[user.encode()] = password.encode()
+    handler = Handler(args.dir, args.reply, auth)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+
+    def factory():
+        return SMTP(
+            handler,
+            hostname=args.hostname,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            tls_context=tls,
+            authenticator=handler.authenticate if auth else None,
+            auth_require_tls=not args.auth_plaintext,
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host, int(port))
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"capture: listening on {args.listen}, writing to {args.dir}", flush=True)
+    await stop.wait()
+    server.close()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", default="127.0.0.1:2526", help="host:port")
+    p.add_argument("--dir", required=True, help="where messages are written")
+    p.add_argument("--reply", type=Rule, action="append", default=[], metavar="KEY[#N]=CODE TEXT")
+    p.add_argument("--hostname", default="capture.localdomain", help="name in the banner and EHLO reply")
+    p.add_argument("--tls-cert", help="PEM certificate; offers STARTTLS when set (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASS", help="offer AUTH PLAIN/LOGIN")
+    p.add_argument("--auth-plaintext", action="store_true", help="allow AUTH without TLS")
+    p.add_argument("--verbose", action="store_true", help="log every SMTP command")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

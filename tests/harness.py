@@ -1,0 +1,500 @@
+"""Building blocks of the end-to-end tests: real processes on loopback, LocalStack spool access.
+
+conftest.py turns these into fixtures; tests may also import the helpers directly
+(`from harness import wait_until, free_port, loopback_hosts`). See tests/README.md.
+"""
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+INFRA_LOCAL = REPO / "infra" / "local"
+BIN_DIR = Path(os.environ.get("RELAY_BIN_DIR", REPO / "target" / "release"))
+if not BIN_DIR.is_absolute():
+    BIN_DIR = REPO / BIN_DIR
+ENDPOINT = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+REGION = os.environ.get("AWS_REGION", "us-east-1")
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+sys.path.insert(0, str(INFRA_LOCAL))
+import resources  # noqa: E402  (infra/local/resources.py: shape of the spool)
+
+
+def wait_until(fn, timeout=30.0, interval=0.1, what="condition"):
+    """Call fn until it returns something truthy and return that; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports and loopback addresses
+
+
+def _bindable(host, port, udp=False):
+    kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(host="127.0.0.1", udp=False):
+    """A TCP port (and UDP too with udp=True) that nothing listens on at `host` right now."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if _bindable(host, port, udp):
+            return port
+    raise RuntimeError(f"no free port on {host}")
+
+
+_next_loopback = itertools.count(1)  # 127.0.0.1 stays for the shared servers
+
+
+def loopback_hosts(count):
+    """(ips, port): `count` fresh loopback addresses (127.0.x.y, never 127.0.0.1, unique in this
+    test session) and one port free on all of them. The relay uses a single RELAY_MX_PORT for
+    every MX host, so each fake MX host gets its own address and they all share the port."""
+    ips = []
+    for _ in range(count):
+        n = next(_next_loopback)
+        ips.append(f"127.0.{n // 254 % 256}.{n % 254 + 1}")
+    for _ in range(200):
+        port = free_port(ips[0])
+        if all(_bindable(ip, port) for ip in ips):
+            return ips, port
+    raise RuntimeError(f"no port free on all of {ips}")
+
+
+def port_open(host, port, timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def split_addr(addr):
+    """'ip:port' | (ip, port) | port -> (ip, port)."""
+    if isinstance(addr, int):
+        return "127.0.0.1", addr
+    if isinstance(addr, str):
+        host, _, port = addr.rpartition(":")
+        return host.strip("[]"), int(port)
+    return addr[0], int(addr[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Process:
+    """A child process with its stdout+stderr in a log file."""
+
+    def __init__(self, name, cmd, env, log_path, cwd=None):
+        self.name = name
+        self.cmd = [str(c) for c in cmd]
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=30.0):
+        """Wait until the log matches the regex `pattern`; returns the match."""
+        rx = re.compile(pattern)
+
+        def check():
+            m = rx.search(self.log_text())
+            if not m and not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before logging "
+                                     f"{pattern!r}:\n{self.log_text()[-5000:]}")
+            return m
+
+        return wait_until(check, timeout, what=f"{self.name} to log {pattern!r}")
+
+    def wait_port(self, addr, timeout=30.0):
+        """Wait until `addr` ('ip:port', (ip, port) or port) accepts TCP connections."""
+        host, port = split_addr(addr)
+
+        def check():
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before listening on "
+                                     f"{host}:{port}:\n{self.log_text()[-5000:]}")
+            return port_open(host, port)
+
+        wait_until(check, timeout, what=f"{self.name} to listen on {host}:{port}")
+
+    def wait(self, timeout=30.0):
+        """Wait for the process to exit by itself; returns the exit code."""
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code (negative = signal)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __repr__(self):
+        return f"<Process {self.name} pid={self.pid} alive={self.alive()}>"
+
+
+def base_env(home):
+    """Minimal environment for binaries under test: no AWS settings leak in from the caller."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "RUST_LOG": "info",
+        "RUST_BACKTRACE": "1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def merge_env(base, extra):
+    env = dict(base)
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# DNS server
+
+
+class DnsServer(str):
+    """The string "127.0.0.1:PORT" (use it as RELAY_DNS_SERVERS) plus .port, .process and
+    .queries() -> [(name, type, result)] of every query answered so far."""
+
+    def __new__(cls, addr, process):
+        self = super().__new__(cls, addr)
+        self.addr = addr
+        self.host, self.port = split_addr(addr)
+        self.process = process
+        return self
+
+    def queries(self):
+        return re.findall(r"^query (\S+) (\S+) -> (.*)$", self.process.log_text(), re.M)
+
+
+def start_dns(records, zone, log_dir, host="127.0.0.1"):
+    port = free_port(host, udp=True)
+    cmd = [sys.executable, INFRA_LOCAL / "dns_server.py", "--listen", host, "--port", port]
+    for z in zone:
+        cmd += ["--zone", z]
+    for r in records:
+        for line in str(r).splitlines():
+            if line.strip():
+                cmd += ["--rr", line.strip()]
+    proc = Process(f"dns-{port}", cmd, os.environ.copy(), Path(log_dir) / f"dns-{port}.log")
+    proc.wait_log(r"dns: listening", timeout=15)
+    return DnsServer(f"{host}:{port}", proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# SMTP servers
+
+
+class CaptureServer:
+    """infra/local/capture.py on ip:port; see that file for the reply-rule syntax."""
+
+    def __init__(self, ip, port, replies, log_dir, tls=None, auth=(), hostname=None, auth_plaintext=False):
+        self.ip, self.port, self.addr = ip, port, f"{ip}:{port}"
+        self.dir = Path(log_dir) / f"capture-{ip}-{port}"
+        if isinstance(replies, dict):
+            replies = [f"{k}={v}" for k, v in replies.items()]
+        cmd = [sys.executable, INFRA_LOCAL / "capture.py", "--listen", self.addr, "--dir", self.dir]
+        for rule in replies:
+            cmd += ["--reply", rule]
+        if hostname:
+            cmd += ["--hostname", hostname]
+        if tls:
+            cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        for cred in auth:
+            cmd += ["--auth", cred]
+        if auth_plaintext:
+            cmd += ["--auth-plaintext"]
+        self.process = Process(f"capture-{self.addr}", cmd, os.environ.copy(), Path(log_dir) / f"capture-{ip}-{port}.log")
+        self.process.wait_log(r"capture: listening", timeout=15)
+
+    def messages(self):
+        """Accepted messages in arrival order: the sidecar fields (mail_from, rcpt_tos, mail_options,
+        rcpt_options, rcpts, helo, tls, auth_user, peer, seq) plus data (exact bytes)."""
+        out = []
+        for meta_path in self.dir.glob("*.json"):
+            meta = json.loads(meta_path.read_text())
+            eml = self.dir / meta["eml"]
+            if eml.exists():
+                meta["data"] = eml.read_bytes()
+                out.append(meta)
+        return sorted(out, key=lambda m: m["seq"])
+
+    def wait_for(self, n=1, timeout=30.0):
+        """Wait until at least n messages were accepted; returns messages()."""
+        try:
+            return wait_until(lambda: len(self.messages()) >= n and self.messages(), timeout,
+                              what=f"{n} message(s) at {self.addr}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; got {len(self.messages())}; events: {self.events()}") from None
+
+    def events(self):
+        """Every RCPT and end of DATA seen, with the reply given: [{event, rcpt|rcpt_tos, reply, ...}]."""
+        path = self.dir / "events.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def stop(self):
+        return self.process.stop()
+
+
+class SmtpSink:
+    """Postfix smtp-sink(1) on ip:port: fast, with fault injection through its options, e.g.
+    ["-r", "RCPT"] (4xx to RCPT), ["-f", "."] (5xx after DATA), ["-Q", "MAIL"] (421 and close),
+    ["-q", "DATA"] (drop the connection), ["-w", "5"] (wait before the DATA reply), ["-8"]
+    (no 8BITMIME), ["-e"] (no ESMTP). Every transaction is dumped to a file (-d)."""
+
+    def __init__(self, ip, port, options, log_dir, hostname=None):
+        self.ip, self.port, self.addr = ip, port, f"{ip}:{port}"
+        # smtp-sink drops privileges to -u when root; the dump dir must be reachable by that user.
+        self.dump_dir = Path(tempfile.mkdtemp(prefix="smtp-sink-"))
+        os.chmod(self.dump_dir, 0o777)
+        cmd = [SMTP_SINK, "-c", "-d", f"{self.dump_dir}/%Y%m%d%H%M%S."]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        if hostname:
+            cmd += ["-h", hostname]
+        cmd += [str(o) for o in options] + [f"{ip}:{port}", "100"]
+        self.process = Process(f"smtp-sink-{self.addr}", cmd, os.environ.copy(), Path(log_dir) / f"smtp-sink-{ip}-{port}.log")
+        self.process.wait_port((ip, port), timeout=15)
+
+    def count(self):
+        """Transactions that reached the end of DATA (".") so far, whatever the reply was."""
+        counters = re.findall(r"mesg=(\d+)", self.process.log_text())
+        return int(counters[-1]) if counters else 0
+
+    def messages(self):
+        """Dumped transactions: {client_addr, helo, mail_args, rcpt_args: [...], data}; data is the
+        message as smtp-sink writes it (LF line endings, dot-unstuffed)."""
+        out = []
+        for path in sorted(self.dump_dir.iterdir(), key=lambda p: p.stat().st_mtime_ns):
+            lines = path.read_bytes().split(b"\n")
+            msg = {"rcpt_args": [], "helo": None, "mail_args": None, "client_addr": None, "path": str(path)}
+            i = 0
+            while i < len(lines) and not lines[i].startswith(b"Received: "):
+                key, _, value = lines[i].decode(errors="replace").partition(": ")
+                if key == "X-Rcpt-Args":
+                    msg["rcpt_args"].append(value)
+                else:
+                    msg[{"X-Client-Addr": "client_addr", "X-Helo-Args": "helo", "X-Mail-Args": "mail_args"}
+                        .get(key, key)] = value
+                i += 1
+            i += 3  # the three-line Received: header smtp-sink adds
+            body = lines[i:]
+            if body and body[-1] == b"":
+                body = body[:-1]  # the file's final newline
+            if body and body[-1] == b"":
+                body = body[:-1]  # the empty line smtp-sink appends
+            msg["data"] = b"\n".join(body) + b"\n"
+            out.append(msg)
+        return out
+
+    def wait_for(self, n=1, timeout=30.0):
+        """Wait until at least n transactions reached the end of DATA; returns the count."""
+        return wait_until(lambda: self.count() >= n and self.count(), timeout, what=f"{n} message(s) at smtp-sink {self.addr}")
+
+    def stop(self):
+        rc = self.process.stop()
+        return rc
+
+    def cleanup(self):
+        shutil.rmtree(self.dump_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS (LocalStack)
+
+
+def localstack_health(endpoint=ENDPOINT):
+    """The services map of LocalStack's health endpoint, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=3) as r:
+            return json.load(r).get("services", {})
+    except Exception:
+        return None
+
+
+class Aws:
+    """boto3 clients on LocalStack: .s3, .sqs, .endpoint, .region."""
+
+    def __init__(self, endpoint=ENDPOINT, region=REGION):
+        self.endpoint, self.region = endpoint, region
+        self.s3, self.sqs = resources.clients(endpoint, region)
+
+    def env(self):
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+        }
+
+
+class Spool:
+    """A bucket, a job queue and its DLQ (redrive after 5 receives) for one test."""
+
+    def __init__(self, aws, bucket, queue):
+        self.aws, self.s3, self.sqs = aws, aws.s3, aws.sqs
+        self.bucket = bucket
+        self.queue_url, self.dlq_url = resources.create_spool(self.s3, self.sqs, bucket, queue)
+        self.env = {"SPOOL_BUCKET": bucket, "SPOOL_QUEUE_URL": self.queue_url, **aws.env()}
+
+    # S3 ----------------------------------------------------------------------------------------
+    def keys(self, prefix=""):
+        """Object keys under prefix, sorted."""
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def objects(self, prefix=""):
+        """{key: bytes} of every object under prefix."""
+        return {k: self.get(k) for k in self.keys(prefix)}
+
+    def get(self, key):
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def put(self, key, data):
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    # SQS ---------------------------------------------------------------------------------------
+    def peek(self, dlq=False):
+        """Every message in the queue (or the DLQ) without receiving it: visible, in flight and
+        delayed ones, receive counts untouched (LocalStack's /_aws/sqs/messages endpoint).
+        [{body, job (parsed JSON or None), visible, delayed, receive_count, attributes}]"""
+        url = self.dlq_url if dlq else self.queue_url
+        query = urllib.parse.urlencode({"QueueUrl": url, "ShowDelayed": "true", "ShowInvisible": "true"})
+        req = urllib.request.Request(f"{self.aws.endpoint}/_aws/sqs/messages?{query}",
+                                     headers={"Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            result = json.load(r)["ReceiveMessageResponse"]["ReceiveMessageResult"] or {}
+        msgs = result.get("Message") or []
+        if isinstance(msgs, dict):
+            msgs = [msgs]
+        out = []
+        for m in msgs:
+            attrs = m.get("Attribute") or []
+            attrs = {a["Name"]: a["Value"] for a in ([attrs] if isinstance(attrs, dict) else attrs)}
+            try:
+                job = json.loads(m["Body"])
+            except ValueError:
+                job = None
+            out.append({
+                "body": m["Body"],
+                "job": job,
+                "visible": attrs.get("IsVisible") == "true",
+                "delayed": attrs.get("IsDelayed") == "true",
+                "receive_count": int(attrs.get("ApproximateReceiveCount", 0)),
+                "attributes": attrs,
+            })
+        return out
+
+    def receive_jobs(self, dlq=False):
+        """The parsed job bodies of every message in the queue (or DLQ), delayed ones included;
+        non-destructive (see peek)."""
+        return [m["job"] for m in self.peek(dlq)]
+
+    def counts(self, dlq=False):
+        """{'visible', 'in_flight', 'delayed'} from ApproximateNumberOfMessages*."""
+        a = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url if dlq else self.queue_url,
+                                          AttributeNames=["All"])["Attributes"]
+        return {
+            "visible": int(a["ApproximateNumberOfMessages"]),
+            "in_flight": int(a["ApproximateNumberOfMessagesNotVisible"]),
+            "delayed": int(a["ApproximateNumberOfMessagesDelayed"]),
+        }
+
+    def send_job(self, body, delay=0):
+        """Enqueue a job (dict -> JSON); returns the message id."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        return self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=text, DelaySeconds=delay)["MessageId"]
+
+    def purge(self):
+        for url in (self.queue_url, self.dlq_url):
+            self.sqs.purge_queue(QueueUrl=url)
+
+    def delete(self):
+        resources.delete_spool(self.s3, self.sqs, self.bucket, [self.queue_url, self.dlq_url])
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS
+
+
+def make_tls_cert(directory, names=("localhost", "mx.example.test"), ips=("127.0.0.1",)):
+    """A self-signed certificate (RSA 2048) for the names and IPs; returns (cert_path, key_path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
