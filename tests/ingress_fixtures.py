@@ -23,9 +23,9 @@ class Ingress:
 def ingress(start_process, spool, tls_cert, tmp_path):
     """ingress(relay_domains="example.test", tls=False, auth=None, **env) -> Ingress.
 
-    tls=True adds the test certificate, a submission listener (STARTTLS + AUTH required) and an
-    implicit-TLS listener; auth={"user": "password"} writes an INGRESS_AUTH_FILE of bcrypt
-    hashes. Extra keyword arguments are environment variables (INGRESS_TIMEOUT="1s", ...).
+    tls=True adds the test certificate (STARTTLS on the MTA port); auth={"user": "password"}
+    writes an INGRESS_AUTH_FILE of bcrypt hashes, and with tls=True also opens a submission
+    listener (STARTTLS + AUTH required) and an implicit-TLS listener. Extra keyword arguments are environment variables (INGRESS_TIMEOUT="1s", ...).
     """
 
     def start(relay_domains="example.test", tls=False, auth=None, **env):
@@ -38,10 +38,10 @@ def ingress(start_process, spool, tls_cert, tmp_path):
         }
         submission = smtps = None
         if tls:
+            settings.update({"INGRESS_TLS_CERT": tls_cert[0], "INGRESS_TLS_KEY": tls_cert[1]})
+        if tls and auth:
             submission, smtps = ("127.0.0.1", harness.free_port()), ("127.0.0.1", harness.free_port())
             settings.update({
-                "INGRESS_TLS_CERT": tls_cert[0],
-                "INGRESS_TLS_KEY": tls_cert[1],
                 "INGRESS_SUBMISSION_LISTEN": "%s:%d" % submission,
                 "INGRESS_TLS_LISTEN": "%s:%d" % smtps,
             })

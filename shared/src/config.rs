@@ -238,6 +238,15 @@ impl IngressConfig {
                 return Err(err("INGRESS_TLS_LISTEN", "needs INGRESS_TLS_CERT and INGRESS_TLS_KEY"));
             }
         }
+        let auth_file = r.path("INGRESS_AUTH_FILE")?;
+        if auth_file.is_none() {
+            // Both listeners require AUTH before MAIL: without users they could accept nothing.
+            for (var, l) in [("INGRESS_SUBMISSION_LISTEN", &submission_listen), ("INGRESS_TLS_LISTEN", &tls_listen)] {
+                if !l.is_empty() {
+                    return Err(err(var, "needs INGRESS_AUTH_FILE (AUTH is required before MAIL there)"));
+                }
+            }
+        }
         let max_recipients: usize = r.parse("INGRESS_MAX_RECIPIENTS", 100)?;
         if max_recipients < 100 {
             return Err(err(
@@ -281,7 +290,7 @@ impl IngressConfig {
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
             relay_networks,
-            auth_file: r.path("INGRESS_AUTH_FILE")?,
+            auth_file,
             max_message_size,
             max_recipients,
             max_connections,
@@ -480,6 +489,7 @@ mod tests {
             (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
             (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
             (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
+            (&[("INGRESS_TLS_CERT", "Cargo.toml"), ("INGRESS_TLS_KEY", "Cargo.toml"), ("INGRESS_TLS_LISTEN", "127.0.0.1:465")], "INGRESS_TLS_LISTEN"),
         ];
         for (pairs, var) in cases {
             let e = IngressConfig::from_vars(&vars(pairs)).unwrap_err();
