@@ -51,16 +51,66 @@ enum Failure {
 }
 
 /// Process a batch; the response names the records SQS should deliver again.
+///
+/// Records run concurrently, except that records of the same message run one after the other:
+/// two copies of one job (SQS is at-least-once) must not both pass the record check before
+/// either writes its record.
 pub async fn handle(event: SqsEvent, deps: &Deps) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
+    let mut groups: Vec<(String, Vec<&SqsMessage>)> = Vec::new();
     for record in &event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        if let Err(e) = process_record(record, deps).await {
-            tracing::error!(message_id = %id, error = %e, "job failed; SQS will redeliver it");
-            response.add_failure(id);
+        let key = group_key(record);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(record),
+            None => groups.push((key, vec![record])),
         }
     }
+    let failures = join_all(groups.into_iter().map(|(_, records)| async move {
+        let mut failed = Vec::new();
+        for record in records {
+            let id = record.message_id.clone().unwrap_or_default();
+            if let Err(e) = process_record(record, deps).await {
+                tracing::error!(message_id = %id, error = %e, "job failed; SQS will redeliver it");
+                failed.push(id);
+            }
+        }
+        failed
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    response.set_failures(failures.into_iter().flatten());
     response
+}
+
+/// The queue id of a record's job, or its own id when the body is not a job.
+fn group_key(record: &SqsMessage) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        queue_id: String,
+    }
+    let body = record.body.as_deref().unwrap_or_default();
+    serde_json::from_str::<Id>(body)
+        .map(|j| j.queue_id)
+        .unwrap_or_else(|_| record.message_id.clone().unwrap_or_default())
+}
+
+/// Run futures concurrently on this task and collect their outputs in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 async fn process_record(record: &SqsMessage, deps: &Deps) -> Result<(), Failure> {

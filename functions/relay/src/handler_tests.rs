@@ -263,3 +263,15 @@ async fn null_mx_bounces_without_smtp_and_bounces_are_never_bounced() {
     assert!(w.queue.0.lock().unwrap().is_empty(), "nothing is sent to <>");
     assert!(w.spool.0.lock().unwrap().contains_key(&keys::record_key(QID, "alice@a.test")));
 }
+
+#[tokio::test]
+async fn two_copies_in_one_batch_reach_smtp_once() {
+    let w = world(&[]);
+    let body = job("b.test", &["bob@b.test"]).to_json();
+    let other = Job { queue_id: "01JOTHERQUEUEID00000000000".into(), ..job("b.test", &["carol@b.test"]) };
+    let r = handle(event(&[body.clone(), other.to_json(), body]), &w.deps).await;
+    assert!(r.batch_item_failures.is_empty());
+    let mut calls = w.smtp.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(calls, [vec!["bob@b.test".to_string()], vec!["carol@b.test".to_string()]]);
+}

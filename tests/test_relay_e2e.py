@@ -1,0 +1,288 @@
+"""The relay end to end over real parts: jobs put straight into a LocalStack bucket + queue (no
+ingress), `relay poll` resolving through a real DNS server on loopback and delivering to real SMTP
+servers (aiosmtpd capture, Postfix smtp-sink) on their own 127.0.x.y addresses.
+"""
+
+import json
+import time
+import uuid
+
+import pytest
+
+from harness import wait_until
+
+SENDER = "alice@example.org"
+
+# A lone dot line, a line starting with dots, 8-bit UTF-8: what transparency can get wrong.
+MESSAGE = (
+    "From: Alice <alice@example.org>\r\n"
+    "To: Bob <bob@example.test>\r\n"
+    "Subject: relay test\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n"
+    "\r\n"
+    "first line\r\n"
+    ".\r\n"
+    ".leading dot\r\n"
+    "..two dots\r\n"
+    "Grüße aus Köln — 8-bit UTF-8\r\n"
+).encode()
+
+
+def new_queue_id():
+    return uuid.uuid4().hex[:26].upper()
+
+
+def make_job(spool, domain, rcpts, sender=SENDER, message=MESSAGE, **fields):
+    """Store `message` and return a job for it (not yet enqueued)."""
+    qid = new_queue_id()
+    key = f"spool/{qid}.eml"
+    spool.put(key, message)
+    job = {
+        "v": 1, "queue_id": qid, "message_key": key, "sender": sender, "domain": domain,
+        "recipients": [{"address": r} if isinstance(r, str) else r for r in rcpts],
+        "attempt": 0, "first_seen": int(time.time()), "not_before": 0,
+        "body": "eight_bit_mime", "size": len(message), "received_from": "client.example.org ([192.0.2.1])",
+    }
+    job.update(fields)
+    return job
+
+
+def enqueue(spool, domain, rcpts, **kw):
+    job = make_job(spool, domain, rcpts, **kw)
+    spool.send_job(job)
+    return job
+
+
+def start_relay(start_process, spool, dns=None, port=25, **env):
+    settings = {
+        **spool.env,
+        "RELAY_MX_PORT": str(port),
+        "RELAY_HELO_NAME": "relay.example.test",
+        "RELAY_POLL_WAIT": "1s",
+        "RELAY_RETRY_SCHEDULE": "1s",
+        "RELAY_CONNECT_TIMEOUT": "5s",
+        "RELAY_COMMAND_TIMEOUT": "20s",
+    }
+    if dns is not None:
+        settings["RELAY_DNS_SERVERS"] = str(dns)
+    settings.update(env)
+    relay = start_process("relay", "poll", env=settings)
+    relay.wait_log(r'"polling"', timeout=20)
+    return relay
+
+
+def queue_drained(spool):
+    return spool.counts() == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def log_lines(relay):
+    out = []
+    for line in relay.log_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+@pytest.fixture
+def mail_world(dns_server, capture_server, loopback_hosts):
+    """example.test's MX and the sender's domain example.org's MX (where bounces arrive), each a
+    capture server on its own loopback address, on one port (RELAY_MX_PORT)."""
+
+    def build(replies=(), extra_records=()):
+        (ip_mx, ip_sender), port = loopback_hosts(2)
+        mx = capture_server(ip_mx, port, replies)
+        sender_mx = capture_server(ip_sender, port)
+        dns = dns_server(
+            "example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip_mx}",
+            "example.org. MX 10 mx.example.org.", f"mx.example.org. A {ip_sender}",
+            *extra_records,
+        )
+        return mx, sender_mx, dns, port
+
+    return build
+
+
+def bounce_of(sender_mx, timeout=60):
+    [bounce] = sender_mx.wait_for(1, timeout=timeout)
+    assert bounce["mail_from"] in ("", "<>"), bounce  # the null reverse-path
+    assert bounce["rcpt_tos"] == [SENDER]
+    text = bounce["data"].decode("utf-8", "replace")
+    assert 'multipart/report; report-type="delivery-status"' in text, text
+    assert "Content-Type: message/delivery-status" in text
+    assert "Reporting-MTA: dns; relay.example.test" in text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_delivered_byte_identical_with_a_record_and_a_status_sent_line(mail_world, spool, start_process):
+    mx, _, dns, port = mail_world()
+    job = enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port)
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["mail_from"] == SENDER
+    assert m["rcpt_tos"] == ["bob@example.test"]
+    assert m["data"] == MESSAGE, "lone dot, dot lines and 8-bit text arrive byte-identical"
+    assert "BODY=8BITMIME" in [o.upper() for o in m["mail_options"]]
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    assert spool.keys("records/") == [f"records/{job['queue_id']}/bob@example.test"]
+    sent = wait_until(lambda: [l for l in log_lines(relay) if l.get("status") == "sent"], 10, what="status=sent")
+    assert sent[0]["queue_id"] == job["queue_id"]
+    assert sent[0]["recipient"] == "bob@example.test"
+    assert sent[0]["relay"] == "mx.example.test"
+    assert sent[0]["addr"] == f"{mx.ip}:{port}"
+    assert sent[0]["reply"].startswith("250")
+
+
+def test_same_job_delivered_twice_by_sqs_reaches_the_server_once(dns_server, smtp_sink, loopback_hosts, spool,
+                                                                start_process):
+    (ip,), port = loopback_hosts(1)
+    sink = smtp_sink(ip, port)
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip}")
+    job = make_job(spool, "example.test", ["bob@example.test", "carol@example.test"])
+    spool.send_job(job)
+    spool.send_job(job)  # SQS at-least-once: the same job twice
+    start_relay(start_process, spool, dns, port)
+    sink.wait_for(1, timeout=60)
+    wait_until(lambda: queue_drained(spool), 30, what="both copies handled")
+    time.sleep(1)
+    assert sink.count() == 1
+    [m] = sink.messages()
+    assert "bob@example.test" in str(m["rcpt_args"]) and "carol@example.test" in str(m["rcpt_args"])
+
+
+def test_4xx_then_success_after_retry(mail_world, spool, start_process):
+    mx, sender_mx, dns, port = mail_world({"bob@example.test#1": "450 4.2.0 mailbox busy"})
+    job = enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port)
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["rcpt_tos"] == ["bob@example.test"]
+    assert m["data"] == MESSAGE
+    replies = [e["reply"][:3] for e in mx.events() if e.get("event") == "rcpt"]
+    assert replies == ["450", "250"], mx.events()
+    statuses = [l["status"] for l in log_lines(relay) if l.get("queue_id") == job["queue_id"] and "status" in l]
+    assert statuses == ["deferred", "sent"], statuses
+    deferred = next(l for l in log_lines(relay) if l.get("status") == "deferred")
+    assert deferred["delay"] == 1 and deferred["attempt"] == 1
+    assert "450 4.2.0 mailbox busy" in deferred["reply"]
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    assert sender_mx.messages() == [], "no delay notice or bounce for a recovered deferral"
+
+
+def test_5xx_bounces_to_the_sender_domain(mail_world, spool, start_process):
+    mx, sender_mx, dns, port = mail_world({"bob@example.test": "550 5.1.1 no such user"})
+    orcpt = {"address": "bob@example.test", "orcpt": "rfc822;Bob@Example.TEST"}
+    job = enqueue(spool, "example.test", [orcpt], dsn={"envid": "ENV-42"})
+    start_process_relay = start_relay(start_process, spool, dns, port)
+    text = bounce_of(sender_mx)
+    for field in ("Final-Recipient: rfc822; bob@example.test", "Original-Recipient: rfc822; Bob@Example.TEST",
+                  "Action: failed", "Status: 5.1.1", "Remote-MTA: dns; mx.example.test",
+                  "Diagnostic-Code: smtp; 550 5.1.1 no such user", "Original-Envelope-Id: ENV-42",
+                  "Content-Type: message/rfc822"):
+        assert field in text, f"{field!r} missing in\n{text}"
+    assert "Grüße aus Köln" in text, "the whole message is returned by default"
+    assert mx.messages() == []
+    assert spool.keys(f"records/{job['queue_id']}/") == [f"records/{job['queue_id']}/bob@example.test"]
+    bounced = [l for l in log_lines(start_process_relay) if l.get("status") == "bounced"]
+    assert bounced and bounced[0]["recipient"] == "bob@example.test"
+
+
+@pytest.mark.parametrize("domain,records,status", [
+    ("null.test", ["null.test. MX 0 ."], "5.1.10"),
+    ("nx.test", [], "5.1.2"),
+])
+def test_null_mx_and_nxdomain_bounce_without_smtp(mail_world, spool, start_process, domain, records, status):
+    mx, sender_mx, dns, port = mail_world(extra_records=records)
+    enqueue(spool, domain, [f"someone@{domain}"], dsn={"ret": "hdrs"})
+    start_relay(start_process, spool, dns, port)
+    text = bounce_of(sender_mx)
+    assert f"Final-Recipient: rfc822; someone@{domain}" in text
+    assert f"Status: {status}" in text, text
+    assert "Content-Type: text/rfc822-headers" in text and "Grüße" not in text, "RET=HDRS: headers only"
+    assert mx.messages() == []
+
+
+def test_first_mx_refuses_connections_second_mx_gets_it(dns_server, capture_server, loopback_hosts, spool,
+                                                        start_process):
+    (ip1, ip2), port = loopback_hosts(2)  # nothing listens on ip1
+    mx2 = capture_server(ip2, port)
+    dns = dns_server("example.test. MX 10 mx1.example.test.", f"mx1.example.test. A {ip1}",
+                     "example.test. MX 20 mx2.example.test.", f"mx2.example.test. A {ip2}")
+    enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port)
+    [m] = mx2.wait_for(1, timeout=60)
+    assert m["data"] == MESSAGE
+    assert any(l.get("relay") == "mx2.example.test" and l.get("status") == "sent" for l in log_lines(relay))
+
+
+def test_implicit_mx_from_a_record(dns_server, capture_server, loopback_hosts, spool, start_process):
+    (ip,), port = loopback_hosts(1)
+    mx = capture_server(ip, port)
+    dns = dns_server(f"implicit.test. A {ip}")  # no MX: NODATA, so the A record is the MX
+    enqueue(spool, "implicit.test", ["bob@implicit.test"])
+    start_relay(start_process, spool, dns, port)
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["rcpt_tos"] == ["bob@implicit.test"]
+
+
+def test_250_450_550_one_retried_one_bounced_one_done_none_twice(mail_world, spool, start_process):
+    mx, sender_mx, dns, port = mail_world({
+        "later@example.test#1": "450 4.2.0 try later",
+        "no@example.test": "550 5.1.1 no such user",
+    })
+    job = enqueue(spool, "example.test", ["ok@example.test", "later@example.test", "no@example.test"])
+    start_relay(start_process, spool, dns, port)
+    msgs = mx.wait_for(2, timeout=60)
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    text = bounce_of(sender_mx)
+    time.sleep(1)
+    msgs = mx.messages()
+    assert [m["rcpt_tos"] for m in msgs] == [["ok@example.test"], ["later@example.test"]]
+    assert "Final-Recipient: rfc822; no@example.test" in text
+    assert "later@example.test" not in text and "ok@example.test" not in text
+    assert len(sender_mx.messages()) == 1, "one bounce"
+    qid = job["queue_id"]
+    assert spool.keys(f"records/{qid}/") == [f"records/{qid}/{r}@example.test" for r in ("later", "no", "ok")]
+
+
+def test_smarthost_with_auth_over_starttls(capture_server, spool, start_process):
+    host = capture_server(tls=True, auth=["relayuser:s3cret"])
+    enqueue(spool, "example.test", ["bob@example.test"])
+    start_relay(start_process, spool, RELAY_SMARTHOST=host.addr, RELAY_SMARTHOST_USER="relayuser",
+                RELAY_SMARTHOST_PASSWORD="s3cret", RELAY_SMARTHOST_TLS="starttls")
+    [m] = host.wait_for(1, timeout=60)
+    assert m["tls"]
+    assert m["data"] == MESSAGE
+    # The relay only sends MAIL after a 235 to AUTH; the server saw AUTH inside TLS. (capture.py's
+    # sidecar leaves auth_user empty because its authenticator returns no auth_data.)
+    session = host.process.log_text()
+    assert session.index("STARTTLS") < session.index("AUTH PLAIN") < session.index("MAIL FROM")
+
+
+def test_required_tls_to_an_mx_with_a_self_signed_certificate(dns_server, capture_server, loopback_hosts, spool, start_process):
+    (ip,), port = loopback_hosts(1)
+    mx = capture_server(ip, port, tls=True)
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip}")
+    enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port, RELAY_TLS="required")
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["tls"], "self-signed certificate accepted, session encrypted"
+    assert any(l.get("status") == "sent" and l.get("tls") is True for l in log_lines(relay))
+
+
+def test_unreadable_job_goes_to_the_dlq_and_the_rest_of_the_batch_is_delivered(mail_world, spool, start_process):
+    mx, _, dns, port = mail_world()
+    spool.sqs.set_queue_attributes(QueueUrl=spool.queue_url, Attributes={"VisibilityTimeout": "1"})
+    spool.send_job("this is not a job")
+    enqueue(spool, "example.test", ["bob@example.test"])
+    start_relay(start_process, spool, dns, port)
+    mx.wait_for(1, timeout=60)
+    dead = wait_until(lambda: spool.peek(dlq=True), 60, what="poison job in the DLQ")
+    assert [d["body"] for d in dead] == ["this is not a job"]
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    assert len(mx.messages()) == 1
