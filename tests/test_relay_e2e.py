@@ -286,3 +286,101 @@ def test_unreadable_job_goes_to_the_dlq_and_the_rest_of_the_batch_is_delivered(m
     assert [d["body"] for d in dead] == ["this is not a job"]
     wait_until(lambda: queue_drained(spool), 30, what="empty queue")
     assert len(mx.messages()) == 1
+
+
+def test_dsn_parameters_go_to_a_dsn_capable_mx_which_then_owns_success_reports(
+        dns_server, smtp_sink, capture_server, loopback_hosts, spool, start_process):
+    (ip_mx, ip_sender), port = loopback_hosts(2)
+    sink = smtp_sink(ip_mx, port)  # advertises DSN
+    sender_mx = capture_server(ip_sender, port)
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip_mx}",
+                     "example.org. MX 10 mx.example.org.", f"mx.example.org. A {ip_sender}")
+    rcpt = {"address": "bob@example.test", "orcpt": "rfc822;Bob+tag@Example.TEST",
+            "notify": {"success": True, "failure": True, "delay": False}}
+    enqueue(spool, "example.test", [rcpt], dsn={"ret": "hdrs", "envid": "QQ 1"})
+    start_relay(start_process, spool, dns, port)
+    sink.wait_for(1, timeout=60)
+    [m] = sink.messages()
+    assert "RET=HDRS" in m["mail_args"] and "ENVID=QQ+201" in m["mail_args"], m
+    assert m["rcpt_args"] == ["<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob+2Btag@Example.TEST"], m
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    assert sender_mx.messages() == [], "the DSN-capable MX reports success, not the relay"
+
+
+def test_notify_success_to_a_server_without_dsn_gets_a_relayed_report(mail_world, spool, start_process):
+    mx, sender_mx, dns, port = mail_world()  # aiosmtpd: no DSN extension
+    rcpt = {"address": "bob@example.test", "notify": {"success": True, "failure": True, "delay": False}}
+    enqueue(spool, "example.test", [rcpt])
+    start_relay(start_process, spool, dns, port)
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["rcpt_options"] == [], "no NOTIFY to a server that did not offer DSN"
+    text = bounce_of(sender_mx)
+    assert "Action: relayed" in text and "Status: 2.0.0" in text, text
+    assert "Content-Type: text/rfc822-headers" in text
+
+
+def test_delay_warning_once_then_delivery(mail_world, spool, start_process):
+    mx, sender_mx, dns, port = mail_world({"bob@example.test#2": "451 4.3.0 greylisted"})
+    enqueue(spool, "example.test", ["bob@example.test"], first_seen=int(time.time()) - 7200)
+    start_relay(start_process, spool, dns, port, RELAY_DELAY_WARNING="1h")
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["rcpt_tos"] == ["bob@example.test"]
+    text = bounce_of(sender_mx)
+    assert "Action: delayed" in text and "Status: 4.3.0" in text and "Will-Retry-Until:" in text, text
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    assert len(sender_mx.messages()) == 1, "the delay notice is sent once, not per retry"
+
+
+def test_past_the_queue_lifetime_a_deferral_becomes_a_bounce(mail_world, spool, start_process):
+    mx, sender_mx, dns, port = mail_world({"bob@example.test": "451 4.3.0 still busy"})
+    enqueue(spool, "example.test", ["bob@example.test"], first_seen=int(time.time()) - 6 * 86400)
+    relay = start_relay(start_process, spool, dns, port, RELAY_QUEUE_LIFETIME="5d")
+    text = bounce_of(sender_mx)
+    assert "Action: failed" in text and "Diagnostic-Code: smtp; 451 4.3.0 still busy" in text, text
+    wait_until(lambda: queue_drained(spool), 30, what="no retry left")
+    assert any(l.get("status") == "bounced" and "expired" in l.get("reply", "") for l in log_lines(relay))
+
+
+@pytest.fixture
+def implicit_tls_server(tls_cert, free_port):
+    """An aiosmtpd server speaking TLS from the first byte (port 465 style) with AUTH PLAIN/LOGIN."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    class Sink:
+        def __init__(self):
+            self.messages, self.logins = [], []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append({"data": envelope.original_content, "rcpt_tos": list(envelope.rcpt_tos)})
+            return "250 2.0.0 ok"
+
+    sink = Sink()
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"u", b"p")
+        sink.logins.append((mechanism, auth_data.login if ok else None))
+        return AuthResult(success=ok)
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*tls_cert)
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=ctx, authenticator=authenticate,
+                            auth_required=True, server_hostname="localhost",
+                            # aiosmtpd only counts STARTTLS as TLS; this connection is TLS from the start.
+                            auth_require_tls=False)
+    controller.start()
+    sink.addr = f"127.0.0.1:{port}"
+    yield sink
+    controller.stop()
+
+
+def test_smarthost_over_implicit_tls_with_auth(implicit_tls_server, spool, start_process):
+    enqueue(spool, "example.test", ["bob@example.test"])
+    start_relay(start_process, spool, RELAY_SMARTHOST=implicit_tls_server.addr, RELAY_SMARTHOST_TLS="implicit",
+                RELAY_SMARTHOST_USER="u", RELAY_SMARTHOST_PASSWORD="p")
+    wait_until(lambda: implicit_tls_server.messages, 60, what="delivery over implicit TLS")
+    assert implicit_tls_server.messages[0]["data"] == MESSAGE
+    assert implicit_tls_server.logins == [("PLAIN", b"u")]
