@@ -384,3 +384,108 @@ def test_smarthost_over_implicit_tls_with_auth(implicit_tls_server, spool, start
     wait_until(lambda: implicit_tls_server.messages, 60, what="delivery over implicit TLS")
     assert implicit_tls_server.messages[0]["data"] == MESSAGE
     assert implicit_tls_server.logins == [("PLAIN", b"u")]
+
+
+def test_servfail_is_temporary_and_retried(dns_server, spool, start_process):
+    dns = dns_server("servfail.test. SERVFAIL")
+    job = enqueue(spool, "servfail.test", ["bob@servfail.test"])
+    relay = start_relay(start_process, spool, dns)
+    deferred = wait_until(lambda: [l for l in log_lines(relay) if l.get("status") == "deferred"], 30, what="deferral")
+    assert deferred[0]["queue_id"] == job["queue_id"] and "4.4.3" in deferred[0]["reply"], deferred
+    assert not [l for l in log_lines(relay) if l.get("status") in ("bounced", "sent")]
+    retried = wait_until(lambda: [l for l in log_lines(relay) if l.get("status") == "deferred"
+                                  and l.get("attempt", 0) >= 2], 30, what="a second attempt")
+    assert retried[0]["queue_id"] == job["queue_id"]
+
+
+def test_bare_lf_and_bare_cr_leave_as_crlf(mail_world, spool, start_process):
+    mx, _, dns, port = mail_world()
+    raw = b"Subject: line ends\n\nbare lf\nbare cr\rcrlf\r\n.\nend"
+    enqueue(spool, "example.test", ["bob@example.test"], message=raw, body="seven_bit")
+    start_relay(start_process, spool, dns, port)
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["data"] == b"Subject: line ends\r\n\r\nbare lf\r\nbare cr\r\ncrlf\r\n.\r\nend\r\n"
+
+
+def test_usage_and_bad_configuration_exit_2_naming_the_variable(start_process, spool):
+    usage = start_process("relay", env=spool.env, name="relay-usage")
+    assert usage.wait(30) == 2
+    assert "usage: relay poll" in usage.log_text()
+    bad = start_process("relay", "poll", env={**spool.env, "RELAY_TLS": "sometimes"}, name="relay-bad")
+    assert bad.wait(30) == 2
+    assert "relay: RELAY_TLS: expected opportunistic or required" in bad.log_text()
+
+
+def test_sigterm_stops_polling_with_exit_0(spool, start_process):
+    relay = start_relay(start_process, spool)
+    t0 = time.monotonic()
+    assert relay.stop(timeout=15) == 0
+    assert time.monotonic() - t0 < 5, "a waiting long poll is abandoned at once"
+    assert "stopping on signal" in relay.log_text()
+
+
+@pytest.fixture
+def lambda_runtime_api(free_port):
+    """A Lambda Runtime API on loopback: .invoke(event) hands an event to the function and returns
+    its response body (what Lambda would return to the SQS event source mapping)."""
+    import http.server
+    import queue
+    import threading
+
+    pending, results = queue.Queue(), queue.Queue()
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # /2018-06-01/runtime/invocation/next, long-polled by the function
+            request_id, event = pending.get()
+            body = json.dumps(event).encode()
+            self.send_response(200)
+            for k, v in {"Lambda-Runtime-Aws-Request-Id": request_id,
+                         "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 60_000),
+                         "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:relay",
+                         "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):  # .../invocation/<id>/response or /error
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            results.put((self.path.rsplit("/", 1)[-1], json.loads(body or b"null")))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Api)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Runtime:
+        addr = f"127.0.0.1:{port}"
+
+        def invoke(self, event, timeout=60):
+            pending.put((uuid.uuid4().hex, event))
+            return results.get(timeout=timeout)
+
+    yield Runtime()
+    server.shutdown()
+
+
+def test_lambda_handler_reports_only_the_unreadable_record(mail_world, spool, start_process, lambda_runtime_api):
+    mx, _, dns, port = mail_world()
+    good = make_job(spool, "example.test", ["bob@example.test"])
+    start_process("relay", env={
+        **spool.env, "RELAY_DNS_SERVERS": str(dns), "RELAY_MX_PORT": str(port), "RELAY_HELO_NAME": "relay.example.test",
+        "AWS_LAMBDA_RUNTIME_API": lambda_runtime_api.addr, "AWS_LAMBDA_FUNCTION_NAME": "relay",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    }, name="relay-lambda")
+    record = {"eventSource": "aws:sqs", "awsRegion": "us-east-1", "attributes": {}, "messageAttributes": {}}
+    event = {"Records": [{**record, "messageId": "m-bad", "receiptHandle": "h1", "body": "not a job"},
+                         {**record, "messageId": "m-good", "receiptHandle": "h2", "body": json.dumps(good)}]}
+    kind, body = lambda_runtime_api.invoke(event)
+    assert kind == "response", body
+    assert body == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
+    [m] = mx.wait_for(1, timeout=10)
+    assert m["data"] == MESSAGE

@@ -214,6 +214,28 @@ mod tests {
     }
 
     #[test]
+    fn a_mail_parser_reads_it_as_a_report_with_the_message_nested() {
+        use mail_parser::{MessageParser, MimeHeaders, PartType};
+        let r = report(Action::Failed, Verdict::from_reply(Reply::parse(550, "5.1.1 no such user")));
+        let bytes = build(&r, &job(), ORIGINAL, &cfg(), 1_700_000_100, "ID");
+        let msg = MessageParser::default().parse(&bytes).expect("parses");
+        let root = msg.content_type().expect("content type");
+        assert_eq!((root.ctype(), root.subtype()), ("multipart", Some("report")));
+        assert_eq!(root.attribute("report-type"), Some("delivery-status"));
+        let PartType::Multipart(ids) = &msg.parts[0].body else { panic!("not multipart") };
+        let types: Vec<String> = ids
+            .iter()
+            .map(|&i| {
+                let ct = msg.parts[i as usize].content_type().expect("part type");
+                format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(types, ["text/plain", "message/delivery-status", "message/rfc822"]);
+        let nested = msg.parts[ids[2] as usize].message().expect("nested message");
+        assert_eq!(nested.subject(), Some("hi"));
+    }
+
+    #[test]
     fn header_section_handles_both_line_ends() {
         assert_eq!(header_section(b"A: b\r\n\r\nbody"), b"A: b\r\n");
         assert_eq!(header_section(b"A: b\n\nbody"), b"A: b\n");
