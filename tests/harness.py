@@ -90,9 +90,20 @@ def loopback_hosts(count):
     raise RuntimeError(f"no port free on all of {ips}")
 
 
-def port_open(host, port, timeout=0.5):
+def port_open(host, port, timeout=0.5, drain=False):
+    """Whether host:port accepts TCP connections. drain=True then half-closes the probe and reads
+    until the server closes too (at most 2 s): an SMTP server has then sent its banner and ended
+    the session, so the probe no longer counts against its connection limits."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            if drain:
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(2)
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
             return True
     except OSError:
         return False
@@ -155,9 +166,10 @@ class Process:
             if not self.alive():
                 raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before listening on "
                                      f"{host}:{port}:\n{self.log_text()[-5000:]}")
-            return port_open(host, port)
+            return port_open(host, port, drain=True)  # the server has seen the probe end, too
 
         wait_until(check, timeout, what=f"{self.name} to listen on {host}:{port}")
+        time.sleep(0.05)
 
     def wait(self, timeout=30.0):
         """Wait for the process to exit by itself; returns the exit code."""
