@@ -65,6 +65,14 @@ pub fn order_mx(mut records: Vec<(u16, String)>, rng: &mut impl Rng) -> Vec<Stri
 
 /// The addresses to try for `domain`, or the verdict for every recipient when there are none.
 pub async fn targets(resolver: &dyn Resolver, domain: &str, port: u16) -> Result<Vec<Target>, Verdict> {
+    // An address literal (`user@[192.0.2.1]`, `user@[IPv6:2001:db8::1]`) names the host itself.
+    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        let ip = literal.get(..5).filter(|p| p.eq_ignore_ascii_case("IPv6:")).map_or(literal, |_| &literal[5..]);
+        return match ip.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![Target { host: domain.to_string(), addr: (ip, port).into() }]),
+            Err(_) => Err(Verdict::failed("5.1.2", format!("{domain} is not an address literal"))),
+        };
+    }
     let hosts = match resolver.mx(domain).await {
         Lookup::Found(records) if records.len() == 1 && records[0].1.is_empty() => {
             return Err(Verdict::failed("5.1.10", format!("{domain} does not accept mail (null MX, RFC 7505)")));
@@ -247,7 +255,12 @@ mod tests {
         let implicit = targets(&t, "implicit.test", 25).await.unwrap();
         assert_eq!(implicit, vec![Target { host: "implicit.test".into(), addr: "192.0.2.9:25".parse().unwrap() }]);
 
+        let lit = targets(&t, "[IPv6:2001:db8::5]", 25).await.unwrap();
+        assert_eq!(lit[0].addr, "[2001:db8::5]:25".parse().unwrap());
+        assert_eq!(targets(&t, "[192.0.2.5]", 26).await.unwrap()[0].addr, "192.0.2.5:26".parse().unwrap());
+
         let cases = [
+            ("[300.1.1.1]", Class::Failed, "5.1.2"),
             ("null.test", Class::Failed, "5.1.10"),
             ("nx.test", Class::Failed, "5.1.2"),
             ("servfail.test", Class::Deferred, "4.4.3"),

@@ -203,29 +203,42 @@ impl SmtpTransport {
         cmds.extend(wanted.iter().map(|&i| wire::rcpt_to(rcpts[i], ext.dsn)));
         cmds.push("DATA".into());
         // Without PIPELINING each command waits for its reply; with it all go in one write.
+        // Replies read before a broken connection still count (a 421 before the close, say).
         let mut replies = Vec::with_capacity(cmds.len());
+        let mut broken = None;
         if ext.pipelining {
-            c.write(cmds.iter().map(|l| format!("{l}\r\n")).collect::<String>().as_bytes(), self.command_timeout)
-                .await?;
-            for _ in &cmds {
-                replies.push(c.read_reply().await?);
+            let batch: String = cmds.iter().map(|l| format!("{l}\r\n")).collect();
+            broken = c.write(batch.as_bytes(), self.command_timeout).await.err();
+            while broken.is_none() && replies.len() < cmds.len() {
+                match c.read_reply().await {
+                    Ok(r) => replies.push(r),
+                    Err(e) => broken = Some(e),
+                }
             }
         } else {
             for (n, cmd) in cmds.iter().enumerate() {
-                let is_data = n + 1 == cmds.len();
-                // Stop early: no DATA after a refused MAIL or when no RCPT was accepted.
-                if is_data && (!replies[0].is_positive() || !replies[1..].iter().any(Reply::is_positive)) {
+                // No DATA after a refused MAIL or when no RCPT was accepted.
+                if n + 1 == cmds.len() && (!replies[0].is_positive() || !replies[1..].iter().any(Reply::is_positive)) {
                     break;
                 }
-                let r = c.command(cmd).await?;
-                let refused_mail = n == 0 && !r.is_positive();
-                replies.push(r);
-                if refused_mail {
-                    break;
+                match c.command(cmd).await {
+                    Ok(r) => {
+                        let refused_mail = n == 0 && !r.is_positive();
+                        replies.push(r);
+                        if refused_mail {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
                 }
             }
         }
-        let mail = &replies[0];
+        let Some(mail) = replies.first() else {
+            return Err(broken.unwrap_or_else(|| "no reply to MAIL".into()));
+        };
         if !mail.is_positive() {
             for &i in &wanted {
                 verdicts[i] = Some(Verdict::from_reply(mail.clone()));
@@ -234,12 +247,14 @@ impl SmtpTransport {
         }
         let mut accepted = Vec::new();
         for (k, &i) in wanted.iter().enumerate() {
-            let r = replies.get(1 + k).cloned().ok_or("no reply to RCPT")?;
-            if r.is_positive() {
-                accepted.push(i);
-            } else {
-                verdicts[i] = Some(Verdict::from_reply(r));
+            match replies.get(1 + k) {
+                Some(r) if r.is_positive() => accepted.push(i),
+                Some(r) => verdicts[i] = Some(Verdict::from_reply(r.clone())),
+                None => {} // unanswered: the caller defers it with the connection error
             }
+        }
+        if let Some(e) = broken {
+            return Err(e);
         }
         let data = replies.get(1 + wanted.len());
         if accepted.is_empty() {
@@ -250,7 +265,7 @@ impl SmtpTransport {
             }
             return Ok(());
         }
-        let data = data.cloned().ok_or("no reply to DATA")?;
+        let Some(data) = data.cloned() else { return Err("no reply to DATA".into()) };
         let after_data = if data.code == 354 {
             c.write(&wire::data_block(message), self.data_timeout).await?;
             let r = c.read_reply_within(self.data_timeout).await?;

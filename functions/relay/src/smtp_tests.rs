@@ -9,18 +9,28 @@ use tokio::net::TcpListener;
 
 use super::*;
 
-/// What the scripted server does: its EHLO reply and its replies per RCPT address.
-#[derive(Clone)]
+/// What the scripted server does: its EHLO reply, its replies per RCPT address, its reply to
+/// MAIL (closing the connection after a 4xx/5xx one), and whether STARTTLS leads to garbage.
+#[derive(Clone, Default)]
 struct Script {
     ehlo: &'static str,
     rcpt: HashMap<&'static str, &'static str>,
+    mail: Option<&'static str>,
+    broken_starttls: bool,
 }
 
-/// Commands and DATA bytes the server saw.
+impl Script {
+    fn ehlo(ehlo: &'static str) -> Self {
+        Self { ehlo, ..Self::default() }
+    }
+}
+
+/// Commands and DATA bytes the server saw, over all connections.
 #[derive(Default)]
 struct Seen {
     commands: Vec<String>,
     data: Vec<u8>,
+    connections: usize,
 }
 
 async fn server(script: Script) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
@@ -29,41 +39,58 @@ async fn server(script: Script) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = seen.clone();
     tokio::spawn(async move {
-        let (sock, _) = listener.accept().await.unwrap();
-        let (r, mut w) = sock.into_split();
-        let mut r = BufReader::new(r);
-        w.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
-        let mut line = String::new();
-        while r.read_line(&mut line).await.unwrap() > 0 {
-            let cmd = line.trim_end().to_string();
-            line.clear();
-            log.lock().unwrap().commands.push(cmd.clone());
-            let upper = cmd.to_ascii_uppercase();
-            let reply = if upper.starts_with("EHLO") {
-                script.ehlo.to_string()
-            } else if upper.starts_with("RCPT TO:<") {
-                let addr = cmd[9..].split('>').next().unwrap();
-                script.rcpt.get(addr).copied().unwrap_or("250 2.1.5 ok").to_string() + "\r\n"
-            } else if upper == "DATA" {
-                w.write_all(b"354 go\r\n").await.unwrap();
-                let mut data = Vec::new();
-                while !data.ends_with(b"\r\n.\r\n") {
-                    let mut b = [0u8; 1];
-                    r.read_exact(&mut b).await.unwrap();
-                    data.push(b[0]);
-                }
-                log.lock().unwrap().data = data;
-                "250 2.0.0 queued\r\n".into()
-            } else if upper == "QUIT" {
-                w.write_all(b"221 bye\r\n").await.unwrap();
-                break;
-            } else {
-                "250 ok\r\n".into()
-            };
-            w.write_all(reply.as_bytes()).await.unwrap();
+        while let Ok((sock, _)) = listener.accept().await {
+            log.lock().unwrap().connections += 1;
+            tokio::spawn(session(sock, script.clone(), log.clone()));
         }
     });
     (addr, seen)
+}
+
+async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<Seen>>) {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+    let mut line = String::new();
+    while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+        let cmd = line.trim_end().to_string();
+        line.clear();
+        log.lock().unwrap().commands.push(cmd.clone());
+        let upper = cmd.to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            script.ehlo.to_string()
+        } else if upper == "STARTTLS" && script.broken_starttls {
+            let _ = w.write_all(b"220 go ahead\r\nthis is not a TLS handshake\r\n").await;
+            return;
+        } else if let Some(reply) = script.mail.filter(|_| upper.starts_with("MAIL")) {
+            let _ = w.write_all(format!("{reply}\r\n").as_bytes()).await;
+            if !reply.starts_with('2') {
+                return;
+            }
+            continue;
+        } else if upper.starts_with("RCPT TO:<") {
+            let addr = cmd[9..].split('>').next().unwrap();
+            script.rcpt.get(addr).copied().unwrap_or("250 2.1.5 ok").to_string() + "\r\n"
+        } else if upper == "DATA" {
+            w.write_all(b"354 go\r\n").await.unwrap();
+            let mut data = Vec::new();
+            while !data.ends_with(b"\r\n.\r\n") {
+                let mut b = [0u8; 1];
+                r.read_exact(&mut b).await.unwrap();
+                data.push(b[0]);
+            }
+            log.lock().unwrap().data = data;
+            "250 2.0.0 queued\r\n".into()
+        } else if upper == "QUIT" {
+            let _ = w.write_all(b"221 bye\r\n").await;
+            return;
+        } else {
+            "250 ok\r\n".into()
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn transport(pairs: &[(&str, &str)]) -> SmtpTransport {
@@ -95,7 +122,7 @@ const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 S
 #[tokio::test]
 async fn per_recipient_verdicts_from_a_pipelined_session() {
     let rcpt = HashMap::from([("later@b.test", "450 4.2.0 busy"), ("no@b.test", "550 5.1.1 unknown")]);
-    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt }).await;
+    let (addr, seen) = server(Script { rcpt, ..Script::ehlo(PIPELINED) }).await;
     let j = job(&["ok@b.test", "later@b.test", "no@b.test"]);
     let a = transport(&[]).deliver(&[target(addr)], &j, b"Subject: x\r\n\r\n.dot\nbare lf\r\n").await;
     let got: Vec<_> = a.outcomes.iter().map(|(r, v)| (r.as_str(), v.class, v.status.as_str())).collect();
@@ -117,7 +144,7 @@ async fn per_recipient_verdicts_from_a_pipelined_session() {
 #[tokio::test]
 async fn refused_connection_moves_to_the_next_address() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // closed on drop
-    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
     let a = transport(&[]).deliver(&[target(dead), target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
     assert_eq!(a.outcomes[0].1.class, Class::Sent);
     assert_eq!(a.remote.unwrap().addr, Some(addr));
@@ -133,20 +160,20 @@ async fn all_addresses_down_defers_everyone() {
 
 #[tokio::test]
 async fn helo_fallback_without_pipelining_and_limits() {
-    let (addr, seen) = server(Script { ehlo: "502 5.5.1 no EHLO here\r\n", rcpt: HashMap::new() }).await;
+    let (addr, seen) = server(Script::ehlo("502 5.5.1 no EHLO here\r\n")).await;
     let a = transport(&[]).deliver(&[target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
     assert_eq!(a.outcomes[0].1.class, Class::Sent);
     assert!(seen.lock().unwrap().commands.iter().any(|c| c == "HELO relay.test"));
 
     // SIZE 1000 advertised: a larger message fails permanently without a transaction.
-    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
     let big = vec![b'x'; 2000];
     let a = transport(&[]).deliver(&[target(addr)], &job(&["ok@b.test"]), &big).await;
     assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Failed, "5.3.4"));
     assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
 
     // SMTPUTF8 needed but not offered: 5.6.7.
-    let (addr, _) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let (addr, _) = server(Script::ehlo(PIPELINED)).await;
     let mut j = job(&["ok@b.test"]);
     j.smtputf8 = true;
     let a = transport(&[]).deliver(&[target(addr)], &j, b"x\r\n").await;
@@ -155,8 +182,41 @@ async fn helo_fallback_without_pipelining_and_limits() {
 
 #[tokio::test]
 async fn required_tls_refuses_a_plaintext_server() {
-    let (addr, seen) = server(Script { ehlo: PIPELINED, rcpt: HashMap::new() }).await;
+    let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
     let a = transport(&[("RELAY_TLS", "required")]).deliver(&[target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
     assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.4"));
     assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
+}
+
+const STARTTLS: &str = "250-scripted\r\n250-PIPELINING\r\n250 STARTTLS\r\n";
+
+#[tokio::test]
+async fn broken_starttls_falls_back_to_plaintext_unless_tls_is_required() {
+    let script = Script { broken_starttls: true, ..Script::ehlo(STARTTLS) };
+    let (addr, seen) = server(script.clone()).await;
+    let a = transport(&[]).deliver(&[target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!(a.outcomes[0].1.class, Class::Sent, "{a:?}");
+    assert!(!a.remote.unwrap().tls);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.connections, 2);
+        assert_eq!(seen.commands.iter().filter(|c| *c == "STARTTLS").count(), 1, "no STARTTLS on the retry");
+    }
+
+    let (addr, seen) = server(script).await;
+    let a = transport(&[("RELAY_TLS", "required")]).deliver(&[target(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"));
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}
+
+#[tokio::test]
+async fn a_421_before_the_close_is_kept_for_every_recipient() {
+    let (addr, _) = server(Script { mail: Some("421 4.3.2 shutting down"), ..Script::ehlo(PIPELINED) }).await;
+    let a = transport(&[]).deliver(&[target(addr)], &job(&["a@b.test", "c@b.test"]), b"x\r\n").await;
+    for (_, v) in &a.outcomes {
+        assert_eq!((v.class, v.text().as_str()), (Class::Deferred, "421 4.3.2 shutting down"));
+    }
+    let (addr, _) = server(Script { mail: Some("550 5.7.1 go away"), ..Script::ehlo("250 plain\r\n") }).await;
+    let a = transport(&[]).deliver(&[target(addr)], &job(&["a@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Failed, "5.7.1"));
 }
