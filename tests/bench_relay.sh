@@ -81,4 +81,6 @@ secs=$(awk -v a="$ready_ns" -v b="$done_ns" 'BEGIN { printf "%.2f", (b - a) / 1e
 echo "deliveries:       $N in ${secs}s = $(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')/s (one relay poll -> smtp-sink, LocalStack S3+SQS)"
 echo "start-up:         $(( (ready_ns - start_ns) / 1000000 )) ms from exec to the first poll"
 echo "binary size:      $(stat -c %s "$RELAY") bytes ($(du -h "$RELAY" | cut -f1), stripped by the release profile)"
+read -r utime stime < <(awk '{print $14, $15}' /proc/"${PIDS[1]}"/stat)
+echo "relay CPU:        $(( (utime + stime) * 1000 / $(getconf CLK_TCK) )) ms user+sys for the whole run (the rest is LocalStack and the sink)"
 echo "peak RSS:         $(grep VmHWM /proc/"${PIDS[1]}"/status 2>/dev/null | awk '{print $2 " kB"}' || echo n/a)"
