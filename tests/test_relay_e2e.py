@@ -489,3 +489,31 @@ def test_lambda_handler_reports_only_the_unreadable_record(mail_world, spool, st
     assert body == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
     [m] = mx.wait_for(1, timeout=10)
     assert m["data"] == MESSAGE
+
+
+@pytest.mark.parametrize("sink_options,env,expect", [
+    (["-r", "."], {}, "4"),                                            # 4xx after the end of DATA
+    (["-w", "3"], {"RELAY_COMMAND_TIMEOUT": "1s"}, "timed out"),       # replies too slow
+])
+def test_data_4xx_and_command_timeouts_defer(dns_server, smtp_sink, loopback_hosts, spool, start_process,
+                                             sink_options, env, expect):
+    (ip,), port = loopback_hosts(1)
+    smtp_sink(ip, port, sink_options)
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip}")
+    job = enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port, RELAY_RETRY_SCHEDULE="1h", **env)
+    [line] = wait_until(lambda: [l for l in log_lines(relay) if l.get("status")], 30, what="an outcome")
+    assert line["status"] == "deferred" and line["delay"] == 3600, line
+    assert expect in line["reply"], line
+    [retry] = wait_until(lambda: spool.receive_jobs(), 10, what="the retry job")
+    assert retry["attempt"] == 1 and retry["not_before"] >= job["first_seen"] + 3600
+    assert [r["address"] for r in retry["recipients"]] == ["bob@example.test"]
+    assert retry["recipients"][0]["last_reply"] == line["reply"]
+
+
+def test_dns_timeout_is_temporary(dns_server, spool, start_process):
+    dns = dns_server("slow.test. TIMEOUT")
+    enqueue(spool, "slow.test", ["bob@slow.test"])
+    relay = start_relay(start_process, spool, dns, RELAY_RETRY_SCHEDULE="1h")
+    [line] = wait_until(lambda: [l for l in log_lines(relay) if l.get("status")], 120, what="an outcome")
+    assert line["status"] == "deferred" and "4.4.3" in line["reply"], line
