@@ -129,30 +129,20 @@ pub fn build(report: &Report, job: &Job, original: &[u8], cfg: &RelayConfig, now
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use shared::{Notify, Recipient, Reply};
+    use shared::{Notify, Reply};
 
     use super::*;
     use crate::outcome::{Remote, Verdict};
     use crate::plan::ReportLine;
+    use crate::testkit;
 
     fn cfg() -> RelayConfig {
-        let m: HashMap<String, String> =
-            [("SPOOL_BUCKET", "b"), ("SPOOL_QUEUE_URL", "q"), ("RELAY_HELO_NAME", "relay.test")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        RelayConfig::from_vars(&m).unwrap()
+        testkit::config(&[])
     }
 
     fn job() -> Job {
-        let mut j: Job = serde_json::from_value(serde_json::json!({
-            "v": 1, "queue_id": "01JQUEUEID0000000000000000", "message_key": "k", "sender": "alice@a.test",
-            "domain": "b.test", "recipients": [{"address": "bob@b.test"}], "first_seen": 1_700_000_000
-        }))
-        .unwrap();
-        j.recipients[0] = Recipient { notify: Some(Notify::DEFAULT), ..j.recipients[0].clone() };
+        let mut j = testkit::job("b.test", &["bob@b.test"], 1_700_000_000);
+        j.recipients[0].notify = Some(Notify::DEFAULT);
         j.dsn.envid = Some("env-1".into());
         j
     }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use shared::{Job, Recipient, Reply, keys};
+use shared::{Job, Reply, keys};
 
 use super::*;
 use crate::mx::Lookup;
 use crate::outcome::{Remote, Verdict};
+use crate::testkit::{self, QID};
 
 const NOW: i64 = 1_800_000_000;
-const QID: &str = "01JQUEUEID0000000000000000";
 
 #[derive(Clone, Default)]
 struct FakeSpool(Arc<Mutex<HashMap<String, Vec<u8>>>>);
@@ -120,17 +120,8 @@ fn world(replies: &[(&str, u16, &'static str)]) -> World {
         replies: replies.iter().map(|(a, c, t)| (a.to_string(), (*c, *t))).collect(),
         ..FakeSmtp::default()
     };
-    let vars: HashMap<String, String> = [
-        ("SPOOL_BUCKET", "b"),
-        ("SPOOL_QUEUE_URL", "q"),
-        ("RELAY_HELO_NAME", "relay.test"),
-        ("RELAY_RETRY_SCHEDULE", "1m,5m"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
     let deps = Deps {
-        config: RelayConfig::from_vars(&vars).unwrap(),
+        config: testkit::config(&[("RELAY_RETRY_SCHEDULE", "1m,5m")]),
         spool: Box::new(spool.clone()),
         queue: Box::new(queue.clone()),
         resolver: Box::new(FakeDns),
@@ -142,23 +133,7 @@ fn world(replies: &[(&str, u16, &'static str)]) -> World {
 }
 
 fn job(domain: &str, rcpts: &[&str]) -> Job {
-    Job {
-        v: JOB_SCHEMA_VERSION,
-        queue_id: QID.into(),
-        message_key: keys::message_key(QID),
-        sender: "alice@a.test".into(),
-        domain: domain.into(),
-        recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
-        attempt: 0,
-        first_seen: NOW - 10,
-        not_before: 0,
-        dsn: Default::default(),
-        body: Default::default(),
-        smtputf8: false,
-        size: 20,
-        delay_warned: false,
-        received_from: String::new(),
-    }
+    testkit::job(domain, rcpts, NOW - 10)
 }
 
 fn event(bodies: &[String]) -> SqsEvent {

@@ -16,3 +16,6 @@ pub mod smtp;
 pub mod store;
 pub mod tls;
 pub mod wire;
+
+#[cfg(test)]
+mod testkit;

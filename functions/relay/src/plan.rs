@@ -150,48 +150,21 @@ pub fn plan(job: &Job, attempt: &Attempt, now: i64, cfg: &RelayConfig) -> Plan {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use shared::{Reply, job::JOB_SCHEMA_VERSION};
+    use shared::Reply;
 
     use super::*;
+    use crate::testkit;
 
     const T0: i64 = 1_800_000_000;
 
     fn cfg(pairs: &[(&str, &str)]) -> RelayConfig {
-        let mut m: HashMap<String, String> = [
-            ("SPOOL_BUCKET", "b"),
-            ("SPOOL_QUEUE_URL", "http://q"),
-            ("RELAY_HELO_NAME", "relay.test"),
-            ("RELAY_RETRY_SCHEDULE", "1m,10m,1h"),
-            ("RELAY_QUEUE_LIFETIME", "5d"),
-            ("RELAY_DELAY_WARNING", "4h"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        RelayConfig::from_vars(&m).unwrap()
+        let schedule =
+            [("RELAY_RETRY_SCHEDULE", "1m,10m,1h"), ("RELAY_QUEUE_LIFETIME", "5d"), ("RELAY_DELAY_WARNING", "4h")];
+        testkit::config(&[&schedule[..], pairs].concat())
     }
 
     fn job(rcpts: &[&str]) -> Job {
-        Job {
-            v: JOB_SCHEMA_VERSION,
-            queue_id: "01JQUEUEID0000000000000000".into(),
-            message_key: "spool/01JQUEUEID0000000000000000.eml".into(),
-            sender: "alice@a.test".into(),
-            domain: "b.test".into(),
-            recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
-            attempt: 0,
-            first_seen: T0,
-            not_before: 0,
-            dsn: Default::default(),
-            body: Default::default(),
-            smtputf8: false,
-            size: 10,
-            delay_warned: false,
-            received_from: String::new(),
-        }
+        testkit::job("b.test", rcpts, T0)
     }
 
     fn reply(code: u16, text: &str) -> Verdict {

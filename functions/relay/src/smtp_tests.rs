@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use shared::Recipient;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -94,23 +93,11 @@ async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<See
 }
 
 fn transport(pairs: &[(&str, &str)]) -> SmtpTransport {
-    let mut m: HashMap<String, String> =
-        [("SPOOL_BUCKET", "b"), ("SPOOL_QUEUE_URL", "q"), ("RELAY_HELO_NAME", "relay.test")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    SmtpTransport::new(&RelayConfig::from_vars(&m).unwrap())
+    SmtpTransport::new(&crate::testkit::config(pairs))
 }
 
 fn job(rcpts: &[&str]) -> Job {
-    let mut j: Job = serde_json::from_value(serde_json::json!({
-        "v": 1, "queue_id": "Q", "message_key": "k", "sender": "alice@a.test", "domain": "b.test",
-        "recipients": [], "first_seen": 0
-    }))
-    .unwrap();
-    j.recipients = rcpts.iter().map(|r| Recipient::new(*r)).collect();
-    j
+    crate::testkit::job("b.test", rcpts, 0)
 }
 
 fn target(addr: std::net::SocketAddr) -> Target {

@@ -199,11 +199,7 @@ mod tests {
     }
 
     fn job() -> Job {
-        let mut j = Job::from_json(
-            r#"{"v":1,"queue_id":"Q","message_key":"spool/Q.eml","sender":"a@x.test","domain":"y.test",
-                "recipients":[{"address":"b@y.test"}],"first_seen":0}"#,
-        )
-        .unwrap();
+        let mut j = crate::testkit::job("b.test", &["bob@b.test"], 0);
         j.body = BodyType::EightBitMime;
         j.dsn = DsnParams { ret: Some(Ret::Hdrs), envid: Some("id+1=2 x".into()) };
         j
@@ -212,9 +208,12 @@ mod tests {
     #[test]
     fn parameters_only_when_offered() {
         let j = job();
-        assert_eq!(mail_from(&j, &Extensions::default(), 10), "MAIL FROM:<a@x.test>");
+        assert_eq!(mail_from(&j, &Extensions::default(), 10), "MAIL FROM:<alice@a.test>");
         let all = Extensions { size: Some(0), eightbitmime: true, dsn: true, smtputf8: true, ..Default::default() };
-        assert_eq!(mail_from(&j, &all, 10), "MAIL FROM:<a@x.test> SIZE=10 BODY=8BITMIME RET=HDRS ENVID=id+2B1+3D2+20x");
+        assert_eq!(
+            mail_from(&j, &all, 10),
+            "MAIL FROM:<alice@a.test> SIZE=10 BODY=8BITMIME RET=HDRS ENVID=id+2B1+3D2+20x"
+        );
         let r = Recipient {
             notify: Some(Notify { success: true, failure: true, delay: false }),
             orcpt: Some("rfc822;B@y.test".into()),

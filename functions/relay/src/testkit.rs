@@ -1,0 +1,38 @@
+//! Builders shared by the unit tests: a configuration from a few variables and a job.
+
+use std::collections::HashMap;
+
+use shared::config::RelayConfig;
+use shared::job::JOB_SCHEMA_VERSION;
+use shared::{Job, Recipient, keys};
+
+/// The queue id of [`job`]s.
+pub const QID: &str = "01JQUEUEID0000000000000000";
+
+/// A relay configuration: spool settings, `RELAY_HELO_NAME=relay.test`, then `pairs`.
+pub fn config(pairs: &[(&str, &str)]) -> RelayConfig {
+    let base = [("SPOOL_BUCKET", "b"), ("SPOOL_QUEUE_URL", "http://q"), ("RELAY_HELO_NAME", "relay.test")];
+    let vars: HashMap<String, String> = base.iter().chain(pairs).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    RelayConfig::from_vars(&vars).unwrap()
+}
+
+/// A first-attempt job from `alice@a.test` to pending `rcpts` at `domain`.
+pub fn job(domain: &str, rcpts: &[&str], first_seen: i64) -> Job {
+    Job {
+        v: JOB_SCHEMA_VERSION,
+        queue_id: QID.into(),
+        message_key: keys::message_key(QID),
+        sender: "alice@a.test".into(),
+        domain: domain.into(),
+        recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+        attempt: 0,
+        first_seen,
+        not_before: 0,
+        dsn: Default::default(),
+        body: Default::default(),
+        smtputf8: false,
+        size: 10,
+        delay_warned: false,
+        received_from: String::new(),
+    }
+}
