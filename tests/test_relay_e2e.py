@@ -517,3 +517,17 @@ def test_dns_timeout_is_temporary(dns_server, spool, start_process):
     relay = start_relay(start_process, spool, dns, RELAY_RETRY_SCHEDULE="1h")
     [line] = wait_until(lambda: [l for l in log_lines(relay) if l.get("status")], 120, what="an outcome")
     assert line["status"] == "deferred" and "4.4.3" in line["reply"], line
+
+
+def test_a_host_with_a_dead_ipv4_and_a_live_ipv6_address(dns_server, capture_server, loopback_hosts, spool,
+                                                         start_process):
+    (dead_ip,), port = loopback_hosts(1)  # nothing listens on the IPv4 address
+    mx6 = capture_server("::1", port)
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {dead_ip}",
+                     "mx.example.test. AAAA ::1")
+    enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port)
+    [m] = mx6.wait_for(1, timeout=60)
+    assert m["data"] == MESSAGE
+    [sent] = [l for l in log_lines(relay) if l.get("status") == "sent"]
+    assert sent["addr"] == f"[::1]:{port}"
