@@ -150,7 +150,7 @@ def test_spool_creates_bucket_queue_dlq_and_sqs_delays(spool):
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(spool.dlq_url.rsplit("/", 1)[1])
     assert int(redrive["maxReceiveCount"]) == 5
-    assert spool.queue_url.startswith("http://127.0.0.1:4566/queue/us-east-1/000000000000/")
+    assert spool.queue_url.startswith(f"{spool.aws.endpoint}/queue/us-east-1/000000000000/")
     assert spool.env["SPOOL_QUEUE_URL"] == spool.queue_url and spool.env["SPOOL_BUCKET"] == spool.bucket
 
     sent = time.monotonic()
