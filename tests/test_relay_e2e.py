@@ -531,3 +531,20 @@ def test_a_host_with_a_dead_ipv4_and_a_live_ipv6_address(dns_server, capture_ser
     assert m["data"] == MESSAGE
     [sent] = [l for l in log_lines(relay) if l.get("status") == "sent"]
     assert sent["addr"] == f"[::1]:{port}"
+
+
+def test_a_slow_delivery_keeps_its_job_hidden_from_a_second_relay(dns_server, smtp_sink, loopback_hosts, spool,
+                                                                  start_process):
+    (ip,), port = loopback_hosts(1)
+    sink = smtp_sink(ip, port, ["-w", "6"])  # the transaction takes about 6 s
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip}")
+    spool.sqs.set_queue_attributes(QueueUrl=spool.queue_url, Attributes={"VisibilityTimeout": "2"})
+    enqueue(spool, "example.test", ["bob@example.test"])
+    first = start_relay(start_process, spool, dns, port)
+    wait_until(lambda: spool.counts()["in_flight"] == 1, 10, what="the job taken")
+    start_relay(start_process, spool, dns, port)  # would take the job too once it is visible again
+    sink.wait_for(1, timeout=60)
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    time.sleep(3)
+    assert sink.count() == 1, "delivered twice: the second relay saw a job still in delivery"
+    assert any(l.get("status") == "sent" for l in log_lines(first))

@@ -1,12 +1,17 @@
 //! `relay poll`: the Lambda handler driven by a long-poll SQS consumer, for running the relay
 //! as a plain process (containers, tests). Receive up to 10, handle them, delete all but the
-//! reported failures (SQS redelivers those after the visibility timeout). SIGTERM or SIGINT
-//! stops the loop between batches: the batch in hand is finished first.
+//! reported failures (SQS redelivers those after the visibility timeout). While a batch is in
+//! hand its visibility is extended every half timeout, so a slow server never lets a second
+//! consumer pick up a job that is still being delivered. SIGTERM or SIGINT stops the loop
+//! between batches: the batch in hand is finished first.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, QueueAttributeName,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::handler::{Deps, handle};
@@ -33,7 +38,8 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
     let mut int = signal(SignalKind::interrupt())?;
     let url = &deps.config.spool.queue_url;
     let wait = deps.config.poll_wait.as_secs() as i32;
-    tracing::info!(queue = %url, "polling");
+    let visibility = visibility_timeout(sqs, url).await;
+    tracing::info!(queue = %url, visibility_timeout = visibility, "polling");
     loop {
         let receive = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(wait).send();
         let received = tokio::select! {
@@ -53,12 +59,56 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
         if messages.is_empty() {
             continue;
         }
-        let response = handle(to_event(&messages), deps).await;
+        let work = handle(to_event(&messages), deps);
+        tokio::pin!(work);
+        let period = Duration::from_secs((visibility / 2).max(1));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let response = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = heartbeat.tick() => extend(sqs, url, &messages, visibility).await,
+            }
+        };
         let failed: HashSet<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         delete_done(sqs, url, &messages, &failed).await;
     }
     tracing::info!("stopping on signal");
     Ok(())
+}
+
+/// The queue's visibility timeout in seconds (30, SQS's default, if it cannot be read).
+async fn visibility_timeout(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attrs = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::VisibilityTimeout).send();
+    match attrs.await {
+        Ok(out) => out
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout).and_then(|v| v.parse().ok()))
+            .unwrap_or(30),
+        Err(e) => {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot read the visibility timeout");
+            30
+        }
+    }
+}
+
+/// Keep the batch in hand invisible for another `seconds`.
+async fn extend(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[Message], seconds: u64) {
+    let entries: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .set_receipt_handle(m.receipt_handle.clone())
+                .visibility_timeout(seconds.min(43_200) as i32)
+                .build()
+                .ok()
+        })
+        .collect();
+    let sent = sqs.change_message_visibility_batch().queue_url(url).set_entries(Some(entries)).send().await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "ChangeMessageVisibilityBatch failed");
+    }
 }
 
 async fn delete_done(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[Message], failed: &HashSet<&str>) {
