@@ -250,11 +250,51 @@ def test_250_450_550_one_retried_one_bounced_one_done_none_twice(mail_world, spo
     assert spool.keys(f"records/{qid}/") == [f"records/{qid}/{r}@example.test" for r in ("later", "no", "ok")]
 
 
-def test_smarthost_with_auth_over_starttls(capture_server, spool, start_process):
-    host = capture_server(tls=True, auth=["relayuser:s3cret"])
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory):
+    """A private CA and a server certificate it signed for 127.0.0.1 / localhost:
+    {"ca": ca.pem, "cert": cert.pem, "key": key.pem} (the smarthost's PKI)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    d = tmp_path_factory.mktemp("pki")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Relay Test CA")])
+
+    def cert(subject, public_key, *extensions):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(public_key)
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))
+        for ext, critical in extensions:
+            b = b.add_extension(ext, critical=critical)
+        return b.sign(ca_key, hashes.SHA256())
+
+    ca = cert(ca_name, ca_key.public_key(), (x509.BasicConstraints(ca=True, path_length=None), True))
+    leaf = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key.public_key(),
+                (x509.BasicConstraints(ca=False, path_length=None), True),
+                (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+                (x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                              x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False))
+    out = {"ca": d / "ca.pem", "cert": d / "cert.pem", "key": d / "key.pem"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out["cert"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    out["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+    return out
+
+
+def test_smarthost_with_auth_over_starttls(capture_server, spool, start_process, private_ca):
+    host = capture_server(tls=(private_ca["cert"], private_ca["key"]), auth=["relayuser:s3cret"])
     enqueue(spool, "example.test", ["bob@example.test"])
     start_relay(start_process, spool, RELAY_SMARTHOST=host.addr, RELAY_SMARTHOST_USER="relayuser",
-                RELAY_SMARTHOST_PASSWORD="s3cret", RELAY_SMARTHOST_TLS="starttls")
+                RELAY_SMARTHOST_PASSWORD="s3cret", RELAY_SMARTHOST_TLS="starttls",
+                RELAY_SMARTHOST_CA=str(private_ca["ca"]))
     [m] = host.wait_for(1, timeout=60)
     assert m["tls"]
     assert m["data"] == MESSAGE
@@ -262,6 +302,18 @@ def test_smarthost_with_auth_over_starttls(capture_server, spool, start_process)
     # sidecar leaves auth_user empty because its authenticator returns no auth_data.)
     session = host.process.log_text()
     assert session.index("STARTTLS") < session.index("AUTH PLAIN") < session.index("MAIL FROM")
+
+
+def test_smarthost_certificate_is_verified_before_credentials_are_sent(capture_server, spool, start_process,
+                                                                      tls_cert):
+    host = capture_server(tls=tls_cert, auth=["relayuser:s3cret"])  # self-signed, not from a trusted CA
+    enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, RELAY_SMARTHOST=host.addr, RELAY_SMARTHOST_USER="relayuser",
+                        RELAY_SMARTHOST_PASSWORD="s3cret", RELAY_SMARTHOST_TLS="starttls", RELAY_RETRY_SCHEDULE="1h")
+    [line] = wait_until(lambda: [l for l in log_lines(relay) if l.get("status")], 30, what="an outcome")
+    assert line["status"] == "deferred" and "TLS handshake failed" in line["reply"], line
+    assert "AUTH" not in host.process.log_text().split("STARTTLS", 1)[1], "no credentials to an unverified host"
+    assert host.messages() == []
 
 
 def test_required_tls_to_an_mx_with_a_self_signed_certificate(dns_server, capture_server, loopback_hosts, spool, start_process):
@@ -342,7 +394,7 @@ def test_past_the_queue_lifetime_a_deferral_becomes_a_bounce(mail_world, spool, 
 
 
 @pytest.fixture
-def implicit_tls_server(tls_cert, free_port):
+def implicit_tls_server(private_ca, free_port):
     """An aiosmtpd server speaking TLS from the first byte (port 465 style) with AUTH PLAIN/LOGIN."""
     import ssl
 
@@ -365,7 +417,7 @@ def implicit_tls_server(tls_cert, free_port):
         return AuthResult(success=ok)
 
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*tls_cert)
+    ctx.load_cert_chain(private_ca["cert"], private_ca["key"])
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=ctx, authenticator=authenticate,
                             auth_required=True, server_hostname="localhost",
@@ -377,10 +429,10 @@ def implicit_tls_server(tls_cert, free_port):
     controller.stop()
 
 
-def test_smarthost_over_implicit_tls_with_auth(implicit_tls_server, spool, start_process):
+def test_smarthost_over_implicit_tls_with_auth(implicit_tls_server, spool, start_process, private_ca):
     enqueue(spool, "example.test", ["bob@example.test"])
     start_relay(start_process, spool, RELAY_SMARTHOST=implicit_tls_server.addr, RELAY_SMARTHOST_TLS="implicit",
-                RELAY_SMARTHOST_USER="u", RELAY_SMARTHOST_PASSWORD="p")
+                RELAY_SMARTHOST_USER="u", RELAY_SMARTHOST_PASSWORD="p", RELAY_SMARTHOST_CA=str(private_ca["ca"]))
     wait_until(lambda: implicit_tls_server.messages, 60, what="delivery over implicit TLS")
     assert implicit_tls_server.messages[0]["data"] == MESSAGE
     assert implicit_tls_server.logins == [("PLAIN", b"u")]
@@ -407,13 +459,19 @@ def test_bare_lf_and_bare_cr_leave_as_crlf(mail_world, spool, start_process):
     assert m["data"] == b"Subject: line ends\r\n\r\nbare lf\r\nbare cr\r\ncrlf\r\n.\r\nend\r\n"
 
 
-def test_usage_and_bad_configuration_exit_2_naming_the_variable(start_process, spool):
+def test_usage_and_bad_configuration_exit_2_naming_the_variable(start_process, spool, tmp_path):
     usage = start_process("relay", env=spool.env, name="relay-usage")
     assert usage.wait(30) == 2
     assert "usage: relay poll" in usage.log_text()
     bad = start_process("relay", "poll", env={**spool.env, "RELAY_TLS": "sometimes"}, name="relay-bad")
     assert bad.wait(30) == 2
     assert "relay: RELAY_TLS: expected opportunistic or required" in bad.log_text()
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    bad_ca = start_process("relay", "poll", name="relay-bad-ca",
+                           env={**spool.env, "RELAY_SMARTHOST": "127.0.0.1:465", "RELAY_SMARTHOST_CA": str(junk)})
+    assert bad_ca.wait(30) == 2
+    assert "relay: RELAY_SMARTHOST_CA: " in bad_ca.log_text() and "no PEM certificate" in bad_ca.log_text()
 
 
 def test_sigterm_stops_polling_with_exit_0(spool, start_process):

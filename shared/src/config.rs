@@ -329,6 +329,7 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_SMARTHOST_USER",
     "RELAY_SMARTHOST_PASSWORD",
     "RELAY_SMARTHOST_TLS",
+    "RELAY_SMARTHOST_CA",
     "RELAY_TLS",
     "RELAY_RETRY_SCHEDULE",
     "RELAY_QUEUE_LIFETIME",
@@ -349,6 +350,9 @@ pub struct Smarthost {
     pub password: Option<String>,
     /// TLS from the first byte (465) instead of STARTTLS.
     pub implicit_tls: bool,
+    /// PEM file of extra trust anchors for the smarthost's certificate (a private CA); the
+    /// public web PKI roots are trusted either way.
+    pub ca: Option<PathBuf>,
 }
 
 /// Relay settings.
@@ -414,7 +418,8 @@ impl RelayConfig {
                         return Err(err("RELAY_SMARTHOST_TLS", format!("expected starttls or implicit, got {o:?}")));
                     }
                 };
-                Some(Smarthost { host, port, user, password, implicit_tls })
+                let ca = r.path("RELAY_SMARTHOST_CA")?;
+                Some(Smarthost { host, port, user, password, implicit_tls, ca })
             }
         };
         let tls = match r.opt("RELAY_TLS").as_deref() {
@@ -489,7 +494,14 @@ mod tests {
             (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
             (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
             (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
-            (&[("INGRESS_TLS_CERT", "Cargo.toml"), ("INGRESS_TLS_KEY", "Cargo.toml"), ("INGRESS_TLS_LISTEN", "127.0.0.1:465")], "INGRESS_TLS_LISTEN"),
+            (
+                &[
+                    ("INGRESS_TLS_CERT", "Cargo.toml"),
+                    ("INGRESS_TLS_KEY", "Cargo.toml"),
+                    ("INGRESS_TLS_LISTEN", "127.0.0.1:465"),
+                ],
+                "INGRESS_TLS_LISTEN",
+            ),
         ];
         for (pairs, var) in cases {
             let e = IngressConfig::from_vars(&vars(pairs)).unwrap_err();
@@ -546,6 +558,7 @@ mod tests {
             (&[("RELAY_MX_PORT", "70000")], "RELAY_MX_PORT"),
             (&[("RELAY_SMARTHOST", "nohostport")], "RELAY_SMARTHOST"),
             (&[("RELAY_SMARTHOST", "h:587"), ("RELAY_SMARTHOST_USER", "u")], "RELAY_SMARTHOST_PASSWORD"),
+            (&[("RELAY_SMARTHOST", "h:587"), ("RELAY_SMARTHOST_CA", "/nonexistent.pem")], "RELAY_SMARTHOST_CA"),
             (&[("RELAY_DNS_SERVERS", "8.8.8.8")], "RELAY_DNS_SERVERS"),
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
             (&[("RELAY_POLL_WAIT", "1m")], "RELAY_POLL_WAIT"),

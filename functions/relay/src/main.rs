@@ -34,12 +34,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let transport = match SmtpTransport::new(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let clients = shared::aws::clients().await;
     let deps = Arc::new(Deps {
         spool: Box::new(S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() }),
         queue: Box::new(SqsQueue { client: clients.sqs.clone(), queue_url: config.spool.queue_url.clone() }),
         resolver: Box::new(resolver),
-        transport: Box::new(SmtpTransport::new(&config)),
+        transport: Box::new(transport),
         clock: Box::new(SystemClock),
         config,
     });

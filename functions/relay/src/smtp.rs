@@ -4,15 +4,15 @@
 //! targets in order until one host takes the transaction. Failures before the transaction
 //! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
-//! Opportunistic STARTTLS that fails in the handshake is retried once in plaintext on the same
-//! address, as Postfix does; `RELAY_TLS=required` never falls back.
+//! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
+//! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use shared::config::{RelayConfig, Smarthost, TlsMode};
+use shared::config::{ConfigError, RelayConfig, Smarthost, TlsMode};
 use shared::{Job, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,16 +41,22 @@ pub struct SmtpTransport {
 }
 
 impl SmtpTransport {
-    pub fn new(cfg: &RelayConfig) -> Self {
-        Self {
+    /// Fails only when the smarthost's extra trust anchors cannot be read.
+    pub fn new(cfg: &RelayConfig) -> Result<Self, ConfigError> {
+        let tls = match &cfg.smarthost {
+            None => crate::tls::connector(),
+            Some(sh) => crate::tls::verifying_connector(sh.ca.as_deref())
+                .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+        };
+        Ok(Self {
             helo: cfg.helo_name.clone(),
             tls_mode: cfg.tls,
             connect_timeout: cfg.connect_timeout,
             command_timeout: cfg.command_timeout,
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
-            tls: crate::tls::connector(),
-        }
+            tls,
+        })
     }
 }
 
@@ -102,7 +108,7 @@ impl Transport for SmtpTransport {
 
 impl SmtpTransport {
     fn may_fall_back(&self) -> bool {
-        self.tls_mode == TlsMode::Opportunistic && self.smarthost.as_ref().is_none_or(|s| s.user.is_none())
+        self.tls_mode == TlsMode::Opportunistic && self.smarthost.is_none()
     }
 
     async fn session(

@@ -93,7 +93,7 @@ async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<See
 }
 
 fn transport(pairs: &[(&str, &str)]) -> SmtpTransport {
-    SmtpTransport::new(&crate::testkit::config(pairs))
+    SmtpTransport::new(&crate::testkit::config(pairs)).unwrap()
 }
 
 fn job(rcpts: &[&str]) -> Job {
