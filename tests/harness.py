@@ -32,6 +32,24 @@ sys.path.insert(0, str(INFRA_LOCAL))
 import resources  # noqa: E402  (infra/local/resources.py: shape of the spool)
 
 
+# A lone dot line, lines starting with dots, 8-bit UTF-8: everything dot-stuffing and transparency
+# can get wrong. End-to-end tests assert it arrives byte-identical.
+TRANSPARENCY_MESSAGE = (
+    "From: Alice <alice@example.org>\r\n"
+    "To: Bob <bob@example.test>\r\n"
+    "Subject: transparency\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n"
+    "\r\n"
+    "first line\r\n"
+    ".\r\n"
+    ".leading dot\r\n"
+    "..two dots\r\n"
+    "Grüße aus Köln — 8-bit UTF-8\r\n"
+).encode()
+
+
 def wait_until(fn, timeout=30.0, interval=0.1, what="condition"):
     """Call fn until it returns something truthy and return that; AssertionError after timeout."""
     deadline = time.monotonic() + timeout

@@ -8,25 +8,10 @@ import subprocess
 
 import pytest
 
-from harness import wait_until
+from harness import TRANSPARENCY_MESSAGE, wait_until
 from ingress_fixtures import ingress  # noqa: F401  (fixture)
 
-# A lone dot line, a line starting with a dot, 8-bit UTF-8: everything dot-stuffing and
-# transparency can get wrong.
-BODY = (
-    "From: Alice <alice@example.org>\r\n"
-    "To: Bob <bob@example.test>\r\n"
-    "Subject: walking skeleton\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/plain; charset=utf-8\r\n"
-    "Content-Transfer-Encoding: 8bit\r\n"
-    "\r\n"
-    "first line\r\n"
-    ".\r\n"
-    ".leading dot\r\n"
-    "..two dots\r\n"
-    "Grüße aus Köln — 8-bit UTF-8\r\n"
-).encode()
+BODY = TRANSPARENCY_MESSAGE
 
 
 @pytest.fixture
@@ -102,14 +87,19 @@ def test_smtplib_message_to_two_domains_makes_two_jobs_and_both_arrive(
         assert_delivered_with_one_received_header(m, BODY)
 
 
-def test_storage_down_means_4xx_at_end_of_data_never_250(ingress, free_port, spool):
-    # Nothing listens at this endpoint: S3 fails, so the client must get a transient failure.
-    server = ingress(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+def data_reply(server):
+    """Send BODY to bob@example.test; the (code, text) of the end-of-data reply."""
     with smtplib.SMTP(*server.mta, timeout=120) as c:
         c.ehlo("client.example.org")
         c.mail("alice@example.org")
         c.rcpt("bob@example.test")
-        code, text = c.data(BODY)
+        return c.data(BODY)
+
+
+def test_storage_down_means_4xx_at_end_of_data_never_250(ingress, free_port, spool):
+    # Nothing listens at this endpoint: S3 fails, so the client must get a transient failure.
+    server = ingress(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    code, text = data_reply(server)
     assert code == 451, text
     assert text.startswith(b"4.3.0"), text
     assert "event\":\"deferred" in server.log().replace(" ", "")
@@ -118,11 +108,7 @@ def test_storage_down_means_4xx_at_end_of_data_never_250(ingress, free_port, spo
 def test_queue_down_means_451_and_no_message_left_behind(ingress, spool):
     # The bucket works but the queue does not exist: the message object must be withdrawn.
     server = ingress(SPOOL_QUEUE_URL=spool.queue_url + "-missing")
-    with smtplib.SMTP(*server.mta, timeout=120) as c:
-        c.ehlo("client.example.org")
-        c.mail("alice@example.org")
-        c.rcpt("bob@example.test")
-        code, text = c.data(BODY)
+    code, text = data_reply(server)
     assert code == 451, text
     assert spool.keys("spool/") == []
     assert spool.receive_jobs() == []

@@ -9,25 +9,11 @@ import uuid
 
 import pytest
 
-from harness import wait_until
+from harness import TRANSPARENCY_MESSAGE, wait_until
 
 SENDER = "alice@example.org"
 
-# A lone dot line, a line starting with dots, 8-bit UTF-8: what transparency can get wrong.
-MESSAGE = (
-    "From: Alice <alice@example.org>\r\n"
-    "To: Bob <bob@example.test>\r\n"
-    "Subject: relay test\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/plain; charset=utf-8\r\n"
-    "Content-Transfer-Encoding: 8bit\r\n"
-    "\r\n"
-    "first line\r\n"
-    ".\r\n"
-    ".leading dot\r\n"
-    "..two dots\r\n"
-    "Grüße aus Köln — 8-bit UTF-8\r\n"
-).encode()
+MESSAGE = TRANSPARENCY_MESSAGE
 
 
 def new_queue_id():
