@@ -41,7 +41,7 @@ start_ingress() {  # start_ingress PORT EXTRA_ENV... -> pid on stdout
 }
 
 echo "== $SESSIONS sessions, $MESSAGES messages of $SIZE bytes"
-p=$(free_port); sink_pid=$(smtp-sink -c "127.0.0.1:$p" 1000 >/dev/null 2>&1 & echo $!); pids+=("$sink_pid"); sleep 0.5
+p=$(free_port); sink_pid=$(smtp-sink -u nobody -c "127.0.0.1:$p" 1000 >/dev/null 2>&1 & echo $!); pids+=("$sink_pid"); sleep 0.5
 rate "postfix smtp-sink" "127.0.0.1:$p" "$sink_pid"
 
 p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=discard); pids+=("$pid")
