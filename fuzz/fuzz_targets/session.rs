@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(m.message.get(i + 1), Some(&b'\n'));
                         }
                     }
-                    s.stored(&m.queue_id, Ok(()));
+                    s.stored(&m.env.queue_id, Ok(()));
                 }
                 Action::StartTls => s.tls_started(TlsInfo { version: "TLSv1_3".into(), cipher: "x".into() }),
                 Action::Authenticate { user, .. } => s.auth_result(&user, user == "alice"),

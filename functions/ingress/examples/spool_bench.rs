@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ingress::budget::MemoryBudget;
-use ingress::session::Incoming;
+use ingress::session::{Envelope, Incoming};
 use ingress::spool::{AwsSpool, Spool};
 use shared::{BodyType, DsnParams, Recipient};
 
@@ -35,12 +35,14 @@ async fn main() {
                 let mut latencies = Vec::new();
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
                     let msg = Incoming {
-                        queue_id: shared::queue_id::new_queue_id(),
-                        sender: "bench@example.org".into(),
-                        recipients: vec![Recipient::new("sink@example.test")],
-                        dsn: DsnParams::default(),
-                        body_type: BodyType::SevenBit,
-                        smtputf8: false,
+                        env: Envelope {
+                            queue_id: shared::queue_id::new_queue_id(),
+                            sender: "bench@example.org".into(),
+                            recipients: vec![Recipient::new("sink@example.test")],
+                            dsn: DsnParams::default(),
+                            body_type: BodyType::SevenBit,
+                            smtputf8: false,
+                        },
                         received_from: "bench ([127.0.0.1])".into(),
                         message: vec![b'x'; size],
                         reservation: budget.reservation(),

@@ -13,7 +13,7 @@ use smtp_proto::{self as proto, Error as ParseError, MailFrom, RcptTo, Request};
 use crate::body::Body;
 use crate::received::{Trace, protocol};
 use crate::replies;
-use crate::session::{Action, Helo, ListenerKind, Mode, Secret, Session, Txn};
+use crate::session::{Action, Envelope, Helo, ListenerKind, Mode, Secret, Session, Txn};
 
 /// MAIL parameters we parse but do not offer, so must refuse with 555.
 const UNOFFERED_MAIL_FLAGS: u64 = proto::MAIL_BODY_BINARYMIME
@@ -131,12 +131,14 @@ impl Session {
         let queue_id = shared::queue_id::new_queue_id();
         tracing::info!(event = "mail", queue_id, client = %self.peer, from = %from.address, size = from.size, user = self.user.as_deref().unwrap_or(""));
         self.txn = Some(Txn {
-            queue_id,
-            sender: from.address,
-            recipients: Vec::new(),
-            dsn: DsnParams { ret, envid: from.env_id },
-            body_type,
-            smtputf8,
+            env: Envelope {
+                queue_id,
+                sender: from.address,
+                recipients: Vec::new(),
+                dsn: DsnParams { ret, envid: from.env_id },
+                body_type,
+                smtputf8,
+            },
             bdat: None,
         });
         self.reply(replies::sender_ok());
@@ -157,13 +159,13 @@ impl Session {
                 "RRVS"
             }));
         }
-        if !txn.smtputf8 && !to.address.is_ascii() {
+        if !txn.env.smtputf8 && !to.address.is_ascii() {
             return self.reply(replies::needs_smtputf8());
         }
-        if txn.recipients.len() >= self.cfg.max_recipients {
+        if txn.env.recipients.len() >= self.cfg.max_recipients {
             return self.reply(replies::too_many_recipients());
         }
-        let queue_id = txn.queue_id.clone();
+        let queue_id = txn.env.queue_id.clone();
         let address = match self.cfg.policy.check_rcpt(&to.address, trusted) {
             Ok(a) => a,
             Err(r) => {
@@ -188,8 +190,8 @@ impl Session {
         });
         tracing::info!(event = "rcpt", queue_id, client = %self.peer, to = %address, result = "accepted");
         let txn = self.txn.as_mut().expect("checked above");
-        if !txn.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&address)) {
-            txn.recipients.push(Recipient {
+        if !txn.env.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&address)) {
+            txn.env.recipients.push(Recipient {
                 orcpt: to.orcpt.map(|o| format!("rfc822;{o}")),
                 notify,
                 ..Recipient::new(address)
@@ -202,7 +204,7 @@ impl Session {
     fn body_refusal(&self) -> Option<shared::Reply> {
         match &self.txn {
             None => Some(replies::bad_sequence("need MAIL and RCPT before the message")),
-            Some(t) if t.recipients.is_empty() => Some(replies::no_valid_recipients()),
+            Some(t) if t.env.recipients.is_empty() => Some(replies::no_valid_recipients()),
             Some(_) => None,
         }
     }
@@ -241,10 +243,10 @@ impl Session {
             helo: self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("unknown"),
             client_ip: self.peer,
             hostname: &self.cfg.hostname,
-            protocol: protocol(esmtp, txn.smtputf8, self.tls.is_some(), self.user.is_some()),
-            queue_id: &txn.queue_id,
+            protocol: protocol(esmtp, txn.env.smtputf8, self.tls.is_some(), self.user.is_some()),
+            queue_id: &txn.env.queue_id,
             tls: self.tls.as_ref().map(|t| (t.version.as_str(), t.cipher.as_str())),
-            single_rcpt: (txn.recipients.len() == 1).then(|| txn.recipients[0].address.as_str()),
+            single_rcpt: (txn.env.recipients.len() == 1).then(|| txn.env.recipients[0].address.as_str()),
             now: chrono::Utc::now(),
         };
         Body::new(trace.render(), self.cfg.max_message_size, self.cfg.budget.reservation())

@@ -83,7 +83,7 @@ pub async fn serve(mut stream: Box<dyn Io>, mut session: Session, deps: &Deps, m
                     if flush(&mut stream, &mut out).await.is_err() {
                         return;
                     }
-                    let queue_id = msg.queue_id.clone();
+                    let queue_id = msg.env.queue_id.clone();
                     let result = deps.spool.store(*msg).await;
                     session.stored(&queue_id, result);
                 }

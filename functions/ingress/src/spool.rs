@@ -25,24 +25,24 @@ pub trait Spool: Send + Sync {
 /// One job per destination domain, recipients in the order given.
 pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
     let mut by_domain: BTreeMap<String, Vec<shared::Recipient>> = BTreeMap::new();
-    for r in &msg.recipients {
+    for r in &msg.env.recipients {
         by_domain.entry(domain_of(&r.address)).or_default().push(r.clone());
     }
     by_domain
         .into_iter()
         .map(|(domain, recipients)| Job {
             v: JOB_SCHEMA_VERSION,
-            queue_id: msg.queue_id.clone(),
-            message_key: keys::message_key(&msg.queue_id),
-            sender: msg.sender.clone(),
+            queue_id: msg.env.queue_id.clone(),
+            message_key: keys::message_key(&msg.env.queue_id),
+            sender: msg.env.sender.clone(),
             domain,
             recipients,
             attempt: 0,
             first_seen: now,
             not_before: now,
-            dsn: msg.dsn.clone(),
-            body: msg.body_type,
-            smtputf8: msg.smtputf8,
+            dsn: msg.env.dsn.clone(),
+            body: msg.env.body_type,
+            smtputf8: msg.env.smtputf8,
             size: msg.message.len() as u64,
             delay_warned: false,
             received_from: msg.received_from.clone(),
@@ -95,7 +95,7 @@ impl AwsSpool {
 impl Spool for AwsSpool {
     async fn store(&self, msg: Incoming) -> Result<(), String> {
         let jobs = jobs_for(&msg, chrono::Utc::now().timestamp());
-        let key = keys::message_key(&msg.queue_id);
+        let key = keys::message_key(&msg.env.queue_id);
         self.clients
             .s3
             .put_object()
@@ -108,7 +108,7 @@ impl Spool for AwsSpool {
             .map_err(|e| format!("S3 put {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
         if let Err(e) = self.send_jobs(&jobs).await {
             if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(&key).send().await {
-                tracing::error!(queue_id = %msg.queue_id, key, error = %aws_sdk_s3::error::DisplayErrorContext(d), "could not withdraw message after failed enqueue");
+                tracing::error!(queue_id = %msg.env.queue_id, key, error = %aws_sdk_s3::error::DisplayErrorContext(d), "could not withdraw message after failed enqueue");
             }
             return Err(e);
         }
@@ -131,17 +131,24 @@ impl Spool for DiscardSpool {
 mod tests {
     use super::*;
     use crate::budget::MemoryBudget;
+    use crate::session::Envelope;
     use shared::{BodyType, DsnParams, Recipient};
 
     #[test]
     fn one_job_per_domain_carrying_the_envelope() {
         let msg = Incoming {
-            queue_id: "01JD0000000000000000000000".into(),
-            sender: "alice@example.org".into(),
-            recipients: vec![Recipient::new("b@one.test"), Recipient::new("c@two.test"), Recipient::new("d@ONE.test")],
-            dsn: DsnParams::default(),
-            body_type: BodyType::EightBitMime,
-            smtputf8: false,
+            env: Envelope {
+                queue_id: "01JD0000000000000000000000".into(),
+                sender: "alice@example.org".into(),
+                recipients: vec![
+                    Recipient::new("b@one.test"),
+                    Recipient::new("c@two.test"),
+                    Recipient::new("d@ONE.test"),
+                ],
+                dsn: DsnParams::default(),
+                body_type: BodyType::EightBitMime,
+                smtputf8: false,
+            },
             received_from: "client ([192.0.2.1])".into(),
             message: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
             reservation: MemoryBudget::new(1 << 20).reservation(),

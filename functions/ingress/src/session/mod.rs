@@ -85,9 +85,9 @@ pub enum Action {
     Close,
 }
 
-/// A complete message and its envelope, ready for the spool.
-#[derive(Debug)]
-pub struct Incoming {
+/// The envelope of one transaction, as MAIL and RCPT built it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
     pub queue_id: String,
     /// Empty for the null sender.
     pub sender: String,
@@ -95,6 +95,12 @@ pub struct Incoming {
     pub dsn: DsnParams,
     pub body_type: BodyType,
     pub smtputf8: bool,
+}
+
+/// A complete message and its envelope, ready for the spool.
+#[derive(Debug)]
+pub struct Incoming {
+    pub env: Envelope,
     /// `helo ([ip])`, for DSNs and logs.
     pub received_from: String,
     /// The message as stored: our trace field, then the client's normalised data.
@@ -113,12 +119,7 @@ pub(crate) struct Helo {
 /// The transaction between MAIL and the end of the message.
 #[derive(Debug)]
 pub(crate) struct Txn {
-    pub queue_id: String,
-    pub sender: String,
-    pub recipients: Vec<Recipient>,
-    pub dsn: DsnParams,
-    pub body_type: BodyType,
-    pub smtputf8: bool,
+    pub env: Envelope,
     /// BDAT in progress: the body so far, or `None` once a chunk failed (the rest is discarded).
     pub bdat: Option<Result<Body, Reply>>,
 }
@@ -418,23 +419,18 @@ impl Session {
         let (message, reservation) = match result {
             Ok(m) => m,
             Err(r) => {
-                tracing::warn!(event = "rejected", queue_id = %txn.queue_id, client = %self.peer, reply = %r.one_line());
+                tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, reply = %r.one_line());
                 return self.reply(r);
             }
         };
         if count_received(&message) > MAX_HOPS + 1 {
-            tracing::warn!(event = "rejected", queue_id = %txn.queue_id, client = %self.peer, reason = "hops");
+            tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, reason = "hops");
             return self.reply(replies::too_many_hops());
         }
         let helo = self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("unknown");
         self.mode = Mode::Waiting;
         self.actions.push_back(Action::Store(Box::new(Incoming {
-            queue_id: txn.queue_id,
-            sender: txn.sender,
-            recipients: txn.recipients,
-            dsn: txn.dsn,
-            body_type: txn.body_type,
-            smtputf8: txn.smtputf8,
+            env: txn.env,
             received_from: format!("{helo} ([{}])", self.peer),
             message,
             reservation,

@@ -60,7 +60,7 @@ impl Driver {
                     self.s.auth_result(&user, ok)
                 }
                 Action::Store(m) => {
-                    let id = m.queue_id.clone();
+                    let id = m.env.queue_id.clone();
                     let ok = self.store_ok;
                     self.stored.push(*m);
                     self.s.stored(&id, if ok { Ok(()) } else { Err("S3 down".into()) })
@@ -141,13 +141,13 @@ fn a_full_transaction_with_dot_unstuffing_and_8bit() {
     assert_eq!(r.len(), 1);
     assert!(r[0].starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
     let m = &d.stored[0];
-    assert!(r[0].contains(&m.queue_id));
+    assert!(r[0].contains(&m.env.queue_id));
     let text = String::from_utf8(m.message.clone()).unwrap();
     assert!(text.starts_with("Received: from client.example ([192.0.2.1])\r\n\tby mx.example.test"), "{text}");
     assert!(text.ends_with("Subject: hi\r\n\r\n.leading dot\r\nh\u{e9}llo\r\n"), "{text}");
-    assert_eq!(m.sender, "alice@example.org");
-    assert_eq!(m.body_type, BodyType::EightBitMime);
-    let rcpt = &m.recipients[0];
+    assert_eq!(m.env.sender, "alice@example.org");
+    assert_eq!(m.env.body_type, BodyType::EightBitMime);
+    let rcpt = &m.env.recipients[0];
     assert_eq!(rcpt.address, "bob@example.test");
     assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;bob@example.test"));
     assert_eq!(rcpt.notify, Some(shared::Notify { success: true, failure: true, delay: false }));
@@ -175,7 +175,7 @@ fn transaction_state_errors() {
 fn postmaster_is_routed_to_the_configured_address() {
     let mut d = ready();
     d.send(b"MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\nDATA\r\nSubject: x\r\n\r\n.\r\n");
-    assert_eq!(d.stored[0].recipients[0].address, format!("postmaster@{HOST}"));
+    assert_eq!(d.stored[0].env.recipients[0].address, format!("postmaster@{HOST}"));
 }
 
 #[test]
@@ -199,13 +199,13 @@ fn parameters() {
     let mut d = ready();
     d.send(b"MAIL FROM:<a@example.org> RET=HDRS ENVID=abc+2Bdef\r\n");
     let txn = d.s.txn.as_ref().unwrap();
-    assert_eq!(txn.dsn.ret, Some(shared::Ret::Hdrs));
-    assert_eq!(txn.dsn.envid.as_deref(), Some("abc+def"));
+    assert_eq!(txn.env.dsn.ret, Some(shared::Ret::Hdrs));
+    assert_eq!(txn.env.dsn.envid.as_deref(), Some("abc+def"));
     assert_eq!(d.codes(b"RCPT TO:<b@example.test> NOTIFY=NEVER,SUCCESS\r\n"), [501]);
     assert_eq!(d.codes(b"RCPT TO:<b@example.test> XYZ=1\r\n"), [555]);
     assert_eq!(d.codes(b"RCPT TO:<b\xc3\xb6@example.test>\r\n"), [553]);
     assert_eq!(d.codes(b"RCPT TO:<b@example.test> NOTIFY=NEVER\r\n"), [250]);
-    assert_eq!(d.s.txn.as_ref().unwrap().recipients[0].notify, Some(shared::Notify::NEVER));
+    assert_eq!(d.s.txn.as_ref().unwrap().env.recipients[0].notify, Some(shared::Notify::NEVER));
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn pipelined_input_waits_for_storage() {
     };
     assert_eq!(seen, [250, 250, 354]);
     assert!(d.s.next_action().is_none(), "NOOP must wait until the message is stored");
-    d.s.stored(&store.queue_id, Ok(()));
+    d.s.stored(&store.env.queue_id, Ok(()));
     let codes: Vec<u16> = std::iter::from_fn(|| d.s.next_action())
         .map(|a| match a {
             Action::Reply(r) => r.code,
