@@ -4,6 +4,13 @@
 //! (and the per-service `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_SQS`). When an endpoint is
 //! overridden — LocalStack or another S3-compatible store — S3 uses path-style addressing,
 //! because virtual-host names like `bucket.127.0.0.1` cannot resolve.
+//!
+//! The HTTPS client is the SDK's own hyper client over rustls with the *ring* provider and the
+//! platform's root certificates, set explicitly so the SDK's default (rustls over aws-lc) is not
+//! linked: the relay's size and cold start are goals. The credential chain is the SDK's default
+//! minus SSO profiles and `credential_process` (environment, web identity, ECS/Lambda container
+//! credentials, IMDS and static or assume-role profiles all work); use `aws configure export-credentials`
+//! to run locally from an SSO session.
 
 use aws_config::BehaviorVersion;
 
@@ -21,10 +28,16 @@ pub fn endpoint_overridden(var: impl Fn(&str) -> Option<String>) -> bool {
 
 /// Build clients from the standard AWS environment.
 pub async fn clients() -> Clients {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await;
     let path_style = endpoint_overridden(|k| std::env::var(k).ok());
     let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
     Clients { s3: aws_sdk_s3::Client::from_conf(s3_conf), sqs: aws_sdk_sqs::Client::new(&sdk) }
+}
+
+/// The SDK's hyper HTTPS client over rustls + ring, trusting the platform's roots.
+fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 #[cfg(test)]

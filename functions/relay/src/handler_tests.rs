@@ -1,4 +1,4 @@
-//! The handler against in-memory fakes of S3, SQS, DNS and SMTP, with a fixed clock.
+//! The handler against the in-memory spool and queue and fakes of DNS and SMTP, with a fixed clock.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,52 +10,12 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shared::{Job, Reply, keys};
 
 use super::*;
+use crate::memory::{MemoryQueue, MemorySpool};
 use crate::mx::Lookup;
 use crate::outcome::{Remote, Verdict};
 use crate::testkit::{self, QID};
 
 const NOW: i64 = 1_800_000_000;
-
-#[derive(Clone, Default)]
-struct FakeSpool(Arc<Mutex<HashMap<String, Vec<u8>>>>);
-
-fn missing(key: &str) -> StoreError {
-    StoreError { op: "GetObject", target: key.into(), reason: "NoSuchKey".into() }
-}
-
-#[async_trait]
-impl Spool for FakeSpool {
-    async fn get_message(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.0.lock().unwrap().get(key).cloned().ok_or_else(|| missing(key))
-    }
-    async fn record_exists(&self, q: &str, r: &str) -> Result<bool, StoreError> {
-        Ok(self.0.lock().unwrap().contains_key(&keys::record_key(q, r)))
-    }
-    async fn put_record_if_absent(&self, q: &str, r: &str, body: &str) -> Result<bool, StoreError> {
-        let mut m = self.0.lock().unwrap();
-        let key = keys::record_key(q, r);
-        if m.contains_key(&key) {
-            return Ok(false);
-        }
-        m.insert(key, body.as_bytes().to_vec());
-        Ok(true)
-    }
-    async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(key.into(), bytes);
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default)]
-struct FakeQueue(Arc<Mutex<Vec<(Job, Duration)>>>);
-
-#[async_trait]
-impl Queue for FakeQueue {
-    async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError> {
-        self.0.lock().unwrap().push((job.clone(), delay));
-        Ok(())
-    }
-}
 
 struct FakeDns;
 
@@ -107,15 +67,15 @@ impl Clock for Fixed {
 }
 
 struct World {
-    spool: FakeSpool,
-    queue: FakeQueue,
+    spool: MemorySpool,
+    queue: MemoryQueue,
     smtp: FakeSmtp,
     deps: Deps,
 }
 
 fn world(replies: &[(&str, u16, &'static str)]) -> World {
-    let spool = FakeSpool::default();
-    let queue = FakeQueue::default();
+    let spool = MemorySpool::default();
+    let queue = MemoryQueue::default();
     let smtp = FakeSmtp {
         replies: replies.iter().map(|(a, c, t)| (a.to_string(), (*c, *t))).collect(),
         ..FakeSmtp::default()

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod dsn;
 pub mod handler;
+pub mod memory;
 pub mod mx;
 pub mod outcome;
 pub mod plan;

@@ -2,8 +2,9 @@
 //! as a plain process (containers, tests). Receive up to 10, handle them, delete all but the
 //! reported failures (SQS redelivers those after the visibility timeout). While a batch is in
 //! hand its visibility is extended every half timeout, so a slow server never lets a second
-//! consumer pick up a job that is still being delivered. SIGTERM or SIGINT stops the loop
-//! between batches: the batch in hand is finished first.
+//! consumer pick up a job that is still being delivered. The queue's visibility timeout is read
+//! while the first receive is already waiting, so start-up costs no round trip. SIGTERM or
+//! SIGINT stops the loop between batches: the batch in hand is finished first.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -38,8 +39,9 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
     let mut int = signal(SignalKind::interrupt())?;
     let url = &deps.config.spool.queue_url;
     let wait = deps.config.poll_wait.as_secs() as i32;
-    let visibility = visibility_timeout(sqs, url).await;
-    tracing::info!(queue = %url, visibility_timeout = visibility, "polling");
+    let mut lookup = tokio::spawn(visibility_timeout(sqs.clone(), url.clone()));
+    let mut visibility = None;
+    tracing::info!(queue = %url, "polling");
     loop {
         let receive = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(wait).send();
         let received = tokio::select! {
@@ -59,6 +61,10 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
         if messages.is_empty() {
             continue;
         }
+        let visibility = match visibility {
+            Some(v) => v,
+            None => *visibility.insert((&mut lookup).await.unwrap_or(30)),
+        };
         let work = handle(to_event(&messages), deps);
         tokio::pin!(work);
         let period = Duration::from_secs((visibility / 2).max(1));
@@ -77,13 +83,16 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
 }
 
 /// The queue's visibility timeout in seconds (30, SQS's default, if it cannot be read).
-async fn visibility_timeout(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let attrs = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::VisibilityTimeout).send();
+async fn visibility_timeout(sqs: aws_sdk_sqs::Client, url: String) -> u64 {
+    let attrs =
+        sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::VisibilityTimeout).send();
     match attrs.await {
-        Ok(out) => out
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout).and_then(|v| v.parse().ok()))
-            .unwrap_or(30),
+        Ok(out) => {
+            let v = out.attributes.and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout)?.parse().ok());
+            let v = v.unwrap_or(30);
+            tracing::info!(visibility_timeout = v, "queue visibility timeout read");
+            v
+        }
         Err(e) => {
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot read the visibility timeout");
             30

@@ -1,0 +1,93 @@
+//! The relay's own delivery rate: the real handler, MX/smarthost routing and SMTP client, run
+//! the way one `relay poll` worker runs them (batches of 10, one after the other), with the
+//! in-memory spool and queue in place of S3 and SQS. tests/bench_relay.sh sets it beside
+//! `relay poll` on LocalStack and Postfix's smtp client, all into the same smtp-sink.
+//!
+//! `cargo run --release -p relay --example engine_bench -- COUNT MESSAGE_FILE` with the relay's
+//! variables set (RELAY_SMARTHOST, RELAY_HELO_NAME, …; SPOOL_* must be set but are unused).
+//! Exits non-zero unless every job ends with a `sent` record and nothing was re-enqueued.
+
+use std::time::Instant;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use relay::handler::{Deps, SystemClock, handle};
+use relay::memory::{MemoryQueue, MemorySpool};
+use relay::mx::HickoryResolver;
+use relay::smtp::SmtpTransport;
+use shared::config::RelayConfig;
+use shared::job::JOB_SCHEMA_VERSION;
+use shared::{Job, Recipient, keys, queue_id};
+
+#[tokio::main]
+async fn main() {
+    shared::logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [count, file] = &args[..] else { panic!("usage: engine_bench COUNT MESSAGE_FILE") };
+    let count: usize = count.parse().expect("COUNT is a number");
+    let message = std::fs::read(file).expect("MESSAGE_FILE is readable");
+    let config = RelayConfig::from_env().expect("relay configuration");
+    let (spool, queue) = (MemorySpool::default(), MemoryQueue::default());
+    let jobs: Vec<Job> = (0..count).map(|i| job(i, &message, &spool)).collect();
+    let deps = Deps {
+        resolver: Box::new(HickoryResolver::new(&config.dns_servers).expect("resolver")),
+        transport: Box::new(SmtpTransport::new(&config).expect("transport")),
+        spool: Box::new(spool.clone()),
+        queue: Box::new(queue.clone()),
+        clock: Box::new(SystemClock),
+        config,
+    };
+    let started = Instant::now();
+    for batch in jobs.chunks(10) {
+        let failed = handle(event(batch), &deps).await.batch_item_failures;
+        assert!(failed.is_empty(), "batch item failures: {}", failed.len());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let sent = jobs.iter().filter(|j| spool.0.lock().unwrap().get(&record(j)).is_some_and(|r| r == b"sent")).count();
+    let requeued = queue.0.lock().unwrap().len();
+    println!("{count} jobs in {secs:.2}s = {:.0}/s; {sent} sent, {requeued} re-enqueued", count as f64 / secs);
+    if sent != count || requeued != 0 {
+        std::process::exit(1);
+    }
+}
+
+/// A first-attempt job for one recipient, its message stored under its own key.
+fn job(i: usize, message: &[u8], spool: &MemorySpool) -> Job {
+    let id = queue_id::new_queue_id();
+    spool.0.lock().unwrap().insert(keys::message_key(&id), message.to_vec());
+    Job {
+        v: JOB_SCHEMA_VERSION,
+        message_key: keys::message_key(&id),
+        queue_id: id,
+        sender: "bench@example.org".into(),
+        domain: "example.test".into(),
+        recipients: vec![Recipient::new(format!("r{i}@example.test"))],
+        attempt: 0,
+        first_seen: chrono::Utc::now().timestamp(),
+        not_before: 0,
+        dsn: Default::default(),
+        body: Default::default(),
+        smtputf8: false,
+        size: message.len() as u64,
+        delay_warned: false,
+        received_from: String::new(),
+    }
+}
+
+fn record(job: &Job) -> String {
+    keys::record_key(&job.queue_id, &job.recipients[0].address)
+}
+
+/// The SQS event the Lambda service would deliver for these jobs.
+fn event(jobs: &[Job]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = jobs
+        .iter()
+        .map(|j| {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(j.queue_id.clone());
+            m.body = Some(j.to_json());
+            m
+        })
+        .collect();
+    event
+}

@@ -1,0 +1,52 @@
+//! In-memory [`Spool`] and [`Queue`]: the unit tests' S3 and SQS, and the store behind the
+//! delivery-engine benchmark (`examples/engine_bench.rs`), which measures the relay's own
+//! delivery rate without a storage service in the way. Not for production: nothing persists.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shared::{Job, keys};
+
+use crate::store::{Queue, Spool, StoreError};
+
+/// Objects by key: messages at their message keys, delivery records at their record keys.
+#[derive(Clone, Default)]
+pub struct MemorySpool(pub Arc<Mutex<HashMap<String, Vec<u8>>>>);
+
+#[async_trait]
+impl Spool for MemorySpool {
+    async fn get_message(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let missing = || StoreError { op: "GetObject", target: key.into(), reason: "NoSuchKey".into() };
+        self.0.lock().unwrap().get(key).cloned().ok_or_else(missing)
+    }
+    async fn record_exists(&self, queue_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        Ok(self.0.lock().unwrap().contains_key(&keys::record_key(queue_id, recipient)))
+    }
+    async fn put_record_if_absent(&self, queue_id: &str, recipient: &str, body: &str) -> Result<bool, StoreError> {
+        let mut objects = self.0.lock().unwrap();
+        let key = keys::record_key(queue_id, recipient);
+        if objects.contains_key(&key) {
+            return Ok(false);
+        }
+        objects.insert(key, body.as_bytes().to_vec());
+        Ok(true)
+    }
+    async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
+    }
+}
+
+/// Every job sent, with its delay, in order.
+#[derive(Clone, Default)]
+pub struct MemoryQueue(pub Arc<Mutex<Vec<(Job, Duration)>>>);
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError> {
+        self.0.lock().unwrap().push((job.clone(), delay));
+        Ok(())
+    }
+}
