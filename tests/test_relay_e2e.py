@@ -3,6 +3,8 @@ ingress), `relay poll` resolving through a real DNS server on loopback and deliv
 servers (aiosmtpd capture, Postfix smtp-sink) on their own 127.0.x.y addresses.
 """
 
+import email
+import email.policy
 import json
 import time
 import uuid
@@ -123,6 +125,27 @@ def test_delivered_byte_identical_with_a_record_and_a_status_sent_line(mail_worl
     assert sent[0]["relay"] == "mx.example.test"
     assert sent[0]["addr"] == f"{mx.ip}:{port}"
     assert sent[0]["reply"].startswith("250")
+
+
+def test_8bit_body_to_a_server_without_8bitmime_arrives_as_quoted_printable(dns_server, smtp_sink, loopback_hosts,
+                                                                            spool, start_process):
+    (ip,), port = loopback_hosts(1)
+    sink = smtp_sink(ip, port, options=("-8",))  # no 8BITMIME in its EHLO reply
+    dns = dns_server("example.test. MX 10 mx.example.test.", f"mx.example.test. A {ip}")
+    enqueue(spool, "example.test", ["bob@example.test"])
+    relay = start_relay(start_process, spool, dns, port)
+    sink.wait_for(1, timeout=60)
+    [m] = sink.messages()
+    assert "BODY=8BITMIME" not in m["mail_args"].upper(), m
+    data = m["data"]
+    assert all(b < 0x80 for b in data), "RFC 6152: only 7-bit data to a server without 8BITMIME"
+    assert b"Content-Transfer-Encoding: quoted-printable" in data and b"8bit" not in data
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    original = email.message_from_bytes(MESSAGE, policy=email.policy.default)
+    text = parsed.get_content().replace("\r\n", "\n")
+    assert text == original.get_content().replace("\r\n", "\n"), "the text decodes to what was sent"
+    assert parsed["Subject"] == original["Subject"]
+    relay.wait_log(r'8-bit body converted to 7-bit')
 
 
 def test_same_job_delivered_twice_by_sqs_reaches_the_server_once(dns_server, smtp_sink, loopback_hosts, spool,

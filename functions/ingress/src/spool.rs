@@ -1,9 +1,11 @@
 //! The durable hand-off: the message to S3, then its jobs to SQS — and only then `250`.
 //!
 //! [`Spool`] is the edge the connection shell talks to; [`AwsSpool`] is the production one.
-//! Jobs are split per destination domain ([`jobs_for`], pure). When any job cannot be sent the
-//! message object is deleted again, so a job that did go out points at nothing and the relay
-//! drops it: the client, who got `451`, will send again, and no recipient gets two copies.
+//! Jobs are split per destination domain ([`jobs_for`], pure) and sent in batches of ten; entries
+//! SQS refuses inside a batch are sent again (twice) before giving up. When jobs cannot all be
+//! sent the client gets `451` and will send again. If none went out, the message object is
+//! deleted. If some did, the object stays for them — those domains may then get the message
+//! twice, which SMTP prefers to losing it — and the log line says so.
 
 use std::collections::BTreeMap;
 
@@ -60,31 +62,52 @@ pub struct AwsSpool {
 /// SQS takes at most ten entries per batch.
 const SQS_BATCH: usize = 10;
 
+/// Sends of a batch's refused entries before the enqueue fails.
+const SQS_ENTRY_TRIES: usize = 3;
+
+/// Jobs could not all be queued; `queued` of them were.
+struct EnqueueError {
+    queued: usize,
+    reason: String,
+}
+
 impl AwsSpool {
-    async fn send_jobs(&self, jobs: &[Job]) -> Result<(), String> {
-        for (n, batch) in jobs.chunks(SQS_BATCH).enumerate() {
-            let entries = batch
+    async fn send_jobs(&self, jobs: &[Job]) -> Result<(), EnqueueError> {
+        let mut queued = 0;
+        for batch in jobs.chunks(SQS_BATCH) {
+            let mut entries = batch
                 .iter()
                 .enumerate()
                 .map(|(i, job)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(format!("j{}", n * SQS_BATCH + i))
-                        .message_body(job.to_json())
-                        .build()
-                        .map_err(|e| e.to_string())
+                    SendMessageBatchRequestEntry::builder().id(format!("j{i}")).message_body(job.to_json()).build()
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            let out = self
-                .clients
-                .sqs
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| format!("SQS send: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-            if let Some(f) = out.failed().first() {
-                return Err(format!("SQS send: entry {} failed: {}", f.id(), f.message().unwrap_or(f.code())));
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EnqueueError { queued, reason: e.to_string() })?;
+            for attempt in 1..=SQS_ENTRY_TRIES {
+                let sent = entries.len();
+                let out = self
+                    .clients
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(entries.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| EnqueueError {
+                        queued,
+                        reason: format!("SQS send: {}", aws_sdk_sqs::error::DisplayErrorContext(e)),
+                    })?;
+                let failed = out.failed();
+                queued += sent - failed.len();
+                if let Some(f) = failed.first() {
+                    let reason = format!("SQS send: entry {} failed: {}", f.id(), f.message().unwrap_or(f.code()));
+                    if attempt == SQS_ENTRY_TRIES || f.sender_fault() {
+                        return Err(EnqueueError { queued, reason });
+                    }
+                    entries.retain(|e| failed.iter().any(|f| f.id() == e.id()));
+                } else {
+                    break;
+                }
             }
         }
         Ok(())
@@ -106,13 +129,16 @@ impl Spool for AwsSpool {
             .send()
             .await
             .map_err(|e| format!("S3 put {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        if let Err(e) = self.send_jobs(&jobs).await {
-            if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(&key).send().await {
-                tracing::error!(queue_id = %msg.env.queue_id, key, error = %aws_sdk_s3::error::DisplayErrorContext(d), "could not withdraw message after failed enqueue");
-            }
-            return Err(e);
+        let Err(e) = self.send_jobs(&jobs).await else { return Ok(()) };
+        let qid = &msg.env.queue_id;
+        if e.queued > 0 {
+            tracing::error!(queue_id = %qid, key, queued = e.queued, jobs = jobs.len(), error = %e.reason,
+                "jobs partly queued; message kept for them (the client's retry may duplicate those domains)");
+        } else if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(&key).send().await {
+            tracing::error!(queue_id = %qid, key, error = %aws_sdk_s3::error::DisplayErrorContext(d),
+                "could not withdraw message after failed enqueue");
         }
-        Ok(())
+        Err(e.reason)
     }
 }
 

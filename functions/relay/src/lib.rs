@@ -6,6 +6,7 @@
 //! [`store`] (S3, SQS), [`mx`]'s resolver, [`smtp`]'s transport — through traits.
 
 pub mod backoff;
+pub mod downgrade;
 pub mod dsn;
 pub mod handler;
 pub mod memory;

@@ -6,13 +6,16 @@
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
 //! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
+//! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use shared::config::{ConfigError, RelayConfig, Smarthost, TlsMode};
+use shared::job::BodyType;
 use shared::{Job, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -163,6 +166,8 @@ impl SmtpTransport {
     async fn transaction(&self, c: &mut Conn, ext: &Extensions, job: &Job, message: &[u8]) -> Vec<(String, Verdict)> {
         let rcpts: Vec<_> = job.pending().collect();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
+        let message = self.body_for(ext, job, message);
+        let message = &message[..];
         let refuse = if job.smtputf8 && !ext.smtputf8 {
             Some(Verdict::failed("5.6.7", "the message needs SMTPUTF8 but the server does not support it"))
         } else {
@@ -190,6 +195,20 @@ impl SmtpTransport {
             .zip(verdicts)
             .map(|(r, v)| (r.address.clone(), v.expect("every recipient has a verdict")))
             .collect()
+    }
+
+    /// The message as this server may receive it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
+    /// when the server does not offer 8BITMIME.
+    fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Cow<'m, [u8]> {
+        if job.body == BodyType::SevenBit || ext.eightbitmime {
+            return Cow::Borrowed(message);
+        }
+        let converted = crate::downgrade::seven_bit(message);
+        if let Cow::Owned(m) = &converted {
+            tracing::info!(queue_id = %job.queue_id, from = message.len(), to = m.len(),
+                "8-bit body converted to 7-bit: the server does not offer 8BITMIME");
+        }
+        converted
     }
 
     async fn exchange(
