@@ -35,7 +35,7 @@ pub async fn clients() -> Clients {
 }
 
 /// The SDK's hyper HTTPS client over rustls + ring, trusting the platform's roots.
-fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }

@@ -154,43 +154,5 @@ impl Spool for DiscardSpool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::budget::MemoryBudget;
-    use crate::session::Envelope;
-    use shared::{BodyType, DsnParams, Recipient};
-
-    #[test]
-    fn one_job_per_domain_carrying_the_envelope() {
-        let msg = Incoming {
-            env: Envelope {
-                queue_id: "01JD0000000000000000000000".into(),
-                sender: "alice@example.org".into(),
-                recipients: vec![
-                    Recipient::new("b@one.test"),
-                    Recipient::new("c@two.test"),
-                    Recipient::new("d@ONE.test"),
-                ],
-                dsn: DsnParams::default(),
-                body_type: BodyType::EightBitMime,
-                smtputf8: false,
-            },
-            received_from: "client ([192.0.2.1])".into(),
-            message: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
-            reservation: MemoryBudget::new(1 << 20).reservation(),
-        };
-        let jobs = jobs_for(&msg, 1000);
-        assert_eq!(jobs.len(), 2);
-        assert_eq!(jobs[0].domain, "one.test");
-        let addrs: Vec<_> = jobs[0].recipients.iter().map(|r| r.address.as_str()).collect();
-        assert_eq!(addrs, ["b@one.test", "d@ONE.test"]);
-        assert_eq!(jobs[1].domain, "two.test");
-        for j in &jobs {
-            assert_eq!(j.message_key, "spool/01JD0000000000000000000000.eml");
-            assert_eq!((j.first_seen, j.not_before, j.attempt), (1000, 1000, 0));
-            assert_eq!(j.size, 18);
-            assert_eq!(j.body, BodyType::EightBitMime);
-            assert!(Job::from_json(&j.to_json()).is_ok());
-        }
-    }
-}
+#[path = "spool_tests.rs"]
+mod tests;
