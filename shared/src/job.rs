@@ -166,6 +166,35 @@ pub enum JobError {
 }
 
 impl Job {
+    /// A first-attempt, due-now job for the message stored under `queue_id`'s key (7-bit, no DSN
+    /// parameters, no SMTPUTF8 until the caller says otherwise with struct-update syntax).
+    pub fn first_attempt(
+        queue_id: &str,
+        sender: impl Into<String>,
+        domain: impl Into<String>,
+        recipients: Vec<Recipient>,
+        size: u64,
+        now: i64,
+    ) -> Job {
+        Job {
+            v: JOB_SCHEMA_VERSION,
+            queue_id: queue_id.to_string(),
+            message_key: crate::keys::message_key(queue_id),
+            sender: sender.into(),
+            domain: domain.into(),
+            recipients,
+            attempt: 0,
+            first_seen: now,
+            not_before: now,
+            dsn: DsnParams::default(),
+            body: BodyType::SevenBit,
+            smtputf8: false,
+            size,
+            delay_warned: false,
+            received_from: String::new(),
+        }
+    }
+
     /// Parse and validate a job document.
     pub fn from_json(s: &str) -> Result<Job, JobError> {
         let job: Job = serde_json::from_str(s)?;

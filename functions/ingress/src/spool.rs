@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use shared::job::{JOB_SCHEMA_VERSION, domain_of};
+use shared::job::domain_of;
 use shared::{Job, aws::Clients, keys};
 
 use crate::session::Incoming;
@@ -33,21 +33,11 @@ pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
     by_domain
         .into_iter()
         .map(|(domain, recipients)| Job {
-            v: JOB_SCHEMA_VERSION,
-            queue_id: msg.env.queue_id.clone(),
-            message_key: keys::message_key(&msg.env.queue_id),
-            sender: msg.env.sender.clone(),
-            domain,
-            recipients,
-            attempt: 0,
-            first_seen: now,
-            not_before: now,
             dsn: msg.env.dsn.clone(),
             body: msg.env.body_type,
             smtputf8: msg.env.smtputf8,
-            size: msg.message.len() as u64,
-            delay_warned: false,
             received_from: msg.received_from.clone(),
+            ..Job::first_attempt(&msg.env.queue_id, &msg.env.sender, domain, recipients, msg.message.len() as u64, now)
         })
         .collect()
 }

@@ -9,13 +9,13 @@
 
 use std::time::Instant;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::Message;
 use relay::handler::{Deps, SystemClock, handle};
 use relay::memory::{MemoryQueue, MemorySpool};
 use relay::mx::HickoryResolver;
 use relay::smtp::SmtpTransport;
 use shared::config::RelayConfig;
-use shared::job::JOB_SCHEMA_VERSION;
 use shared::{Job, Recipient, keys, queue_id};
 
 #[tokio::main]
@@ -54,40 +54,18 @@ async fn main() {
 fn job(i: usize, message: &[u8], spool: &MemorySpool) -> Job {
     let id = queue_id::new_queue_id();
     spool.0.lock().unwrap().insert(keys::message_key(&id), message.to_vec());
-    Job {
-        v: JOB_SCHEMA_VERSION,
-        message_key: keys::message_key(&id),
-        queue_id: id,
-        sender: "bench@example.org".into(),
-        domain: "example.test".into(),
-        recipients: vec![Recipient::new(format!("r{i}@example.test"))],
-        attempt: 0,
-        first_seen: chrono::Utc::now().timestamp(),
-        not_before: 0,
-        dsn: Default::default(),
-        body: Default::default(),
-        smtputf8: false,
-        size: message.len() as u64,
-        delay_warned: false,
-        received_from: String::new(),
-    }
+    let rcpt = Recipient::new(format!("r{i}@example.test"));
+    let now = chrono::Utc::now().timestamp();
+    Job::first_attempt(&id, "bench@example.org", "example.test", vec![rcpt], message.len() as u64, now)
 }
 
 fn record(job: &Job) -> String {
     keys::record_key(&job.queue_id, &job.recipients[0].address)
 }
 
-/// The SQS event the Lambda service would deliver for these jobs.
+/// The SQS event the Lambda service would deliver for these jobs, built as `relay poll` builds it.
 fn event(jobs: &[Job]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = jobs
-        .iter()
-        .map(|j| {
-            let mut m = SqsMessage::default();
-            m.message_id = Some(j.queue_id.clone());
-            m.body = Some(j.to_json());
-            m
-        })
-        .collect();
-    event
+    let messages: Vec<Message> =
+        jobs.iter().map(|j| Message::builder().message_id(&j.queue_id).body(j.to_json()).build()).collect();
+    relay::poll::to_event(&messages)
 }

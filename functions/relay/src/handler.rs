@@ -7,8 +7,8 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::config::RelayConfig;
-use shared::job::{BodyType, JOB_SCHEMA_VERSION, domain_of};
-use shared::{Job, RcptState, Recipient, keys, queue_id};
+use shared::job::{BodyType, domain_of};
+use shared::{Job, RcptState, Recipient, queue_id};
 
 use crate::dsn;
 use crate::mx::{self, Resolver, Target};
@@ -199,22 +199,12 @@ async fn execute(job: &Job, message: &[u8], plan: Plan, deps: &Deps, now: i64) -
 async fn queue_report(report: &Report, job: &Job, message: &[u8], deps: &Deps, now: i64) -> Result<(), StoreError> {
     let id = queue_id::new_queue_id();
     let bytes = dsn::build(report, job, message, &deps.config, now, &id);
+    let recipients = vec![Recipient::new(job.sender.clone())];
     let dsn_job = Job {
-        v: JOB_SCHEMA_VERSION,
-        queue_id: id.clone(),
-        message_key: keys::message_key(&id),
-        sender: String::new(),
-        domain: domain_of(&job.sender),
-        recipients: vec![Recipient::new(job.sender.clone())],
-        attempt: 0,
-        first_seen: now,
-        not_before: 0,
-        dsn: Default::default(),
         body: if bytes.is_ascii() { BodyType::SevenBit } else { BodyType::EightBitMime },
         smtputf8: !job.sender.is_ascii(),
-        size: bytes.len() as u64,
-        delay_warned: false,
         received_from: format!("{} (delivery status notification)", deps.config.helo_name),
+        ..Job::first_attempt(&id, "", domain_of(&job.sender), recipients, bytes.len() as u64, now)
     };
     deps.spool.put_message(&dsn_job.message_key, bytes).await?;
     deps.queue.send(&dsn_job, std::time::Duration::ZERO).await?;

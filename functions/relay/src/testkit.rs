@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use shared::config::RelayConfig;
-use shared::job::JOB_SCHEMA_VERSION;
-use shared::{Job, Recipient, keys};
+use shared::{Job, Recipient};
 
 /// The queue id of [`job`]s.
 pub const QID: &str = "01JQUEUEID0000000000000000";
@@ -18,21 +17,5 @@ pub fn config(pairs: &[(&str, &str)]) -> RelayConfig {
 
 /// A first-attempt job from `alice@a.test` to pending `rcpts` at `domain`.
 pub fn job(domain: &str, rcpts: &[&str], first_seen: i64) -> Job {
-    Job {
-        v: JOB_SCHEMA_VERSION,
-        queue_id: QID.into(),
-        message_key: keys::message_key(QID),
-        sender: "alice@a.test".into(),
-        domain: domain.into(),
-        recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
-        attempt: 0,
-        first_seen,
-        not_before: 0,
-        dsn: Default::default(),
-        body: Default::default(),
-        smtputf8: false,
-        size: 10,
-        delay_warned: false,
-        received_from: String::new(),
-    }
+    Job::first_attempt(QID, "alice@a.test", domain, rcpts.iter().map(|r| Recipient::new(*r)).collect(), 10, first_seen)
 }
