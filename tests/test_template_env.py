@@ -1,8 +1,8 @@
 """The deploy template (template.yaml) must only set environment variables the binaries read.
 
-The source of truth is the Rust code: the ``INGRESS_VARS`` and ``RELAY_VARS`` lists in
-shared/src/config.rs (every variable each binary reads), plus the standard AWS variables, the
-``RUST_LOG`` filter (shared/src/logging.rs), and the variables the ingress image's entrypoint
+The source of truth is the Rust code: the ``INGRESS_VARS`` list in functions/ingress/src/config.rs
+and ``RELAY_VARS`` in functions/relay/src/config.rs (every variable each binary reads), plus the
+standard AWS variables, the ``RUST_LOG`` filter (shared/src/logging.rs), and the variables the ingress image's entrypoint
 consumes itself (``ENTRYPOINT_VARS`` in infra/ingress-entrypoint.rs). A name in the template that
 is not in those sets is drift: a renamed or removed setting that would be silently ignored.
 
@@ -25,7 +25,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
-CONFIG_RS = ROOT / "shared" / "src" / "config.rs"
+INGRESS_CONFIG_RS = ROOT / "functions" / "ingress" / "src" / "config.rs"
+RELAY_CONFIG_RS = ROOT / "functions" / "relay" / "src" / "config.rs"
 LOGGING_RS = ROOT / "shared" / "src" / "logging.rs"
 JOB_RS = ROOT / "shared" / "src" / "job.rs"
 ENTRYPOINT_RS = ROOT / "infra" / "ingress-entrypoint.rs"
@@ -84,13 +85,13 @@ def runtime_vars() -> set[str]:
 
 
 def ingress_allowed() -> set[str]:
-    return set(rust_str_list(CONFIG_RS, "INGRESS_VARS")) | STANDARD_AWS_VARS | runtime_vars() | set(
+    return set(rust_str_list(INGRESS_CONFIG_RS, "INGRESS_VARS")) | STANDARD_AWS_VARS | runtime_vars() | set(
         rust_str_list(ENTRYPOINT_RS, "ENTRYPOINT_VARS")
     )
 
 
 def relay_allowed() -> set[str]:
-    return set(rust_str_list(CONFIG_RS, "RELAY_VARS")) | STANDARD_AWS_VARS | runtime_vars()
+    return set(rust_str_list(RELAY_CONFIG_RS, "RELAY_VARS")) | STANDARD_AWS_VARS | runtime_vars()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,8 +227,8 @@ def tpl() -> dict:
 
 
 def test_rust_lists_parse():
-    ingress = rust_str_list(CONFIG_RS, "INGRESS_VARS")
-    relay = rust_str_list(CONFIG_RS, "RELAY_VARS")
+    ingress = rust_str_list(INGRESS_CONFIG_RS, "INGRESS_VARS")
+    relay = rust_str_list(RELAY_CONFIG_RS, "RELAY_VARS")
     for names in (ingress, relay):
         assert REQUIRED <= set(names)
         assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", n) for n in names), names
@@ -288,7 +289,7 @@ def test_checker_reports_a_missing_relay_function(tpl):
 
 
 def test_entrypoint_variables_feed_contract_variables():
-    ingress = set(rust_str_list(CONFIG_RS, "INGRESS_VARS"))
+    ingress = set(rust_str_list(INGRESS_CONFIG_RS, "INGRESS_VARS"))
     entry = set(rust_str_list(ENTRYPOINT_RS, "ENTRYPOINT_VARS"))
     assert not entry & ingress, "entrypoint variables must not shadow contract variables"
     for content_var, path_var, _ in entrypoint_file_vars():

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod budget;
 pub mod commands;
+pub mod config;
 pub mod connection;
 pub mod listener;
 pub mod policy;

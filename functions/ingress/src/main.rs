@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ingress::config::{IngressConfig, SpoolMode};
 use ingress::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
-use shared::config::{IngressConfig, SpoolMode};
 
 #[tokio::main]
 async fn main() -> ExitCode {

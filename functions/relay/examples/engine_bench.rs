@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::Message;
+use relay::config::RelayConfig;
+use relay::deliver::SmtpTransport;
 use relay::handler::{Deps, SystemClock, handle};
-use relay::memory::{MemoryQueue, MemorySpool};
-use relay::mx::HickoryResolver;
-use relay::smtp::SmtpTransport;
-use shared::config::RelayConfig;
+use relay::route::HickoryResolver;
+use relay::store::memory::{MemoryQueue, MemorySpool};
 use shared::{Job, Recipient, keys, queue_id};
 
 #[tokio::main]

@@ -1,20 +1,20 @@
 //! The relay's one entry point: a batch of SQS records in, the records to redeliver out.
 //!
 //! Per job: wait if it is early, skip recipients with a delivery record, fetch the message,
-//! route (MX or smarthost), deliver, then carry out the [`plan`](crate::plan). Only S3/SQS
+//! route (MX or smarthost), deliver, then carry out the [`plan`](crate::decide::plan). Only S3/SQS
 //! failures — and jobs that cannot be read, so the DLQ gets them — become
 //! `batchItemFailures`; delivery problems are handled by re-enqueueing.
 
+use crate::config::RelayConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use shared::config::RelayConfig;
 use shared::job::{BodyType, domain_of};
 use shared::{Job, RcptState, Recipient, queue_id};
 
-use crate::dsn;
-use crate::mx::{self, Resolver, Target};
-use crate::outcome::{Attempt, Verdict};
-use crate::plan::{self, Plan, Report};
-use crate::smtp::Transport;
+use crate::decide::dsn;
+use crate::decide::outcome::Attempt;
+use crate::decide::plan::{self, Plan, Report};
+use crate::deliver::Transport;
+use crate::route::{self, Resolver};
 use crate::store::{Queue, Spool, StoreError};
 
 /// Unix seconds, injectable for tests.
@@ -64,7 +64,7 @@ pub async fn handle(event: SqsEvent, deps: &Deps) -> SqsBatchResponse {
             None => groups.push((key, vec![record])),
         }
     }
-    let failures = join_all(groups.into_iter().map(|(_, records)| async move {
+    let failures = futures::future::join_all(groups.into_iter().map(|(_, records)| async move {
         let mut failed = Vec::new();
         for record in records {
             let id = record.message_id.clone().unwrap_or_default();
@@ -93,26 +93,6 @@ fn group_key(record: &SqsMessage) -> String {
         .unwrap_or_else(|_| record.message_id.clone().unwrap_or_default())
 }
 
-/// Run futures concurrently on this task and collect their outputs in order.
-async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
-}
-
 async fn process_record(record: &SqsMessage, deps: &Deps) -> Result<(), Failure> {
     let job = Job::from_json(record.body.as_deref().unwrap_or_default()).map_err(|e| Failure::Poison(e.to_string()))?;
     if !queue_id::is_queue_id(&job.queue_id) {
@@ -138,7 +118,7 @@ async fn process(mut job: Job, deps: &Deps) -> Result<(), StoreError> {
         return Ok(());
     }
     let message = deps.spool.get_message(&job.message_key).await?;
-    let attempt = match route(&job, deps).await {
+    let attempt = match route::route(&job, &deps.config, deps.resolver.as_ref()).await {
         Ok(targets) => deps.transport.deliver(&targets, &job, &message).await,
         Err(verdict) => Attempt::all(&job, &verdict, None),
     };
@@ -146,13 +126,6 @@ async fn process(mut job: Job, deps: &Deps) -> Result<(), StoreError> {
     let plan = plan::plan(&job, &attempt, now, &deps.config);
     log(&job, &attempt, &plan);
     execute(&job, &message, plan, deps, now).await
-}
-
-async fn route(job: &Job, deps: &Deps) -> Result<Vec<Target>, Verdict> {
-    match &deps.config.smarthost {
-        Some(sh) => mx::smarthost_targets(deps.resolver.as_ref(), &sh.host, sh.port).await,
-        None => mx::targets(deps.resolver.as_ref(), &job.domain, deps.config.mx_port).await,
-    }
 }
 
 /// One line per recipient outcome, like Postfix's `status=` lines.
@@ -175,7 +148,7 @@ fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
     }
 }
 
-/// Carry out a plan in the order that makes a redelivered job safe (see [`crate::plan`]).
+/// Carry out a plan in the order that makes a redelivered job safe (see [`crate::decide::plan`]).
 async fn execute(job: &Job, message: &[u8], plan: Plan, deps: &Deps, now: i64) -> Result<(), StoreError> {
     for r in &plan.sent {
         deps.spool.put_record_if_absent(&job.queue_id, r, "sent").await?;

@@ -10,9 +10,9 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shared::{Job, Reply, keys};
 
 use super::*;
-use crate::memory::{MemoryQueue, MemorySpool};
-use crate::mx::Lookup;
-use crate::outcome::{Remote, Verdict};
+use crate::decide::outcome::{Remote, Verdict};
+use crate::route::{Lookup, Target};
+use crate::store::memory::{MemoryQueue, MemorySpool};
 use crate::testkit::{self, QID};
 
 const NOW: i64 = 1_800_000_000;

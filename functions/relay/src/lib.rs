@@ -1,23 +1,22 @@
 //! The relay: consumes jobs from SQS, delivers them over SMTP to MX hosts or a smarthost,
 //! retries by delayed re-enqueue and bounces with RFC 3464 reports.
 //!
-//! Functional core, imperative shell: [`plan`], [`dsn`], [`wire`], [`backoff`] and the
-//! ordering in [`mx`] are pure and unit-tested; [`handler`] wires them to the edges —
-//! [`store`] (S3, SQS), [`mx`]'s resolver, [`smtp`]'s transport — through traits.
+//! A job goes through the stages in folder order: [`route`] (where to), [`deliver`] (the SMTP
+//! client), [`decide`] (what follows, pure), and [`handler`] carries out the decision against the
+//! [`store`] edges (S3, SQS). [`poll`] drives the same handler as a long-poll consumer; [`config`]
+//! reads the relay's settings.
+//!
+//! Functional core, imperative shell: [`decide`], the wire format in [`deliver::wire`] and the
+//! MX ordering in [`route::mx`] are pure and unit-tested; the handler reaches DNS, SMTP peers,
+//! S3 and SQS only through traits.
 
-pub mod backoff;
-pub mod downgrade;
-pub mod dsn;
+pub mod config;
+pub mod decide;
+pub mod deliver;
 pub mod handler;
-pub mod memory;
-pub mod mx;
-pub mod outcome;
-pub mod plan;
 pub mod poll;
-pub mod smtp;
+pub mod route;
 pub mod store;
-pub mod tls;
-pub mod wire;
 
 #[cfg(test)]
 mod testkit;

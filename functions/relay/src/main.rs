@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
+use relay::config::RelayConfig;
+use relay::deliver::SmtpTransport;
 use relay::handler::{Deps, SystemClock, handle};
-use relay::mx::HickoryResolver;
-use relay::smtp::SmtpTransport;
+use relay::route::HickoryResolver;
 use relay::store::{S3Spool, SqsQueue};
-use shared::config::RelayConfig;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use shared::config::RelayConfig;
+use crate::config::RelayConfig;
 use shared::{Job, Recipient};
 
 /// The queue id of [`job`]s.

@@ -1,8 +1,4 @@
-//! The spool bucket and the job queue as the relay sees them, behind two small traits so the
-//! handler can be tested without AWS; [`S3Spool`] and [`SqsQueue`] are the real ones.
-//!
-//! Every error here is an infrastructure failure: the handler reports the SQS record as a
-//! batch item failure so SQS redelivers it (and the DLQ catches it if it never succeeds).
+//! [`Spool`] on S3 and [`Queue`] on SQS: the production edges.
 
 use std::time::Duration;
 
@@ -11,40 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use shared::Job;
 use shared::keys::record_key;
 
-/// An S3 or SQS call that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{op} {target}: {reason}")]
-pub struct StoreError {
-    pub op: &'static str,
-    pub target: String,
-    pub reason: String,
-}
-
-impl StoreError {
-    fn new(op: &'static str, target: &str, reason: impl std::fmt::Display) -> Self {
-        Self { op, target: target.to_string(), reason: reason.to_string() }
-    }
-}
-
-/// Messages and delivery records in the spool bucket.
-#[async_trait]
-pub trait Spool: Send + Sync {
-    /// The message bytes at `key`.
-    async fn get_message(&self, key: &str) -> Result<Vec<u8>, StoreError>;
-    /// True when a delivery record exists for this recipient of this message.
-    async fn record_exists(&self, queue_id: &str, recipient: &str) -> Result<bool, StoreError>;
-    /// Write the record unless it exists; `Ok(false)` when it already did.
-    async fn put_record_if_absent(&self, queue_id: &str, recipient: &str, body: &str) -> Result<bool, StoreError>;
-    /// Store a new message (a DSN) at `key`.
-    async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
-}
-
-/// The job queue.
-#[async_trait]
-pub trait Queue: Send + Sync {
-    /// Enqueue `job`, invisible for `delay` (at most 900 s).
-    async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError>;
-}
+use super::{Queue, Spool, StoreError};
 
 /// [`Spool`] on S3.
 pub struct S3Spool {
@@ -128,7 +91,7 @@ pub struct SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError> {
-        let secs = delay.as_secs().min(crate::backoff::MAX_SQS_DELAY) as i32;
+        let secs = delay.as_secs().min(crate::decide::backoff::MAX_SQS_DELAY) as i32;
         self.client
             .send_message()
             .queue_url(&self.queue_url)

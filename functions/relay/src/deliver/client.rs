@@ -1,6 +1,6 @@
 //! The SMTP client: one session per attempt, returning a verdict per recipient.
 //!
-//! [`Transport`] is the edge the handler sees (a fake in tests); [`SmtpTransport`] walks the
+//! [`SmtpTransport`] (the production [`Transport`]) walks the
 //! targets in order until one host takes the transaction. Failures before the transaction
 //! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::config::{RelayConfig, Smarthost, TlsMode};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use shared::config::{ConfigError, RelayConfig, Smarthost, TlsMode};
+use shared::config::ConfigError;
 use shared::job::BodyType;
 use shared::{Job, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -22,15 +23,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::mx::Target;
-use crate::outcome::{Attempt, Class, Remote, Verdict};
-use crate::wire::{self, Extensions};
-
-/// Delivery of one job's pending recipients to the first target that takes it.
-#[async_trait]
-pub trait Transport: Send + Sync {
-    async fn deliver(&self, targets: &[Target], job: &Job, message: &[u8]) -> Attempt;
-}
+use super::Transport;
+use super::wire::{self, Extensions};
+use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
+use crate::route::Target;
 
 /// [`Transport`] over TCP with STARTTLS or implicit TLS.
 pub struct SmtpTransport {
@@ -47,8 +43,8 @@ impl SmtpTransport {
     /// Fails only when the smarthost's extra trust anchors cannot be read.
     pub fn new(cfg: &RelayConfig) -> Result<Self, ConfigError> {
         let tls = match &cfg.smarthost {
-            None => crate::tls::connector(),
-            Some(sh) => crate::tls::verifying_connector(sh.ca.as_deref())
+            None => super::tls::connector(),
+            Some(sh) => super::tls::verifying_connector(sh.ca.as_deref())
                 .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
         };
         Ok(Self {
@@ -203,7 +199,7 @@ impl SmtpTransport {
         if job.body == BodyType::SevenBit || ext.eightbitmime {
             return Cow::Borrowed(message);
         }
-        let converted = crate::downgrade::seven_bit(message);
+        let converted = super::downgrade::seven_bit(message);
         if let Cow::Owned(m) = &converted {
             tracing::info!(queue_id = %job.queue_id, from = message.len(), to = m.len(),
                 "8-bit body converted to 7-bit: the server does not offer 8BITMIME");
@@ -377,10 +373,9 @@ impl Conn {
 
     /// AUTH PLAIN, else LOGIN. A refusal defers: it is a configuration problem, not the mail's.
     async fn auth(&mut self, ext: &Extensions, user: &str, password: &str) -> Result<(), Abort> {
-        let has = |m: &str| ext.auth.iter().any(|a| a == m);
-        let r = if has("PLAIN") {
+        let r = if ext.offers_auth(smtp_proto::AUTH_PLAIN) {
             self.command(&format!("AUTH PLAIN {}", B64.encode(format!("\0{user}\0{password}")))).await
-        } else if has("LOGIN") {
+        } else if ext.offers_auth(smtp_proto::AUTH_LOGIN) {
             let mut r = self.command("AUTH LOGIN").await;
             for secret in [user, password] {
                 r = match r {
@@ -405,7 +400,7 @@ impl Conn {
             // Bytes after the 220 were sent in plaintext and must not be read as if under TLS.
             return Err(Verdict::deferred("4.7.5", "server sent data after STARTTLS"));
         }
-        let name = crate::tls::server_name(&target.host, target.addr.ip());
+        let name = super::tls::server_name(&target.host, target.addr.ip());
         let tls = timeout(self.timeout, connector.connect(name, self.io))
             .await
             .map_err(|_| Verdict::deferred("4.7.5", "TLS handshake timed out"))?
@@ -419,5 +414,5 @@ impl Conn {
 }
 
 #[cfg(test)]
-#[path = "smtp_tests.rs"]
+#[path = "client_tests.rs"]
 mod tests;

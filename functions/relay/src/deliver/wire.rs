@@ -1,8 +1,15 @@
 //! The SMTP client's bytes, with no I/O: reply framing, EHLO keywords, MAIL/RCPT commands with
 //! their ESMTP parameters, xtext, and the DATA transparency procedure.
+//!
+//! EHLO keywords are smtp-proto's [`EhloResponse`]. Reply framing is ours, written down here
+//! because smtp-proto's `ResponseReceiver` (0.2) does not fit a relay: it keeps each part of the
+//! enhanced status code in a `u8` and saturates three-digit details (`5.7.515` and Microsoft's
+//! `4.7.652` both come out as `x.7.255`), it drops the code from the text so the original cannot
+//! be quoted in a DSN, and it takes the first line's reply code without checking the others.
 
 use shared::job::BodyType;
 use shared::{Job, Recipient, Reply, Ret};
+use smtp_proto::EhloResponse;
 
 /// A reply longer than this is a broken or hostile server.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -50,29 +57,37 @@ pub struct Extensions {
     pub dsn: bool,
     /// SIZE was advertised; `Some(0)` means no stated limit.
     pub size: Option<u64>,
-    /// AUTH mechanisms, upper case.
-    pub auth: Vec<String>,
+    /// AUTH mechanisms offered, as smtp-proto's `AUTH_*` bits.
+    pub auth: u64,
 }
 
 impl Extensions {
-    /// Keywords from the EHLO reply's lines after the first.
+    /// The keywords of a positive EHLO reply; a reply smtp-proto cannot read offers nothing.
     pub fn parse(reply: &Reply) -> Self {
-        let mut ext = Self::default();
-        for line in reply.lines.iter().skip(1) {
-            let mut words = line.split_whitespace();
-            let Some(kw) = words.next() else { continue };
-            match kw.to_ascii_uppercase().as_str() {
-                "PIPELINING" => ext.pipelining = true,
-                "STARTTLS" => ext.starttls = true,
-                "8BITMIME" => ext.eightbitmime = true,
-                "SMTPUTF8" => ext.smtputf8 = true,
-                "DSN" => ext.dsn = true,
-                "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "AUTH" => ext.auth = words.map(str::to_ascii_uppercase).collect(),
-                _ => {}
-            }
+        // EhloResponse reads the reply as it was on the wire.
+        let n = reply.lines.len();
+        let wire: String = reply
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{}{}{l}\r\n", reply.code, if i + 1 == n { ' ' } else { '-' }))
+            .collect();
+        let Ok(ehlo) = EhloResponse::parse(&mut wire.as_bytes().iter()) else { return Self::default() };
+        let has = |ext: u32| ehlo.capabilities & ext != 0;
+        Self {
+            pipelining: has(smtp_proto::EXT_PIPELINING),
+            starttls: has(smtp_proto::EXT_START_TLS),
+            eightbitmime: has(smtp_proto::EXT_8BIT_MIME),
+            smtputf8: has(smtp_proto::EXT_SMTP_UTF8),
+            dsn: has(smtp_proto::EXT_DSN),
+            size: has(smtp_proto::EXT_SIZE).then_some(ehlo.size as u64),
+            auth: if has(smtp_proto::EXT_AUTH) { ehlo.auth_mechanisms } else { 0 },
         }
-        ext
+    }
+
+    /// The server offers this `smtp_proto::AUTH_*` mechanism.
+    pub fn offers_auth(&self, mechanism: u64) -> bool {
+        self.auth & mechanism != 0
     }
 }
 
@@ -193,7 +208,8 @@ mod tests {
         let e = Extensions::parse(&r);
         assert!(e.pipelining && e.starttls && e.eightbitmime && e.smtputf8 && e.dsn);
         assert_eq!(e.size, Some(1000));
-        assert_eq!(e.auth, ["PLAIN", "LOGIN"]);
+        assert!(e.offers_auth(smtp_proto::AUTH_PLAIN) && e.offers_auth(smtp_proto::AUTH_LOGIN));
+        assert!(!e.offers_auth(smtp_proto::AUTH_CRAM_MD5));
         assert_eq!(Extensions::parse(&Reply::parse(250, "mx.test\nSIZE")).size, Some(0));
         assert_eq!(Extensions::parse(&Reply::parse(250, "mx.test")), Extensions::default());
     }

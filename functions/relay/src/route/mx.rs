@@ -1,54 +1,21 @@
-//! Where mail for a domain goes (RFC 5321 §5.1, RFC 7505).
+//! Where mail for a domain goes by MX (RFC 5321 §5.1, RFC 7505), and a smarthost's addresses.
 //!
-//! [`Resolver`] is the DNS edge (hickory in production, a table in tests); [`targets`] turns its
-//! answers into the ordered list of addresses one attempt tries: MX by preference with equal
-//! preferences shuffled, the domain itself as implicit MX when it has no MX records, NXDOMAIN
-//! and null MX as permanent failures, anything else that goes wrong as temporary.
+//! [`targets`] turns the resolver's answers into the ordered list of addresses one attempt tries:
+//! MX by preference with equal preferences shuffled, the domain itself as implicit MX when it has
+//! no MX records, NXDOMAIN and null MX as permanent failures, anything else that goes wrong as
+//! temporary.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use async_trait::async_trait;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::ProtoErrorKind;
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::{ResolveError, TokioResolver};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::outcome::Verdict;
+use super::Target;
+use super::dns::{Lookup, Resolver};
+use crate::decide::outcome::Verdict;
 
 /// Addresses tried per attempt, across all hosts (Postfix's `smtp_mx_address_limit` is 5).
 pub const MAX_ADDRESSES: usize = 6;
-
-/// One DNS answer, reduced to what routing needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup<T> {
-    Found(T),
-    /// The name exists but has no records of this type.
-    NoData,
-    /// The name does not exist.
-    NxDomain,
-    /// SERVFAIL, timeout, refused: try again later.
-    Failed(String),
-}
-
-/// The DNS questions routing asks.
-#[async_trait]
-pub trait Resolver: Send + Sync {
-    /// MX records as `(preference, exchange)`, exchange without the trailing dot (`""` for ".").
-    async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>>;
-    /// A and AAAA addresses of a host.
-    async fn ips(&self, host: &str) -> Lookup<Vec<IpAddr>>;
-}
-
-/// One address to connect to, with the name it was found under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub addr: SocketAddr,
-}
 
 /// Order MX exchanges: ascending preference, equal preferences in random order.
 pub fn order_mx(mut records: Vec<(u16, String)>, rng: &mut impl Rng) -> Vec<String> {
@@ -121,79 +88,16 @@ pub async fn smarthost_targets(resolver: &dyn Resolver, host: &str, port: u16) -
     }
 }
 
-/// [`Resolver`] on hickory.
-pub struct HickoryResolver(TokioResolver);
-
-impl HickoryResolver {
-    /// With `servers` (UDP and TCP each, no system configuration), or the system resolver when empty.
-    pub fn new(servers: &[SocketAddr]) -> Result<Self, ResolveError> {
-        let provider = TokioConnectionProvider::default();
-        let mut builder = if servers.is_empty() {
-            TokioResolver::builder_tokio()?
-        } else {
-            let mut config = ResolverConfig::new();
-            for s in servers {
-                config.add_name_server(NameServerConfig::new(*s, Protocol::Udp));
-                config.add_name_server(NameServerConfig::new(*s, Protocol::Tcp));
-            }
-            TokioResolver::builder_with_config(config, provider)
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
-        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
-        opts.timeout = std::time::Duration::from_secs(5);
-        opts.attempts = 2;
-        Ok(Self(builder.build()))
-    }
-}
-
-fn classify<T>(e: &ResolveError) -> Lookup<T> {
-    match e.proto().map(|p| p.kind()) {
-        Some(ProtoErrorKind::NoRecordsFound { response_code: ResponseCode::NXDomain, .. }) => Lookup::NxDomain,
-        Some(ProtoErrorKind::NoRecordsFound { response_code: ResponseCode::NoError, .. }) => Lookup::NoData,
-        _ => Lookup::Failed(e.to_string()),
-    }
-}
-
-fn fqdn(name: &str) -> String {
-    if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
-}
-
-#[async_trait]
-impl Resolver for HickoryResolver {
-    async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>> {
-        match self.0.mx_lookup(fqdn(domain)).await {
-            Ok(l) => Lookup::Found(
-                l.iter()
-                    .map(|mx| {
-                        let name = mx.exchange().to_ascii();
-                        (mx.preference(), name.trim_end_matches('.').to_ascii_lowercase())
-                    })
-                    .collect(),
-            ),
-            Err(e) => classify(&e),
-        }
-    }
-
-    async fn ips(&self, host: &str) -> Lookup<Vec<IpAddr>> {
-        match self.0.lookup_ip(fqdn(host)).await {
-            Ok(l) => {
-                let ips: Vec<IpAddr> = l.iter().collect();
-                if ips.is_empty() { Lookup::NoData } else { Lookup::Found(ips) }
-            }
-            Err(e) => classify(&e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use rand::SeedableRng;
 
+    use async_trait::async_trait;
+
     use super::*;
-    use crate::outcome::Class;
+    use crate::decide::outcome::Class;
 
     #[test]
     fn order_sorts_by_preference_and_shuffles_ties() {

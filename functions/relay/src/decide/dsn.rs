@@ -4,15 +4,15 @@
 //! (`message/rfc822`) for failures unless RET=HDRS or it is large, otherwise its header
 //! (`text/rfc822-headers`), as Postfix does.
 
+use crate::config::RelayConfig;
 use chrono::DateTime;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
-use shared::config::RelayConfig;
 use shared::{Job, Ret};
 
-use crate::plan::{Action, Report};
+use crate::decide::plan::{Action, Report};
 
 /// Failures return the whole message only up to this size (Postfix's `bounce_size_limit`
 /// is 50 kB; returning a little more is friendlier and still bounded).
@@ -132,8 +132,8 @@ mod tests {
     use shared::{Notify, Reply};
 
     use super::*;
-    use crate::outcome::{Remote, Verdict};
-    use crate::plan::ReportLine;
+    use crate::decide::outcome::{Remote, Verdict};
+    use crate::decide::plan::ReportLine;
     use crate::testkit;
 
     fn cfg() -> RelayConfig {

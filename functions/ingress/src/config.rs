@@ -1,0 +1,243 @@
+//! The ingress's settings (the contract's ingress table) and their parsing.
+//!
+//! [`INGRESS_VARS`] lists every variable read, so the deploy-template test can check that the
+//! template sets only variables the ingress knows.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
+
+/// Every variable the ingress reads (besides the standard AWS ones).
+pub const INGRESS_VARS: &[&str] = &[
+    "SPOOL_BUCKET",
+    "SPOOL_QUEUE_URL",
+    "INGRESS_LISTEN",
+    "INGRESS_SUBMISSION_LISTEN",
+    "INGRESS_TLS_LISTEN",
+    "INGRESS_HOSTNAME",
+    "INGRESS_TLS_CERT",
+    "INGRESS_TLS_KEY",
+    "RELAY_DOMAINS",
+    "RELAY_NETWORKS",
+    "INGRESS_AUTH_FILE",
+    "INGRESS_POSTMASTER",
+    "INGRESS_MAX_MESSAGE_SIZE",
+    "INGRESS_MAX_RECIPIENTS",
+    "INGRESS_MAX_CONNECTIONS",
+    "INGRESS_MAX_CONNECTIONS_PER_IP",
+    "INGRESS_TIMEOUT",
+    "INGRESS_PROXY_PROTOCOL",
+    "INGRESS_MAX_ERRORS",
+    "INGRESS_MEMORY_LIMIT",
+    "INGRESS_SHUTDOWN_GRACE",
+    "INGRESS_SPOOL",
+];
+
+/// Ingress settings.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub spool: SpoolConfig,
+    pub listen: Vec<SocketAddr>,
+    pub submission_listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub hostname: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Lower-case recipient domains accepted from anyone.
+    pub relay_domains: Vec<String>,
+    pub relay_networks: Vec<IpNet>,
+    pub auth_file: Option<PathBuf>,
+    pub postmaster: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub timeout: Duration,
+    pub proxy_protocol: bool,
+    /// Errors in one session before `421 4.7.0` and close.
+    pub max_errors: u32,
+    /// Message bytes held in memory across all sessions before `451 4.3.1`.
+    pub memory_limit: u64,
+    /// How long in-flight sessions may run after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Where accepted mail goes.
+    pub spool_mode: SpoolMode,
+}
+
+/// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolMode {
+    S3,
+    /// Accept and drop every message. Never for real mail: `250` would be a lie.
+    Discard,
+}
+
+impl IngressConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&ProcessEnv)
+    }
+
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let r = Reader(vars);
+        let hostname = r.hostname("INGRESS_HOSTNAME")?;
+        let relay_networks = r.networks("RELAY_NETWORKS")?;
+        let tls_cert = r.path("INGRESS_TLS_CERT")?;
+        let tls_key = r.path("INGRESS_TLS_KEY")?;
+        if tls_cert.is_some() != tls_key.is_some() {
+            let var = if tls_cert.is_some() { "INGRESS_TLS_KEY" } else { "INGRESS_TLS_CERT" };
+            return Err(err(var, "INGRESS_TLS_CERT and INGRESS_TLS_KEY must be set together"));
+        }
+        let submission_listen = r.addrs("INGRESS_SUBMISSION_LISTEN", None)?;
+        let tls_listen = r.addrs("INGRESS_TLS_LISTEN", None)?;
+        if tls_cert.is_none() {
+            if !submission_listen.is_empty() {
+                return Err(err("INGRESS_SUBMISSION_LISTEN", "needs INGRESS_TLS_CERT and INGRESS_TLS_KEY"));
+            }
+            if !tls_listen.is_empty() {
+                return Err(err("INGRESS_TLS_LISTEN", "needs INGRESS_TLS_CERT and INGRESS_TLS_KEY"));
+            }
+        }
+        let auth_file = r.path("INGRESS_AUTH_FILE")?;
+        if auth_file.is_none() {
+            // Both listeners require AUTH before MAIL: without users they could accept nothing.
+            for (var, l) in [("INGRESS_SUBMISSION_LISTEN", &submission_listen), ("INGRESS_TLS_LISTEN", &tls_listen)] {
+                if !l.is_empty() {
+                    return Err(err(var, "needs INGRESS_AUTH_FILE (AUTH is required before MAIL there)"));
+                }
+            }
+        }
+        let max_recipients: usize = r.parse("INGRESS_MAX_RECIPIENTS", 100)?;
+        if max_recipients < 100 {
+            return Err(err(
+                "INGRESS_MAX_RECIPIENTS",
+                format!("must be at least 100 (RFC 5321 §4.5.3.1.8), got {max_recipients}"),
+            ));
+        }
+        let max_message_size: u64 = r.parse("INGRESS_MAX_MESSAGE_SIZE", 26_214_400)?;
+        if max_message_size < 1024 {
+            return Err(err(
+                "INGRESS_MAX_MESSAGE_SIZE",
+                format!("must be at least 1024 bytes, got {max_message_size}"),
+            ));
+        }
+        let memory_limit: u64 = r.parse("INGRESS_MEMORY_LIMIT", 512 * 1024 * 1024)?;
+        let max_connections: usize = r.parse("INGRESS_MAX_CONNECTIONS", 1000)?;
+        let max_connections_per_ip: usize = r.parse("INGRESS_MAX_CONNECTIONS_PER_IP", 20)?;
+        for (var, v) in
+            [("INGRESS_MAX_CONNECTIONS", max_connections), ("INGRESS_MAX_CONNECTIONS_PER_IP", max_connections_per_ip)]
+        {
+            if v == 0 {
+                return Err(err(var, "must be at least 1"));
+            }
+        }
+        let timeout = r.duration("INGRESS_TIMEOUT", "5m")?;
+        if timeout.is_zero() {
+            return Err(err("INGRESS_TIMEOUT", "must be greater than zero"));
+        }
+        Ok(Self {
+            spool: SpoolConfig::read(&r)?,
+            listen: r.addrs("INGRESS_LISTEN", Some("0.0.0.0:25"))?,
+            submission_listen,
+            tls_listen,
+            postmaster: r.opt("INGRESS_POSTMASTER").unwrap_or_else(|| format!("postmaster@{hostname}")),
+            hostname,
+            tls_cert,
+            tls_key,
+            relay_domains: r
+                .list("RELAY_DOMAINS")
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            relay_networks,
+            auth_file,
+            max_message_size,
+            max_recipients,
+            max_connections,
+            max_connections_per_ip,
+            timeout,
+            proxy_protocol: r.bool("INGRESS_PROXY_PROTOCOL", false)?,
+            max_errors: r.parse("INGRESS_MAX_ERRORS", 10)?,
+            memory_limit,
+            shutdown_grace: r.duration("INGRESS_SHUTDOWN_GRACE", "30s")?,
+            spool_mode: r.choice(
+                "INGRESS_SPOOL",
+                SpoolMode::S3,
+                &[("s3", SpoolMode::S3), ("discard", SpoolMode::Discard)],
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use shared::config::vars_with_spool;
+
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        vars_with_spool(pairs)
+    }
+
+    #[test]
+    fn ingress_defaults_match_the_contract() {
+        let c = IngressConfig::from_vars(&vars(&[("INGRESS_HOSTNAME", "mx.example.org")])).unwrap();
+        assert_eq!(c.listen, vec!["0.0.0.0:25".parse().unwrap()]);
+        assert_eq!(c.max_message_size, 26_214_400);
+        assert_eq!(c.max_recipients, 100);
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (1000, 20));
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert_eq!(c.postmaster, "postmaster@mx.example.org");
+        assert!(!c.proxy_protocol);
+        assert_eq!(c.spool_mode, SpoolMode::S3);
+    }
+
+    #[test]
+    fn ingress_errors_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("INGRESS_MAX_RECIPIENTS", "5")], "INGRESS_MAX_RECIPIENTS"),
+            (&[("INGRESS_MAX_RECIPIENTS", "many")], "INGRESS_MAX_RECIPIENTS"),
+            (&[("INGRESS_TIMEOUT", "soon")], "INGRESS_TIMEOUT"),
+            (&[("INGRESS_LISTEN", "localhost")], "INGRESS_LISTEN"),
+            (&[("RELAY_NETWORKS", "10.0.0.0/33")], "RELAY_NETWORKS"),
+            (&[("INGRESS_PROXY_PROTOCOL", "maybe")], "INGRESS_PROXY_PROTOCOL"),
+            (&[("INGRESS_TLS_CERT", "/nonexistent.pem")], "INGRESS_TLS_CERT"),
+            (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
+            (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
+            (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
+            (
+                &[
+                    ("INGRESS_TLS_CERT", "Cargo.toml"),
+                    ("INGRESS_TLS_KEY", "Cargo.toml"),
+                    ("INGRESS_TLS_LISTEN", "127.0.0.1:465"),
+                ],
+                "INGRESS_TLS_LISTEN",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let e = IngressConfig::from_vars(&vars(pairs)).unwrap_err();
+            assert_eq!(e.var, *var, "{pairs:?} -> {e}");
+        }
+        let mut m = vars(&[]);
+        m.remove("SPOOL_BUCKET");
+        assert_eq!(IngressConfig::from_vars(&m).unwrap_err().to_string(), "SPOOL_BUCKET: must be set");
+    }
+
+    #[test]
+    fn ingress_lists() {
+        let c = IngressConfig::from_vars(&vars(&[
+            ("RELAY_DOMAINS", "Example.ORG, example.net."),
+            ("RELAY_NETWORKS", "10.0.0.0/8,192.0.2.7"),
+            ("INGRESS_LISTEN", "127.0.0.1:2525,[::1]:2525"),
+        ]))
+        .unwrap();
+        assert_eq!(c.relay_domains, vec!["example.org", "example.net"]);
+        assert_eq!(c.relay_networks.len(), 2);
+        assert!(c.relay_networks[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(c.listen.len(), 2);
+    }
+}
