@@ -47,36 +47,47 @@ def own_modules(root):
     return names
 
 
-def _catches_import_error(handler):
-    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-    return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+def _has_import_fallback(node):
+    """A `try:` with an `except ImportError` (or ModuleNotFoundError) handler."""
+    for handler in getattr(node, "handlers", ()):
+        kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        if any(isinstance(k, ast.Name) and k.id in ("ImportError", "ModuleNotFoundError") for k in kinds):
+            return True
+    return False
 
 
-def _optional(tree):
-    """Ids of the nodes inside a `try:` body that has an ImportError fallback."""
-    ids = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers if h.type):
-            ids.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    return ids
+def _statements(body):
+    """Every statement in a block, nested blocks included, but not the bodies of `try:`s with an
+    ImportError fallback. Statements only: imports are statements, and the expressions (nine in
+    ten of a file's nodes) need no visit, which keeps the every-run check quick."""
+    for stmt in body:
+        yield stmt
+        optional = _has_import_fallback(stmt)
+        blocks = [] if optional else [getattr(stmt, "body", [])]
+        blocks += [getattr(stmt, "orelse", []), getattr(stmt, "finalbody", [])]
+        blocks += [h.body for h in getattr(stmt, "handlers", [])]
+        blocks += [c.body for c in getattr(stmt, "cases", [])]
+        for block in blocks:
+            if isinstance(block, list):  # IfExp-like fields are expressions, not blocks
+                yield from _statements(block)
 
 
 def imports_of(path):
     """(module, line) for each absolute import and importorskip call in one file."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    optional = _optional(tree)
-    for node in ast.walk(tree):
-        if id(node) in optional:
-            continue
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(path))
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node.module, node.lineno
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "importorskip" and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            yield node.args[0].value, node.lineno
+    if "importorskip" in text:  # the only place an expression is looked at
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "importorskip" and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                yield node.args[0].value, node.lineno
 
 
 def required_modules(root):

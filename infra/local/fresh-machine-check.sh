@@ -92,12 +92,13 @@ SECURITY="${SECURITY:-http://deb.debian.org/debian-security}"
 
 # A free TCP port on 127.0.0.1 for the chroot's LocalStack (the network namespace is shared).
 ls_port=""
-for p in $(seq 4567 4666); do
+for p in $(shuf -i 4567-4666); do                  # random: two runs at once rarely collide
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ls_port=$p; break; fi
 done
 [ -n "$ls_port" ] || die "no free port in 4567-4666 for LocalStack"
 
 ROOT="$(mktemp -d /var/tmp/fresh-$SUITE.XXXXXX)"
+chmod 755 "$ROOT"            # it is "/" inside: users like nobody (smtp-sink -u) must traverse it
 SRC=/src/smtp-relay
 
 mounts_under_root() { awk -v r="$ROOT/" 'index($5 "/", r) == 1 { print $5 }' /proc/self/mountinfo; }
@@ -144,6 +145,13 @@ cat >"$ROOT/etc/hosts" <<EOF
 ::1		localhost ip6-localhost ip6-loopback
 EOF
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# Not the machine but its network: where HTTPS is intercepted by a proxy whose CA the host
+# trusts through PIP_CERT, pip inside needs that bundle too (nothing else inside uses the web).
+net_env=()
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+    cp "$PIP_CERT" "$ROOT/etc/host-network-ca.pem"
+    net_env=(PIP_CERT=/etc/host-network-ca.pem)
+fi
 
 mkdir -p "$ROOT$SRC" "$ROOT/opt/relay-bin"
 if [ -n "$rev" ]; then
@@ -188,7 +196,7 @@ EOF
 log "running setup and tests in the chroot (LocalStack on 127.0.0.1:$ls_port)"
 rc=0
 chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    SRC="$SRC" TEMPLATE="$template" LOCALSTACK_PORT="$ls_port" RELAY_BIN_DIR=/opt/relay-bin \
+    SRC="$SRC" TEMPLATE="$template" LOCALSTACK_PORT="$ls_port" RELAY_BIN_DIR=/opt/relay-bin "${net_env[@]}" \
     /bin/bash /root/fresh-run.sh "${tests[@]}" || rc=$?
 
 echo
