@@ -21,8 +21,10 @@
 #   infra/local/fresh-machine-check.sh [--rev REV] [--with PKG,...] [--keep] [--no-template]
 #                                      [--bin-dir DIR] [pytest paths or args...]
 #
-# --with adds Debian packages to the fresh system (debootstrap --include), to model a machine
-# that has more than minbase, e.g. `--with python3.11-venv` for one that already has Python.
+# --with installs Debian packages (apt-get, recommends included) into the fresh system before the
+# setup, to model a machine that has more than minbase, e.g. `--with python3.11-venv` for one
+# that already has Python. (debootstrap --include cannot: it resolves neither alternatives nor
+# the -updates and -security suites.)
 #
 # Default tests: tests/test_ingress_clients.py tests/test_pipeline_e2e.py tests/test_harness.py
 # (pass `tests/` for the whole suite). Default binaries: target/debug of this checkout
@@ -126,9 +128,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 t0=$SECONDS
-log "debootstrap $SUITE (minbase${with:+ + $with}) from $MIRROR into $ROOT"
+log "debootstrap $SUITE (minbase) from $MIRROR into $ROOT"
 mkdir -p "$DEB_CACHE"
-debootstrap --variant=minbase ${with:+--include="$with"} --cache-dir="$DEB_CACHE" "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
+debootstrap --variant=minbase --cache-dir="$DEB_CACHE" "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -n 30 "$ROOT.debootstrap.log" >&2; die "debootstrap failed"; }
 rm -f "$ROOT.debootstrap.log"
 t_debootstrap=$((SECONDS - t0))
@@ -184,6 +186,10 @@ timed() {  # timed NAME CMD...: run, remember how long it took and how it ended
     return "$rc"
 }
 rc=0
+if [ -n "$WITH" ]; then
+    timed "apt-get install ${WITH//,/ } (--with)" \
+        bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"' - ${WITH//,/ } || exit 1
+fi
 timed "setup.sh (fresh)" infra/local/setup.sh || exit 1
 timed "setup.sh (again)" infra/local/setup.sh || exit 1
 if [ "$TEMPLATE" = 1 ]; then timed "check-template.sh" bash infra/check-template.sh || rc=1; fi
@@ -196,7 +202,7 @@ EOF
 log "running setup and tests in the chroot (LocalStack on 127.0.0.1:$ls_port)"
 rc=0
 chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    SRC="$SRC" TEMPLATE="$template" LOCALSTACK_PORT="$ls_port" RELAY_BIN_DIR=/opt/relay-bin "${net_env[@]}" \
+    SRC="$SRC" WITH="$with" TEMPLATE="$template" LOCALSTACK_PORT="$ls_port" RELAY_BIN_DIR=/opt/relay-bin "${net_env[@]}" \
     /bin/bash /root/fresh-run.sh "${tests[@]}" || rc=$?
 
 echo
