@@ -9,20 +9,13 @@
 //! the table accepts no one; `@domain` accepts the whole domain. Local parts compare as the file
 //! spells them, plus the `+detail` form of a listed address ([`super::addresses`]).
 
-use std::fmt;
 use std::path::Path;
 
 use super::addresses::{AddressSet, LocalCase};
 
 /// The valid recipients of the relay domains.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RecipientTable(AddressSet);
-
-impl fmt::Debug for RecipientTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecipientTable({} entries)", self.0.len())
-    }
-}
 
 impl RecipientTable {
     /// Read and parse the file; the error names the variable, the file and the line.

@@ -24,8 +24,6 @@
 //! The `From:` check is a pure function over the message's header section, parsed by
 //! mail-parser; the rest of the message is never looked at.
 
-use std::fmt;
-
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use shared::Reply;
 
@@ -33,14 +31,8 @@ use super::addresses::{AddressSet, LocalCase};
 use crate::replies;
 
 /// The addresses one user may send as.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SenderList(AddressSet);
-
-impl fmt::Debug for SenderList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SenderList({} entries)", self.0.len())
-    }
-}
 
 impl SenderList {
     /// A comma list of addresses and `@domain` entries; at least one.
