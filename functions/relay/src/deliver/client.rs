@@ -5,7 +5,9 @@
 //! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
-//! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
+//! the same address, as Postfix does; `RELAY_TLS=required`, smarthosts and targets that require
+//! verified TLS (MTA-STS `enforce`, [`TlsRequirement::Verified`]) never fall back, and the last
+//! are never sent anything but over TLS with a certificate valid for the MX name.
 //! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
 
 use std::borrow::Cow;
@@ -21,12 +23,12 @@ use shared::{Job, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
 
 use super::Transport;
+use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
 use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
-use crate::route::Target;
+use crate::route::{Target, TlsRequirement};
 
 /// [`Transport`] over TCP with STARTTLS or implicit TLS.
 pub struct SmtpTransport {
@@ -36,16 +38,24 @@ pub struct SmtpTransport {
     command_timeout: Duration,
     data_timeout: Duration,
     smarthost: Option<Smarthost>,
-    tls: TlsConnector,
+    /// TLS to the smarthost: verified (web PKI + `RELAY_SMARTHOST_CA`).
+    smarthost_tls: Option<TlsClient>,
+    /// TLS to MX hosts: any certificate, checked against web PKI + `RELAY_TLS_CA` for the log.
+    mx_tls: TlsClient,
+    /// TLS to MX hosts that must prove their name: verified in the handshake.
+    mx_verified_tls: TlsClient,
 }
 
 impl SmtpTransport {
-    /// Fails only when the smarthost's extra trust anchors cannot be read.
+    /// Fails only when extra trust anchors (`RELAY_TLS_CA`, `RELAY_SMARTHOST_CA`) cannot be read.
     pub fn new(cfg: &RelayConfig) -> Result<Self, ConfigError> {
-        let tls = match &cfg.smarthost {
-            None => super::tls::connector(),
-            Some(sh) => super::tls::verifying_connector(sh.ca.as_deref())
-                .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+        let mx_roots =
+            tls::roots(cfg.tls_ca.as_deref()).map_err(|reason| ConfigError { var: "RELAY_TLS_CA", reason })?;
+        let smarthost_tls = match &cfg.smarthost {
+            None => None,
+            Some(sh) => Some(TlsClient::verifying(
+                tls::roots(sh.ca.as_deref()).map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+            )),
         };
         Ok(Self {
             helo: cfg.helo_name.clone(),
@@ -54,8 +64,18 @@ impl SmtpTransport {
             command_timeout: cfg.command_timeout,
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
-            tls,
+            smarthost_tls,
+            mx_tls: TlsClient::opportunistic(mx_roots.clone()),
+            mx_verified_tls: TlsClient::verifying(mx_roots),
         })
+    }
+
+    fn tls_for(&self, target: &Target) -> &TlsClient {
+        match (&self.smarthost_tls, target.tls) {
+            (Some(smarthost), _) => smarthost,
+            (None, TlsRequirement::Verified) => &self.mx_verified_tls,
+            (None, _) => &self.mx_tls,
+        }
     }
 }
 
@@ -85,13 +105,18 @@ impl Transport for SmtpTransport {
         for target in targets {
             let mut plaintext = false;
             loop {
-                let mut remote = Remote { host: target.host.clone(), addr: Some(target.addr), ..Remote::default() };
+                let mut remote = Remote {
+                    host: target.host.clone(),
+                    addr: Some(target.addr),
+                    tls_policy: target.tls,
+                    ..Remote::default()
+                };
                 match self.session(target, job, message, &mut remote, plaintext).await {
                     Ok(outcomes) => return Attempt { outcomes, remote: Some(remote) },
                     Err(abort) => {
                         tracing::info!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr,
                             error = %abort.verdict.text(), "session failed");
-                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back();
+                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back(target);
                         last = (abort.verdict, Some(remote));
                         if !retry_plain {
                             break;
@@ -106,8 +131,8 @@ impl Transport for SmtpTransport {
 }
 
 impl SmtpTransport {
-    fn may_fall_back(&self) -> bool {
-        self.tls_mode == TlsMode::Opportunistic && self.smarthost.is_none()
+    fn may_fall_back(&self, target: &Target) -> bool {
+        self.tls_mode == TlsMode::Opportunistic && self.smarthost.is_none() && target.tls != TlsRequirement::Verified
     }
 
     async fn session(
@@ -124,9 +149,10 @@ impl SmtpTransport {
             .map_err(|e| Verdict::deferred("4.4.1", format!("connect to {}: {e}", target.addr)))?;
         let _ = tcp.set_nodelay(true);
         let mut c = Conn { io: Box::new(tcp), buf: Vec::new(), timeout: self.command_timeout };
+        let tls = self.tls_for(target);
         if self.smarthost.as_ref().is_some_and(|s| s.implicit_tls) {
-            c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: false })?;
-            remote.tls = true;
+            let (conn, verified) = c.upgrade(tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: false })?;
+            (c, remote.tls, remote.tls_verified) = (conn, true, verified);
         }
         let greeting = c.read_reply().await.map_err(net)?;
         if !greeting.is_positive() {
@@ -136,14 +162,24 @@ impl SmtpTransport {
         if !remote.tls && ext.starttls && !plaintext {
             let r = c.command("STARTTLS").await.map_err(net)?;
             if r.code == 220 {
-                c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: true })?;
-                remote.tls = true;
+                let (conn, verified) =
+                    c.upgrade(tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: true })?;
+                (c, remote.tls, remote.tls_verified) = (conn, true, verified);
                 ext = c.hello(&self.helo).await?;
             }
         }
-        if !remote.tls && self.tls_mode == TlsMode::Required {
+        if !remote.tls && (self.tls_mode == TlsMode::Required || target.tls == TlsRequirement::Verified) {
             c.quit().await;
-            return Err(Verdict::deferred("4.7.4", "TLS is required but the server does not offer it").into());
+            let why = match target.tls {
+                TlsRequirement::Verified => "the domain's MTA-STS policy requires TLS but the server does not offer it",
+                _ => "TLS is required but the server does not offer it",
+            };
+            return Err(Verdict::deferred("4.7.4", why).into());
+        }
+        if target.tls == TlsRequirement::Report && !(remote.tls && remote.tls_verified) {
+            let failure = if remote.tls { "certificate not valid for the MX name" } else { "no TLS" };
+            tracing::warn!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr, failure,
+                "mta-sts testing: an enforce policy would refuse this session (delivering anyway)");
         }
         if let Some(Smarthost { user: Some(user), password: Some(password), .. }) = &self.smarthost {
             if !remote.tls {
@@ -395,17 +431,18 @@ impl Conn {
         Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail }.into())
     }
 
-    async fn upgrade(self, connector: &TlsConnector, target: &Target) -> Result<Conn, Verdict> {
+    /// The TLS handshake; the connection and whether the certificate is valid for the host.
+    async fn upgrade(self, client: &TlsClient, target: &Target) -> Result<(Conn, bool), Verdict> {
         if !self.buf.is_empty() {
             // Bytes after the 220 were sent in plaintext and must not be read as if under TLS.
             return Err(Verdict::deferred("4.7.5", "server sent data after STARTTLS"));
         }
-        let name = super::tls::server_name(&target.host, target.addr.ip());
-        let tls = timeout(self.timeout, connector.connect(name, self.io))
+        let name = tls::server_name(&target.host, target.addr.ip());
+        let (tls, verified) = timeout(self.timeout, client.connect(name, self.io))
             .await
             .map_err(|_| Verdict::deferred("4.7.5", "TLS handshake timed out"))?
             .map_err(|e| Verdict::deferred("4.7.5", format!("TLS handshake failed: {e}")))?;
-        Ok(Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout })
+        Ok((Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout }, verified))
     }
 
     async fn quit(&mut self) {

@@ -101,7 +101,7 @@ fn job(rcpts: &[&str]) -> Job {
 }
 
 fn target(addr: std::net::SocketAddr) -> Target {
-    Target { host: "mx.b.test".into(), addr }
+    Target::new("mx.b.test", addr)
 }
 
 const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n";

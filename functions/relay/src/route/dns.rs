@@ -1,5 +1,6 @@
-//! The DNS edge of routing: the questions routing asks ([`Resolver`]), their answers reduced to
-//! what routing needs ([`Lookup`]), and the hickory implementation. Tests answer from a table.
+//! The DNS edge of routing: the questions routing asks ([`Resolver`]: MX, addresses, and TXT for
+//! MTA-STS), their answers reduced to what routing needs ([`Lookup`]), and the hickory
+//! implementation. Tests answer from a table.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -30,6 +31,12 @@ pub trait Resolver: Send + Sync {
     async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>>;
     /// A and AAAA addresses of a host.
     async fn ips(&self, host: &str) -> Lookup<Vec<IpAddr>>;
+    /// TXT records of a name, each record's strings joined as one (RFC 8461 §3.1), lossy UTF-8.
+    /// The default answers "no records", for test resolvers that are not asked TXT questions.
+    async fn txt(&self, name: &str) -> Lookup<Vec<String>> {
+        let _ = name;
+        Lookup::NoData
+    }
 }
 
 /// [`Resolver`] on hickory.
@@ -92,6 +99,17 @@ impl Resolver for HickoryResolver {
                 let ips: Vec<IpAddr> = l.iter().collect();
                 if ips.is_empty() { Lookup::NoData } else { Lookup::Found(ips) }
             }
+            Err(e) => classify(&e),
+        }
+    }
+
+    async fn txt(&self, name: &str) -> Lookup<Vec<String>> {
+        match self.0.txt_lookup(fqdn(name)).await {
+            Ok(l) => Lookup::Found(
+                l.iter()
+                    .map(|txt| txt.txt_data().iter().map(|part| String::from_utf8_lossy(part)).collect::<String>())
+                    .collect(),
+            ),
             Err(e) => classify(&e),
         }
     }

@@ -3,15 +3,16 @@
 //! [`targets`] turns the resolver's answers into the ordered list of addresses one attempt tries:
 //! MX by preference with equal preferences shuffled, the domain itself as implicit MX when it has
 //! no MX records, NXDOMAIN and null MX as permanent failures, anything else that goes wrong as
-//! temporary.
+//! temporary. It is [`exchanges`] (host names) then [`addresses`], so that the route stage can
+//! drop hosts in between (an MTA-STS policy) before the address limit is spent on them.
 
 use std::net::IpAddr;
 
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::Target;
 use super::dns::{Lookup, Resolver};
+use super::{Target, TlsRequirement};
 use crate::decide::outcome::Verdict;
 
 /// Addresses tried per attempt, across all hosts (Postfix's `smtp_mx_address_limit` is 5).
@@ -32,32 +33,55 @@ pub fn order_mx(mut records: Vec<(u16, String)>, rng: &mut impl Rng) -> Vec<Stri
 
 /// The addresses to try for `domain`, or the verdict for every recipient when there are none.
 pub async fn targets(resolver: &dyn Resolver, domain: &str, port: u16) -> Result<Vec<Target>, Verdict> {
-    // An address literal (`user@[192.0.2.1]`, `user@[IPv6:2001:db8::1]`) names the host itself.
-    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-        let ip = literal.get(..5).filter(|p| p.eq_ignore_ascii_case("IPv6:")).map_or(literal, |_| &literal[5..]);
-        return match ip.parse::<IpAddr>() {
-            Ok(ip) => Ok(vec![Target { host: domain.to_string(), addr: (ip, port).into() }]),
-            Err(_) => Err(Verdict::failed("5.1.2", format!("{domain} is not an address literal"))),
-        };
+    if let Some(literal) = literal(domain, port) {
+        return literal;
     }
-    let hosts = match resolver.mx(domain).await {
+    let hosts = exchanges(resolver, domain).await?;
+    addresses(resolver, domain, hosts, port, TlsRequirement::Default).await
+}
+
+/// An address literal (`user@[192.0.2.1]`, `user@[IPv6:2001:db8::1]`) names the host itself:
+/// its one target, or a permanent failure when it is no address; `None` for a domain name.
+pub fn literal(domain: &str, port: u16) -> Option<Result<Vec<Target>, Verdict>> {
+    let literal = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']'))?;
+    let ip = literal.get(..5).filter(|p| p.eq_ignore_ascii_case("IPv6:")).map_or(literal, |_| &literal[5..]);
+    Some(match ip.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![Target::new(domain, (ip, port).into())]),
+        Err(_) => Err(Verdict::failed("5.1.2", format!("{domain} is not an address literal"))),
+    })
+}
+
+/// The mail exchangers of `domain` in the order to try them: MX hosts by preference, or the
+/// domain itself when it has no MX records.
+pub async fn exchanges(resolver: &dyn Resolver, domain: &str) -> Result<Vec<String>, Verdict> {
+    match resolver.mx(domain).await {
         Lookup::Found(records) if records.len() == 1 && records[0].1.is_empty() => {
-            return Err(Verdict::failed("5.1.10", format!("{domain} does not accept mail (null MX, RFC 7505)")));
+            Err(Verdict::failed("5.1.10", format!("{domain} does not accept mail (null MX, RFC 7505)")))
         }
         // A null MX among real ones is a misconfiguration; the real ones still count.
         Lookup::Found(records) => {
-            order_mx(records.into_iter().filter(|(_, h)| !h.is_empty()).collect(), &mut rand::rng())
+            Ok(order_mx(records.into_iter().filter(|(_, h)| !h.is_empty()).collect(), &mut rand::rng()))
         }
-        Lookup::NoData => vec![domain.to_string()],
-        Lookup::NxDomain => return Err(Verdict::failed("5.1.2", format!("domain {domain} does not exist (NXDOMAIN)"))),
-        Lookup::Failed(e) => return Err(Verdict::deferred("4.4.3", format!("MX lookup for {domain} failed: {e}"))),
-    };
+        Lookup::NoData => Ok(vec![domain.to_string()]),
+        Lookup::NxDomain => Err(Verdict::failed("5.1.2", format!("domain {domain} does not exist (NXDOMAIN)"))),
+        Lookup::Failed(e) => Err(Verdict::deferred("4.4.3", format!("MX lookup for {domain} failed: {e}"))),
+    }
+}
+
+/// The addresses of `hosts` in order, at most [`MAX_ADDRESSES`], each target with `tls`.
+pub async fn addresses(
+    resolver: &dyn Resolver,
+    domain: &str,
+    hosts: Vec<String>,
+    port: u16,
+    tls: TlsRequirement,
+) -> Result<Vec<Target>, Verdict> {
     let mut out = Vec::new();
     let mut temporary = None;
     for host in hosts {
         match resolver.ips(&host).await {
             Lookup::Found(ips) => {
-                out.extend(ips.into_iter().map(|ip| Target { host: host.clone(), addr: (ip, port).into() }))
+                out.extend(ips.into_iter().map(|ip| Target { host: host.clone(), addr: (ip, port).into(), tls }))
             }
             Lookup::Failed(e) => temporary = Some(format!("address lookup for {host} failed: {e}")),
             Lookup::NoData | Lookup::NxDomain => {}
@@ -77,12 +101,10 @@ pub async fn targets(resolver: &dyn Resolver, domain: &str, port: u16) -> Result
 /// The smarthost's addresses (a literal IP, or a name looked up like an MX host).
 pub async fn smarthost_targets(resolver: &dyn Resolver, host: &str, port: u16) -> Result<Vec<Target>, Verdict> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![Target { host: host.to_string(), addr: (ip, port).into() }]);
+        return Ok(vec![Target::new(host, (ip, port).into())]);
     }
     match resolver.ips(host).await {
-        Lookup::Found(ips) => {
-            Ok(ips.into_iter().map(|ip| Target { host: host.to_string(), addr: (ip, port).into() }).collect())
-        }
+        Lookup::Found(ips) => Ok(ips.into_iter().map(|ip| Target::new(host, (ip, port).into())).collect()),
         // A smarthost that does not resolve is an operator's problem: keep the mail.
         other => Err(Verdict::deferred("4.4.3", format!("smarthost {host} does not resolve: {other:?}"))),
     }
@@ -157,7 +179,7 @@ mod tests {
         );
 
         let implicit = targets(&t, "implicit.test", 25).await.unwrap();
-        assert_eq!(implicit, vec![Target { host: "implicit.test".into(), addr: "192.0.2.9:25".parse().unwrap() }]);
+        assert_eq!(implicit, vec![Target::new("implicit.test", "192.0.2.9:25".parse().unwrap())]);
 
         let lit = targets(&t, "[IPv6:2001:db8::5]", 25).await.unwrap();
         assert_eq!(lit[0].addr, "[2001:db8::5]:25".parse().unwrap());
