@@ -207,3 +207,21 @@ async fn a_421_before_the_close_is_kept_for_every_recipient() {
     let a = transport(&[]).deliver(&[target(addr)], &job(&["a@b.test"]), b"x\r\n").await;
     assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Failed, "5.7.1"));
 }
+
+#[tokio::test]
+async fn a_verified_target_gets_nothing_in_plaintext() {
+    let verified = |addr| Target { tls: TlsRequirement::Verified, ..target(addr) };
+    let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
+    let a = transport(&[]).deliver(&[verified(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.4"));
+    assert!(a.outcomes[0].1.detail.contains("MTA-STS"), "{a:?}");
+    let remote = a.remote.unwrap();
+    assert_eq!((remote.tls, remote.tls_verified, remote.tls_policy), (false, false, TlsRequirement::Verified));
+    assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
+
+    // A failed handshake is not retried in plaintext, unlike opportunistic TLS.
+    let (addr, seen) = server(Script { broken_starttls: true, ..Script::ehlo(STARTTLS) }).await;
+    let a = transport(&[]).deliver(&[verified(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"));
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}

@@ -73,6 +73,13 @@ fn classify<T>(e: &ResolveError) -> Lookup<T> {
     }
 }
 
+/// A domain as DNS and TLS name it: A-labels (IDNA, so `bücher.de` is `xn--bcher-kva.de`), lower
+/// case, no trailing dot. A name IDNA refuses is returned lower-cased as it is.
+pub fn ascii_domain(domain: &str) -> String {
+    let ascii = hickory_resolver::Name::from_utf8(domain).map(|n| n.to_ascii()).unwrap_or_else(|_| domain.to_string());
+    ascii.trim_end_matches('.').to_ascii_lowercase()
+}
+
 fn fqdn(name: &str) -> String {
     if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
 }
@@ -112,5 +119,17 @@ impl Resolver for HickoryResolver {
             ),
             Err(e) => classify(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_in_ascii() {
+        assert_eq!(ascii_domain("Example.ORG."), "example.org");
+        assert_eq!(ascii_domain("bücher.de"), "xn--bcher-kva.de");
+        assert_eq!(ascii_domain("xn--bcher-kva.de"), "xn--bcher-kva.de");
     }
 }

@@ -73,15 +73,21 @@ fn engine(bucket: &Bucket, fetcher: &FakeFetcher) -> MtaSts {
     MtaSts::new(Box::new(bucket.clone()), Box::new(fetcher.clone()))
 }
 
+/// b.test publishes `policy` under id 1; an empty bucket.
+fn published(policy: &str) -> (Dns, Bucket, FakeFetcher) {
+    let (dns, fetcher) = (Dns::default(), FakeFetcher::default());
+    dns.set_id("b.test", "1");
+    fetcher.set("b.test", Ok(policy));
+    (dns, Bucket::default(), fetcher)
+}
+
 fn mode(p: Option<Policy>) -> Option<Mode> {
     p.map(|p| p.mode)
 }
 
 #[tokio::test]
 async fn a_policy_in_memory_costs_no_s3_or_http_request_per_delivery() {
-    let (dns, bucket, fetcher) = (Dns::default(), Bucket::default(), FakeFetcher::default());
-    dns.set_id("b.test", "1");
-    fetcher.set("b.test", Ok(ENFORCE));
+    let (dns, bucket, fetcher) = published(ENFORCE);
     let sts = engine(&bucket, &fetcher);
     for n in 0..5 {
         assert_eq!(mode(sts.policy("b.test", &dns, NOW + n).await), Some(Mode::Enforce));
@@ -94,9 +100,7 @@ async fn a_policy_in_memory_costs_no_s3_or_http_request_per_delivery() {
 
 #[tokio::test]
 async fn a_new_id_in_dns_is_fetched_at_once() {
-    let (dns, bucket, fetcher) = (Dns::default(), Bucket::default(), FakeFetcher::default());
-    dns.set_id("b.test", "1");
-    fetcher.set("b.test", Ok(ENFORCE));
+    let (dns, bucket, fetcher) = published(ENFORCE);
     let sts = engine(&bucket, &fetcher);
     assert_eq!(mode(sts.policy("b.test", &dns, NOW).await), Some(Mode::Enforce));
     dns.set_id("b.test", "2");
@@ -107,9 +111,7 @@ async fn a_new_id_in_dns_is_fetched_at_once() {
 
 #[tokio::test]
 async fn after_a_cold_start_the_stored_policy_applies_with_the_policy_server_down() {
-    let (dns, bucket, fetcher) = (Dns::default(), Bucket::default(), FakeFetcher::default());
-    dns.set_id("b.test", "1");
-    fetcher.set("b.test", Ok(ENFORCE));
+    let (dns, bucket, fetcher) = published(ENFORCE);
     assert_eq!(mode(engine(&bucket, &fetcher).policy("b.test", &dns, NOW).await), Some(Mode::Enforce));
 
     // A new process; the policy server is gone.
@@ -148,9 +150,7 @@ async fn a_domain_without_a_record_costs_one_bucket_read_per_process() {
 
 #[tokio::test]
 async fn bad_policies_and_bad_stored_objects_are_not_applied() {
-    let (dns, bucket, fetcher) = (Dns::default(), Bucket::default(), FakeFetcher::default());
-    dns.set_id("b.test", "1");
-    fetcher.set("b.test", Ok("<html>hello</html>"));
+    let (dns, bucket, fetcher) = published("<html>hello</html>");
     assert_eq!(engine(&bucket, &fetcher).policy("b.test", &dns, NOW).await, None, "an unparsable policy is no policy");
     assert_eq!(bucket.counts().1, 0, "and is not stored");
 

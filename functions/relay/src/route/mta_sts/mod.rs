@@ -90,7 +90,7 @@ impl MtaSts {
 
     /// The policy that applies to mail for `domain` at `now`, if any.
     pub async fn policy(&self, domain: &str, resolver: &dyn Resolver, now: i64) -> Option<Policy> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = crate::route::dns::ascii_domain(domain);
         let txt = match resolver.txt(&format!("_mta-sts.{domain}")).await {
             Lookup::Found(records) => policy::record_id(&records).map_or_else(Txt::Unavailable, Txt::Id),
             Lookup::NoData | Lookup::NxDomain => Txt::Unavailable("no _mta-sts TXT record".into()),
