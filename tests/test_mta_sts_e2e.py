@@ -193,6 +193,7 @@ def test_the_cached_policy_is_enforced_after_a_restart_with_the_policy_server_do
     ("not found", {"status": 404}, "HTTP 404"),
     ("html", {"content_type": "text/html"}, "is not text/plain"),
     ("untrusted certificate", {"self_signed": True}, "TLS: invalid peer certificate"),
+    ("slower than the 10 s limit", {"delay": 11}, "no answer within 10s"),
 ])
 def test_a_policy_that_cannot_be_fetched_is_not_applied(
         dns_server, capture_server, policy_server, loopback_hosts, spool, start_process, tls_ca, tls_cert,
