@@ -7,6 +7,10 @@
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
 //! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
 //! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
+//! Only a [`Hop::Smarthost`] target gets the smarthost's treatment (implicit TLS, a verified
+//! certificate, AUTH); MX hosts and routes are delivered to alike. A server whose greeting or
+//! EHLO/HELO reply gives our own name ends the attempt with a permanent loop verdict
+//! ([`loops::own_name_in`]).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -26,7 +30,7 @@ use tokio_rustls::TlsConnector;
 use super::Transport;
 use super::wire::{self, Extensions};
 use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
-use crate::route::Target;
+use crate::route::{Hop, Target, loops};
 
 /// [`Transport`] over TCP with STARTTLS or implicit TLS.
 pub struct SmtpTransport {
@@ -36,16 +40,21 @@ pub struct SmtpTransport {
     command_timeout: Duration,
     data_timeout: Duration,
     smarthost: Option<Smarthost>,
+    /// For MX hosts and routes: any certificate (see [`super::tls`]).
     tls: TlsConnector,
+    /// For the smarthost: its certificate verified.
+    smarthost_tls: Option<TlsConnector>,
 }
 
 impl SmtpTransport {
     /// Fails only when the smarthost's extra trust anchors cannot be read.
     pub fn new(cfg: &RelayConfig) -> Result<Self, ConfigError> {
-        let tls = match &cfg.smarthost {
-            None => super::tls::connector(),
-            Some(sh) => super::tls::verifying_connector(sh.ca.as_deref())
-                .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+        let smarthost_tls = match &cfg.smarthost {
+            None => None,
+            Some(sh) => Some(
+                super::tls::verifying_connector(sh.ca.as_deref())
+                    .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+            ),
         };
         Ok(Self {
             helo: cfg.helo_name.clone(),
@@ -54,7 +63,8 @@ impl SmtpTransport {
             command_timeout: cfg.command_timeout,
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
-            tls,
+            tls: super::tls::connector(),
+            smarthost_tls,
         })
     }
 }
@@ -63,11 +73,23 @@ impl SmtpTransport {
 struct Abort {
     verdict: Verdict,
     tls_failed: bool,
+    /// No other address is tried (a loop: the other addresses are most likely us too).
+    ends_attempt: bool,
 }
 
 impl From<Verdict> for Abort {
     fn from(verdict: Verdict) -> Self {
-        Self { verdict, tls_failed: false }
+        Self { verdict, tls_failed: false, ends_attempt: false }
+    }
+}
+
+impl Abort {
+    fn tls(verdict: Verdict, tls_failed: bool) -> Self {
+        Self { tls_failed, ..verdict.into() }
+    }
+
+    fn looped(verdict: Verdict) -> Self {
+        Self { ends_attempt: true, ..verdict.into() }
     }
 }
 
@@ -91,7 +113,10 @@ impl Transport for SmtpTransport {
                     Err(abort) => {
                         tracing::info!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr,
                             error = %abort.verdict.text(), "session failed");
-                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back();
+                        if abort.ends_attempt {
+                            return Attempt::all(job, &abort.verdict, Some(remote));
+                        }
+                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back(target);
                         last = (abort.verdict, Some(remote));
                         if !retry_plain {
                             break;
@@ -106,8 +131,14 @@ impl Transport for SmtpTransport {
 }
 
 impl SmtpTransport {
-    fn may_fall_back(&self) -> bool {
-        self.tls_mode == TlsMode::Opportunistic && self.smarthost.is_none()
+    fn may_fall_back(&self, target: &Target) -> bool {
+        self.tls_mode == TlsMode::Opportunistic && target.hop != Hop::Smarthost
+    }
+
+    /// The smarthost's settings when `target` is the smarthost, and its TLS connector.
+    fn smarthost_for(&self, target: &Target) -> Option<(&Smarthost, &TlsConnector)> {
+        (target.hop == Hop::Smarthost).then_some(())?;
+        Some((self.smarthost.as_ref()?, self.smarthost_tls.as_ref()?))
     }
 
     async fn session(
@@ -124,19 +155,22 @@ impl SmtpTransport {
             .map_err(|e| Verdict::deferred("4.4.1", format!("connect to {}: {e}", target.addr)))?;
         let _ = tcp.set_nodelay(true);
         let mut c = Conn { io: Box::new(tcp), buf: Vec::new(), timeout: self.command_timeout };
-        if self.smarthost.as_ref().is_some_and(|s| s.implicit_tls) {
-            c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: false })?;
+        let smarthost = self.smarthost_for(target);
+        let connector = smarthost.map_or(&self.tls, |(_, tls)| tls);
+        if smarthost.is_some_and(|(s, _)| s.implicit_tls) {
+            c = c.upgrade(connector, target).await.map_err(|e| Abort::tls(e, false))?;
             remote.tls = true;
         }
         let greeting = c.read_reply().await.map_err(net)?;
         if !greeting.is_positive() {
             return Err(Verdict::from_reply(greeting).into());
         }
+        c.refuse_own_name(&greeting, &self.helo).await?;
         let mut ext = c.hello(&self.helo).await?;
         if !remote.tls && ext.starttls && !plaintext {
             let r = c.command("STARTTLS").await.map_err(net)?;
             if r.code == 220 {
-                c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: true })?;
+                c = c.upgrade(connector, target).await.map_err(|e| Abort::tls(e, true))?;
                 remote.tls = true;
                 ext = c.hello(&self.helo).await?;
             }
@@ -145,7 +179,7 @@ impl SmtpTransport {
             c.quit().await;
             return Err(Verdict::deferred("4.7.4", "TLS is required but the server does not offer it").into());
         }
-        if let Some(Smarthost { user: Some(user), password: Some(password), .. }) = &self.smarthost {
+        if let Some((Smarthost { user: Some(user), password: Some(password), .. }, _)) = smarthost {
             if !remote.tls {
                 c.quit().await;
                 return Err(Verdict::deferred("4.7.0", "refusing to send credentials without TLS").into());
@@ -359,16 +393,30 @@ impl Conn {
     async fn hello(&mut self, name: &str) -> Result<Extensions, Abort> {
         let r = self.command(&format!("EHLO {name}")).await.map_err(net)?;
         if r.is_positive() {
+            self.refuse_own_name(&r, name).await?;
             return Ok(Extensions::parse(&r));
         }
         if r.is_permanent() {
             let h = self.command(&format!("HELO {name}")).await.map_err(net)?;
             if h.is_positive() {
+                self.refuse_own_name(&h, name).await?;
                 return Ok(Extensions::default());
             }
             return Err(Verdict::from_reply(h).into());
         }
         Err(Verdict::from_reply(r).into())
+    }
+
+    /// A greeting or EHLO/HELO reply naming the server `helo`, our own name, is a loop: QUIT and
+    /// end the attempt.
+    async fn refuse_own_name(&mut self, reply: &Reply, helo: &str) -> Result<(), Abort> {
+        match loops::own_name_in(reply, helo) {
+            None => Ok(()),
+            Some(looped) => {
+                self.quit().await;
+                Err(Abort::looped(looped))
+            }
+        }
     }
 
     /// AUTH PLAIN, else LOGIN. A refusal defers: it is a configuration problem, not the mail's.
