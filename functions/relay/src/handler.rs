@@ -1,7 +1,7 @@
 //! The relay's one entry point: a batch of SQS records in, the records to redeliver out.
 //!
 //! Per job: wait if it is early, skip recipients with a delivery record, fetch the message,
-//! route (MX or smarthost), deliver, then carry out the [`plan`](crate::decide::plan). Only S3/SQS
+//! route (a route, the smarthost or MX), deliver, then carry out the [`plan`](crate::decide::plan). Only S3/SQS
 //! failures — and jobs that cannot be read, so the DLQ gets them — become
 //! `batchItemFailures`; delivery problems are handled by re-enqueueing.
 

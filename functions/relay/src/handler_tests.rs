@@ -233,6 +233,27 @@ async fn two_copies_in_one_batch_reach_smtp_once() {
 }
 
 #[tokio::test]
+async fn a_domain_whose_best_mx_is_this_relay_bounces_once_without_smtp() {
+    let mut w = world(&[]);
+    // FakeDns answers MX 10 mx.<domain>: name that host as ours.
+    w.deps.config = testkit::config(&[("RELAY_LOCAL_NAMES", "mx.in.test")]);
+    let r = handle(event(&[job("in.test", &["bob@in.test", "carol@in.test"]).to_json()]), &w.deps).await;
+    assert!(r.batch_item_failures.is_empty());
+    assert!(w.smtp.calls.lock().unwrap().is_empty(), "never delivered to ourselves");
+    let queued = w.queue.0.lock().unwrap();
+    assert_eq!(queued.len(), 1, "one DSN and no retry job: {queued:?}");
+    let (dsn_job, _) = &queued[0];
+    assert_eq!((dsn_job.sender.as_str(), dsn_job.recipients[0].address.as_str()), ("", "alice@a.test"));
+    let spool = w.spool.0.lock().unwrap();
+    let dsn = String::from_utf8(spool[&dsn_job.message_key].clone()).unwrap();
+    assert!(dsn.contains("Status: 5.4.6") && dsn.contains("mail for in.test loops back to myself"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; bob@in.test") && dsn.contains("Final-Recipient: rfc822; carol@in.test")
+    );
+    assert_eq!(spool[&keys::record_key(QID, "bob@in.test")], b"bounced");
+}
+
+#[tokio::test]
 async fn an_enforce_policy_reaches_the_transport_as_verified_targets_of_listed_hosts_only() {
     let w = world(&[]);
     handle(event(&[job("sts.test", &["bob@sts.test"]).to_json()]), &w.deps).await;
