@@ -39,7 +39,7 @@ def own_modules(root):
     """Names a scanned folder provides itself (harness, resources, conftest, ...)."""
     names = set()
     for folder in SCANNED:
-        for path in (root / folder).iterdir():
+        for path in (root / folder).iterdir() if (root / folder).is_dir() else ():
             if path.suffix == ".py":
                 names.add(path.stem)
             elif path.is_dir() and (path / "__init__.py").exists():

@@ -15,6 +15,10 @@
 #
 # Never starts the Postfix daemon: Postfix is installed with "No configuration" and with
 # service starts blocked during the install.
+#
+#   infra/local/setup.sh            check, install what is missing, make the venv
+#   infra/local/setup.sh --check    only run the capability checks: one line each (ok or
+#                                   missing, with the packages), status 1 if any is missing
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/env.sh"
@@ -95,9 +99,20 @@ install_packages() {  # install_packages PKG...: one apt-get install, no recomme
     [ "$rc" = 0 ] || { log "apt-get failed ($rc)"; exit "$rc"; }
 }
 
+report_checks() {  # the --check mode: what is there and what is not, nothing installed
+    local i
+    run_checks
+    for i in "${!CAP_WHAT[@]}"; do
+        if [[ " ${FAILED[*]} " == *" $i "* ]]; then
+            echo "missing: ${CAP_WHAT[i]} (Debian: ${CAP_PKGS[i]}; check: ${CAP_CHECK[i]})"
+        else
+            echo "ok: ${CAP_WHAT[i]}"
+        fi
+    done
+    [ ${#FAILED[@]} -eq 0 ]
+}
+
 ensure_capabilities() {
-    CHECK_TMP="$(mktemp -d)"
-    trap 'rm -rf "$CHECK_TMP"' EXIT
     run_checks
     [ ${#FAILED[@]} -eq 0 ] && return
     local i p pkgs=()
@@ -147,6 +162,9 @@ install_venv() {
     exec 9>&-
 }
 
+CHECK_TMP="$(mktemp -d)"
+trap 'rm -rf "$CHECK_TMP"' EXIT
+if [ "${1:-}" = "--check" ]; then report_checks; exit; fi
 ensure_capabilities
 install_venv
 # Every run (quick: no import): a module a test started importing since the venv was made.
