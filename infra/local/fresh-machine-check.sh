@@ -114,6 +114,7 @@ cleanup() {
     done
     sleep 0.5
     local m
+    rm -f "$ROOT.debootstrap.log"
     for m in $(mounts_under_root | sort -r); do umount "$m" 2>/dev/null || umount -l "$m" || true; done
     if [ -n "$(mounts_under_root)" ]; then
         log "still mounted under $ROOT, not deleting it:"; mounts_under_root >&2
@@ -132,7 +133,6 @@ log "debootstrap $SUITE (minbase) from $MIRROR into $ROOT"
 mkdir -p "$DEB_CACHE"
 debootstrap --variant=minbase --cache-dir="$DEB_CACHE" "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -n 30 "$ROOT.debootstrap.log" >&2; die "debootstrap failed"; }
-rm -f "$ROOT.debootstrap.log"
 t_debootstrap=$((SECONDS - t0))
 
 # What the Debian installer leaves that debootstrap does not: every suite, a hosts file.
