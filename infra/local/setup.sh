@@ -54,7 +54,8 @@ cap "flock and setsid (setup.sh, localstack.sh)" "util-linux" \
 cap "Python 3.11 with venv and ensurepip (\$RELAY_PYTHON, pyenv, python3.11 or python3)" "python3.11 python3.11-venv" \
     'find_python'
 # The certificates of the tests are made by Python's `cryptography` (tests/harness.py), a module
-# of the venv: check_imports.py proves it importable with the others.
+# of the venv: check_imports.py proves it importable with the others. Rust (rustup, 1.95) is not
+# a Debian package and not installed here; only tests/run's cargo steps need it.
 
 # The checks too long for one line.
 
