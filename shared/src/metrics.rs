@@ -71,6 +71,13 @@ impl Metric {
     }
 }
 
+/// `METRICS_NAMESPACE`, checked ([`DEFAULT_NAMESPACE`] when unset).
+pub fn namespace(r: &crate::config::Reader) -> Result<String, crate::config::ConfigError> {
+    let ns = r.opt(NAMESPACE_VAR).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    valid_namespace(&ns).map_err(|e| crate::config::err(NAMESPACE_VAR, e))?;
+    Ok(ns)
+}
+
 /// Is `ns` a namespace CloudWatch accepts for custom metrics?
 pub fn valid_namespace(ns: &str) -> Result<(), String> {
     if ns.is_empty() || ns.len() > 255 {
@@ -168,7 +175,8 @@ impl Aggregator {
                     Kind::Counter if round == 0 => json!(counts[i]),
                     Kind::Counter => continue,
                     Kind::Seconds => {
-                        let chunk: Vec<f64> = samples[i].iter().skip(round * MAX_VALUES).take(MAX_VALUES).copied().collect();
+                        let chunk: Vec<f64> =
+                            samples[i].iter().skip(round * MAX_VALUES).take(MAX_VALUES).copied().collect();
                         if chunk.is_empty() {
                             continue;
                         }
@@ -268,7 +276,11 @@ impl Metrics {
     /// Metrics kept in memory (tests, benchmarks), with the system clock.
     pub fn memory(service: &'static str, metrics: &'static [Metric]) -> (Arc<Self>, Memory) {
         let sink = Memory::default();
-        let m = Self::new(Aggregator::new(DEFAULT_NAMESPACE, service, metrics), Box::new(SystemClock), Box::new(sink.clone()));
+        let m = Self::new(
+            Aggregator::new(DEFAULT_NAMESPACE, service, metrics),
+            Box::new(SystemClock),
+            Box::new(sink.clone()),
+        );
         (m, sink)
     }
 
@@ -333,8 +345,7 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_800_000_000_000;
-    static DEFS: &[Metric] =
-        &[Metric::counter("Sent"), Metric::counter("Bounced"), Metric::seconds("DeliveryDelay")];
+    static DEFS: &[Metric] = &[Metric::counter("Sent"), Metric::counter("Bounced"), Metric::seconds("DeliveryDelay")];
 
     fn parse(line: &str) -> Value {
         serde_json::from_str(line).unwrap()
@@ -361,7 +372,10 @@ mod tests {
                 {"Name": "DeliveryDelay", "Unit": "Seconds"}
             ])
         );
-        assert_eq!((v["Service"].as_str(), v["Sent"].as_u64(), v["Bounced"].as_u64()), (Some("relay"), Some(3), Some(0)));
+        assert_eq!(
+            (v["Service"].as_str(), v["Sent"].as_u64(), v["Bounced"].as_u64()),
+            (Some("relay"), Some(3), Some(0))
+        );
         assert_eq!(v["DeliveryDelay"], json!([4.0]));
         assert!(a.flush(T0 + 20_000).is_empty(), "the window starts empty again");
     }
@@ -385,7 +399,10 @@ mod tests {
         assert_eq!(sizes, [100, 100, 50]);
         assert_eq!(lines[0]["Sent"], 0, "counters ride on the first line");
         assert!(lines[1].get("Sent").is_none() && lines[2].get("Sent").is_none(), "and only there");
-        assert_eq!(lines[2]["_aws"]["CloudWatchMetrics"][0]["Metrics"], json!([{"Name": "DeliveryDelay", "Unit": "Seconds"}]));
+        assert_eq!(
+            lines[2]["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{"Name": "DeliveryDelay", "Unit": "Seconds"}])
+        );
         assert_eq!(lines[2]["DeliveryDelay"][49], 249.0);
     }
 
@@ -398,6 +415,14 @@ mod tests {
         assert_eq!(a.due_in(T0 + 9_999), Some(Duration::from_millis(1)));
         assert_eq!(a.due_in(T0 + 10_000), Some(Duration::ZERO));
         assert_eq!(a.due_in(T0 + 60_000), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn namespace_variable() {
+        let read = |v: &[(&str, &str)]| namespace(&crate::config::Reader(&crate::config::vars_with_spool(v)));
+        assert_eq!(read(&[]).unwrap(), "SmtpRelay");
+        assert_eq!(read(&[("METRICS_NAMESPACE", "Mail/Prod")]).unwrap(), "Mail/Prod");
+        assert_eq!(read(&[("METRICS_NAMESPACE", "AWS/SES")]).unwrap_err().var, "METRICS_NAMESPACE");
     }
 
     #[test]
@@ -467,7 +492,10 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let waited = opened.elapsed();
-            assert!(waited >= interval - Duration::from_millis(5) && waited < interval * 5, "round {round}: written after {waited:?}");
+            assert!(
+                waited >= interval - Duration::from_millis(5) && waited < interval * 5,
+                "round {round}: written after {waited:?}"
+            );
             assert_eq!(parse(&written()[round as usize - 1])["Sent"], round);
         }
     }

@@ -44,6 +44,9 @@ pub const RELAY_VARS: &[&str] = &[
     // Inbound gateway: per-domain next hops and the names loop detection knows us by.
     "RELAY_ROUTES",
     "RELAY_LOCAL_NAMES",
+    // Observability: delivery events and the metrics' namespace.
+    "RELAY_EVENTS_QUEUE_URL",
+    "METRICS_NAMESPACE",
 ];
 
 /// How to reach the smarthost.
@@ -95,6 +98,10 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// Long-poll wait of `relay poll` (≤ 20 s).
     pub poll_wait: Duration,
+    /// SQS queue that receives a delivery event per recipient outcome.
+    pub events_queue_url: Option<String>,
+    /// CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
 }
 
 impl RelayConfig {
@@ -169,6 +176,8 @@ impl RelayConfig {
             command_timeout: r.duration("RELAY_COMMAND_TIMEOUT", "5m")?,
             data_timeout: r.duration("RELAY_DATA_TIMEOUT", "10m")?,
             poll_wait,
+            events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
+            metrics_namespace: shared::metrics::namespace(&r)?,
         })
     }
 }
@@ -255,6 +264,7 @@ mod tests {
         assert_eq!(c.bounce_from, "MAILER-DAEMON@relay.example.org");
         assert_eq!(c.tls, TlsMode::Opportunistic);
         assert!(c.smarthost.is_none());
+        assert_eq!((c.events_queue_url.as_deref(), c.metrics_namespace.as_str()), (None, "SmtpRelay"));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -280,6 +290,7 @@ mod tests {
             (&[("RELAY_DNS_SERVERS", "8.8.8.8")], "RELAY_DNS_SERVERS"),
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
             (&[("RELAY_POLL_WAIT", "1m")], "RELAY_POLL_WAIT"),
+            (&[("METRICS_NAMESPACE", "no spaces")], "METRICS_NAMESPACE"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();
