@@ -118,19 +118,21 @@ mod tests {
     #[test]
     fn batches_respect_entries_bytes_and_order() {
         let kib = 1024;
-        // (sizes, groups, oversize)
-        let cases: &[(&[usize], &[Range<usize>], &[usize])] = &[
-            (&[], &[], &[]),
-            (&[100; 3], &[0..3], &[]),
-            (&[100; 25], &[0..10, 10..20, 20..25], &[]),
-            (&[100 * kib, 100 * kib, 100 * kib], &[0..2, 2..3], &[]),
-            (&[256 * kib, 1], &[0..1, 1..2], &[]),
-            (&[10, 300 * kib, 10, 10], &[0..1, 2..4], &[1]),
-            (&[300 * kib], &[], &[0]),
+        type Case = (Vec<usize>, Vec<(usize, usize)>, Vec<usize>);
+        // (sizes, groups as start..end, oversize)
+        let cases: Vec<Case> = vec![
+            (vec![], vec![], vec![]),
+            (vec![100; 3], vec![(0, 3)], vec![]),
+            (vec![100; 25], vec![(0, 10), (10, 20), (20, 25)], vec![]),
+            (vec![100 * kib; 3], vec![(0, 2), (2, 3)], vec![]),
+            (vec![256 * kib, 1], vec![(0, 1), (1, 2)], vec![]),
+            (vec![10, 300 * kib, 10, 10], vec![(0, 1), (2, 4)], vec![1]),
+            (vec![300 * kib], vec![], vec![0]),
         ];
         for (sizes, groups, oversize) in cases {
-            let (g, o) = batches(sizes);
-            assert_eq!((g.as_slice(), o.as_slice()), (*groups, *oversize), "{sizes:?}");
+            let (g, o) = batches(&sizes);
+            let got: Vec<(usize, usize)> = g.iter().map(|r| (r.start, r.end)).collect();
+            assert_eq!((got, o), (groups, oversize), "{sizes:?}");
             for r in &g {
                 assert!(r.len() <= MAX_BATCH_ENTRIES && sizes[r.clone()].iter().sum::<usize>() <= MAX_BATCH_BYTES);
             }
