@@ -34,6 +34,8 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_MEMORY_LIMIT",
     "INGRESS_SHUTDOWN_GRACE",
     "INGRESS_SPOOL",
+    // Observability: the namespace of the EMF metrics (shared with the relay).
+    "METRICS_NAMESPACE",
 ];
 
 /// Ingress settings.
@@ -65,6 +67,8 @@ pub struct IngressConfig {
     pub shutdown_grace: Duration,
     /// Where accepted mail goes.
     pub spool_mode: SpoolMode,
+    /// CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -167,6 +171,7 @@ impl IngressConfig {
                 SpoolMode::S3,
                 &[("s3", SpoolMode::S3), ("discard", SpoolMode::Discard)],
             )?,
+            metrics_namespace: shared::metrics::namespace(&r)?,
         })
     }
 }
@@ -194,6 +199,7 @@ mod tests {
         assert_eq!(c.postmaster, "postmaster@mx.example.org");
         assert!(!c.proxy_protocol);
         assert_eq!(c.spool_mode, SpoolMode::S3);
+        assert_eq!(c.metrics_namespace, "SmtpRelay");
     }
 
     #[test]
@@ -209,6 +215,7 @@ mod tests {
             (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
             (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
             (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
+            (&[("METRICS_NAMESPACE", "AWS/Mail")], "METRICS_NAMESPACE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),
