@@ -67,10 +67,18 @@ pub struct Mail {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    pub timestamp: String,
     pub processing_time_millis: i64,
     pub recipients: Vec<String>,
     pub smtp_response: String,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// The members every event's own object has: when, where the attempt ended, who reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub timestamp: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_mta_ip: Option<String>,
     #[serde(rename = "reportingMTA")]
@@ -83,11 +91,8 @@ pub struct Bounce {
     pub bounce_type: &'static str,
     pub bounce_sub_type: &'static str,
     pub bounced_recipients: Vec<BouncedRecipient>,
-    pub timestamp: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_mta_ip: Option<String>,
-    #[serde(rename = "reportingMTA")]
-    pub reporting_mta: String,
+    #[serde(flatten)]
+    pub report: Report,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,14 +107,11 @@ pub struct BouncedRecipient {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryDelay {
-    pub timestamp: String,
     pub delay_type: &'static str,
     pub expiration_time: String,
     pub delayed_recipients: Vec<DelayedRecipient>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_mta_ip: Option<String>,
-    #[serde(rename = "reportingMTA")]
-    pub reporting_mta: String,
+    #[serde(flatten)]
+    pub report: Report,
     pub next_attempt_time: String,
     pub attempt: u32,
 }
@@ -159,23 +161,20 @@ pub fn build(job: &Job, attempt: &Attempt, plan: &Plan, now: i64, cfg: &RelayCon
         source_ip: source_ip(&job.received_from),
         destination: job.recipients.iter().take(MAX_DESTINATION).map(|r| r.address.clone()).collect(),
     };
-    let reporting_mta = cfg.helo_name.clone();
+    let report = Report { timestamp: iso(now), remote_mta_ip: remote_ip, reporting_mta: cfg.helo_name.clone() };
     let mut events = Vec::with_capacity(plan.log.len());
     for line in &plan.log {
         let Some((_, verdict)) = attempt.outcomes.iter().find(|(a, _)| *a == line.recipient) else { continue };
         let mail = mail.clone();
-        let reporting_mta = reporting_mta.clone();
-        let remote_mta_ip = remote_ip.clone();
+        let report = report.clone();
         let event = match line.status {
             "sent" => Event::Delivery {
                 mail,
                 delivery: Delivery {
-                    timestamp: iso(now),
                     processing_time_millis: (now - job.first_seen).max(0) * 1000,
                     recipients: vec![line.recipient.clone()],
                     smtp_response: verdict.text(),
-                    remote_mta_ip,
-                    reporting_mta,
+                    report,
                 },
             },
             "bounced" => Event::Bounce {
@@ -189,15 +188,13 @@ pub fn build(job: &Job, attempt: &Attempt, plan: &Plan, now: i64, cfg: &RelayCon
                         status: verdict.status.clone(),
                         diagnostic_code: diagnostic_code(verdict, &line.reply),
                     }],
-                    timestamp: iso(now),
-                    remote_mta_ip,
-                    reporting_mta: format!("dns; {reporting_mta}"),
+                    // SES names the reporting MTA as a DSN does (RFC 3464 §2.2.2).
+                    report: Report { reporting_mta: format!("dns; {}", report.reporting_mta), ..report },
                 },
             },
             _ => Event::DeliveryDelay {
                 mail,
                 delivery_delay: DeliveryDelay {
-                    timestamp: iso(now),
                     delay_type: delay_type(verdict),
                     expiration_time: iso(job.first_seen + cfg.queue_lifetime.as_secs() as i64),
                     delayed_recipients: vec![DelayedRecipient {
@@ -205,8 +202,7 @@ pub fn build(job: &Job, attempt: &Attempt, plan: &Plan, now: i64, cfg: &RelayCon
                         status: verdict.status.clone(),
                         diagnostic_code: diagnostic_code(verdict, &line.reply),
                     }],
-                    remote_mta_ip,
-                    reporting_mta,
+                    report,
                     next_attempt_time: iso(now + line.delay.unwrap_or(0) as i64),
                     attempt: job.attempt + 1,
                 },
