@@ -5,7 +5,8 @@
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
 //! * [`metrics`] — what the ingress counts (Accepted, Rejected, TempFailed); [`health`] — the
 //!   container's health check (`ingress health`);
-//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O.
+//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
+//! * [`tables`] — the AUTH file and recipient table, re-read on SIGHUP.
 
 pub mod auth;
 pub mod body;
@@ -22,4 +23,5 @@ pub mod received;
 pub mod replies;
 pub mod session;
 pub mod spool;
+pub mod tables;
 pub mod tls;

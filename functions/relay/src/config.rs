@@ -44,6 +44,9 @@ pub const RELAY_VARS: &[&str] = &[
     // Inbound gateway: per-domain next hops and the names loop detection knows us by.
     "RELAY_ROUTES",
     "RELAY_LOCAL_NAMES",
+    // MTA-STS and verified TLS to MX hosts
+    "RELAY_MTA_STS",
+    "RELAY_TLS_CA",
     // Observability: delivery events and the metrics' namespace.
     "RELAY_EVENTS_QUEUE_URL",
     "METRICS_NAMESPACE",
@@ -98,6 +101,11 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// Long-poll wait of `relay poll` (≤ 20 s).
     pub poll_wait: Duration,
+    /// Apply the MTA-STS policies of recipient domains to MX delivery (`RELAY_MTA_STS`).
+    pub mta_sts: bool,
+    /// PEM file of extra trust anchors for the certificates the relay verifies besides the
+    /// smarthost's: MTA-STS policy hosts and MX hosts under an `enforce` policy (`RELAY_TLS_CA`).
+    pub tls_ca: Option<PathBuf>,
     /// SQS queue that receives a delivery event per recipient outcome.
     pub events_queue_url: Option<String>,
     /// CloudWatch namespace of the EMF metrics.
@@ -176,6 +184,8 @@ impl RelayConfig {
             command_timeout: r.duration("RELAY_COMMAND_TIMEOUT", "5m")?,
             data_timeout: r.duration("RELAY_DATA_TIMEOUT", "10m")?,
             poll_wait,
+            mta_sts: r.choice("RELAY_MTA_STS", true, &[("on", true), ("off", false)])?,
+            tls_ca: r.path("RELAY_TLS_CA")?,
             events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
             metrics_namespace: shared::metrics::namespace(&r)?,
         })
@@ -264,6 +274,9 @@ mod tests {
         assert_eq!(c.bounce_from, "MAILER-DAEMON@relay.example.org");
         assert_eq!(c.tls, TlsMode::Opportunistic);
         assert!(c.smarthost.is_none());
+        assert!(c.mta_sts, "MTA-STS is on by default");
+        assert_eq!(c.tls_ca, None);
+        assert!(!RelayConfig::from_vars(&vars(&[("RELAY_MTA_STS", "off")])).unwrap().mta_sts);
         assert_eq!((c.events_queue_url.as_deref(), c.metrics_namespace.as_str()), (None, "SmtpRelay"));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
@@ -290,6 +303,8 @@ mod tests {
             (&[("RELAY_DNS_SERVERS", "8.8.8.8")], "RELAY_DNS_SERVERS"),
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
             (&[("RELAY_POLL_WAIT", "1m")], "RELAY_POLL_WAIT"),
+            (&[("RELAY_MTA_STS", "enforce")], "RELAY_MTA_STS"),
+            (&[("RELAY_TLS_CA", "/nonexistent.pem")], "RELAY_TLS_CA"),
             (&[("METRICS_NAMESPACE", "no spaces")], "METRICS_NAMESPACE"),
         ];
         for (pairs, var) in cases {

@@ -24,7 +24,7 @@ use crate::decide::events::{self, Event};
 use crate::decide::outcome::Attempt;
 use crate::decide::plan::{self, Plan, Report};
 use crate::deliver::Transport;
-use crate::route::{self, Resolver};
+use crate::route::{self, MtaSts, Resolver};
 use crate::store::{EventSink, Queue, Spool, StoreError};
 
 /// Unix seconds, injectable for tests.
@@ -47,6 +47,8 @@ pub struct Deps {
     pub spool: Box<dyn Spool>,
     pub queue: Box<dyn Queue>,
     pub resolver: Box<dyn Resolver>,
+    /// MTA-STS policies of recipient domains (used when `config.mta_sts` is on).
+    pub mta_sts: MtaSts,
     pub transport: Box<dyn Transport>,
     pub clock: Box<dyn Clock>,
     /// `RELAY_EVENTS_QUEUE_URL`'s queue, when set.
@@ -138,7 +140,8 @@ async fn process(mut job: Job, deps: &Deps, out: &mut Vec<Event>) -> Result<(), 
         return Ok(());
     }
     let message = deps.spool.get_message(&job.message_key).await?;
-    let attempt = match route::route(&job, &deps.config, deps.resolver.as_ref()).await {
+    let routed = route::route(&job, &deps.config, deps.resolver.as_ref(), &deps.mta_sts, now).await;
+    let attempt = match routed {
         Ok(targets) => deps.transport.deliver(&targets, &job, &message).await,
         Err(verdict) => Attempt::all(&job, &verdict, None),
     };
@@ -162,6 +165,8 @@ fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
             relay = %remote.host,
             addr = %addr,
             tls = remote.tls,
+            tls_verified = remote.tls_verified,
+            tls_policy = remote.tls_policy.as_str(),
             reply = %l.reply,
             attempt = job.attempt + 1,
             delay = l.delay,

@@ -1,14 +1,15 @@
-//! Builders shared by the unit tests: a configuration from a few variables, a job, and a DNS
-//! resolver answering from a table.
+//! Builders shared by the unit tests: a configuration from a few variables, a job, a DNS
+//! resolver answering from a table, and MTA-STS with a scripted policy fetcher.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use crate::config::RelayConfig;
-use crate::route::{Lookup, Resolver};
+use crate::route::{Lookup, MtaSts, Resolver};
+use crate::store::memory::MemorySpool;
 use shared::{Job, Recipient};
 
 /// The queue id of [`job`]s.
@@ -63,4 +64,38 @@ impl Resolver for StaticDns {
         self.asked.lock().unwrap().push(format!("A/AAAA {host}"));
         self.ips.get(host).cloned().unwrap_or(Lookup::NxDomain)
     }
+}
+
+/// A policy [`Fetcher`](crate::route::mta_sts::Fetcher) answering from a table (domain → policy
+/// text or error; an unknown domain has no policy server), remembering every domain asked.
+#[derive(Clone, Default)]
+pub struct FakeFetcher {
+    pub answers: Arc<Mutex<HashMap<String, Result<String, String>>>>,
+    pub calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeFetcher {
+    /// Answer `domain` with `answer` from now on.
+    pub fn set(&self, domain: &str, answer: Result<&str, &str>) {
+        let answer = answer.map(str::to_string).map_err(str::to_string);
+        self.answers.lock().unwrap().insert(domain.to_string(), answer);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl crate::route::mta_sts::Fetcher for FakeFetcher {
+    async fn fetch(&self, domain: &str, _resolver: &dyn Resolver) -> Result<String, String> {
+        self.calls.lock().unwrap().push(domain.to_string());
+        let answers = self.answers.lock().unwrap();
+        answers.get(domain).cloned().unwrap_or_else(|| Err(format!("mta-sts.{domain}: connection refused")))
+    }
+}
+
+/// MTA-STS over the in-memory spool with a [`FakeFetcher`].
+pub fn mta_sts(spool: &MemorySpool, fetcher: &FakeFetcher) -> MtaSts {
+    MtaSts::new(Box::new(spool.clone()), Box::new(fetcher.clone()))
 }

@@ -277,7 +277,7 @@ mod tests {
                 host: "mx.b.test".into(),
                 addr: Some("198.51.100.25:25".parse().unwrap()),
                 tls: true,
-                dsn: false,
+                ..Remote::default()
             }),
         };
         let now = T0 + 90;

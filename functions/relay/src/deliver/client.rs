@@ -5,7 +5,9 @@
 //! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
-//! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
+//! the same address, as Postfix does; `RELAY_TLS=required`, smarthosts and targets that require
+//! verified TLS (MTA-STS `enforce`, [`TlsRequirement::Verified`]) never fall back, and the last
+//! are never sent anything but over TLS with a certificate valid for the MX name.
 //! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
 //! Only a [`Hop::Smarthost`] target gets the smarthost's treatment (implicit TLS, a verified
 //! certificate, AUTH); MX hosts and routes are delivered to alike. A server whose greeting or
@@ -25,12 +27,12 @@ use shared::{Job, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
 
 use super::Transport;
+use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
 use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
-use crate::route::{Hop, Target, loops};
+use crate::route::{Hop, Target, TlsRequirement, loops};
 
 /// [`Transport`] over TCP with STARTTLS or implicit TLS.
 pub struct SmtpTransport {
@@ -40,21 +42,24 @@ pub struct SmtpTransport {
     command_timeout: Duration,
     data_timeout: Duration,
     smarthost: Option<Smarthost>,
-    /// For MX hosts and routes: any certificate (see [`super::tls`]).
-    tls: TlsConnector,
-    /// For the smarthost: its certificate verified.
-    smarthost_tls: Option<TlsConnector>,
+    /// For MX hosts and routes: any certificate, checked against web PKI + `RELAY_TLS_CA` for
+    /// the log (see [`super::tls`]).
+    tls: TlsClient,
+    /// For MX hosts that must prove their name (MTA-STS `enforce`): verified in the handshake.
+    verified_tls: TlsClient,
+    /// For the smarthost: its certificate verified (web PKI + `RELAY_SMARTHOST_CA`).
+    smarthost_tls: Option<TlsClient>,
 }
 
 impl SmtpTransport {
-    /// Fails only when the smarthost's extra trust anchors cannot be read.
+    /// Fails only when extra trust anchors (`RELAY_TLS_CA`, `RELAY_SMARTHOST_CA`) cannot be read.
     pub fn new(cfg: &RelayConfig) -> Result<Self, ConfigError> {
+        let roots = tls::roots(cfg.tls_ca.as_deref()).map_err(|reason| ConfigError { var: "RELAY_TLS_CA", reason })?;
         let smarthost_tls = match &cfg.smarthost {
             None => None,
-            Some(sh) => Some(
-                super::tls::verifying_connector(sh.ca.as_deref())
-                    .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
-            ),
+            Some(sh) => Some(TlsClient::verifying(
+                tls::roots(sh.ca.as_deref()).map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+            )),
         };
         Ok(Self {
             helo: cfg.helo_name.clone(),
@@ -63,7 +68,8 @@ impl SmtpTransport {
             command_timeout: cfg.command_timeout,
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
-            tls: super::tls::connector(),
+            tls: TlsClient::opportunistic(roots.clone()),
+            verified_tls: TlsClient::verifying(roots),
             smarthost_tls,
         })
     }
@@ -107,7 +113,12 @@ impl Transport for SmtpTransport {
         for target in targets {
             let mut plaintext = false;
             loop {
-                let mut remote = Remote { host: target.host.clone(), addr: Some(target.addr), ..Remote::default() };
+                let mut remote = Remote {
+                    host: target.host.clone(),
+                    addr: Some(target.addr),
+                    tls_policy: target.tls,
+                    ..Remote::default()
+                };
                 match self.session(target, job, message, &mut remote, plaintext).await {
                     Ok(outcomes) => return Attempt { outcomes, remote: Some(remote) },
                     Err(abort) => {
@@ -132,11 +143,13 @@ impl Transport for SmtpTransport {
 
 impl SmtpTransport {
     fn may_fall_back(&self, target: &Target) -> bool {
-        self.tls_mode == TlsMode::Opportunistic && target.hop != Hop::Smarthost
+        self.tls_mode == TlsMode::Opportunistic
+            && target.hop != Hop::Smarthost
+            && target.tls != TlsRequirement::Verified
     }
 
-    /// The smarthost's settings when `target` is the smarthost, and its TLS connector.
-    fn smarthost_for(&self, target: &Target) -> Option<(&Smarthost, &TlsConnector)> {
+    /// The smarthost's settings when `target` is the smarthost, and its TLS client.
+    fn smarthost_for(&self, target: &Target) -> Option<(&Smarthost, &TlsClient)> {
         (target.hop == Hop::Smarthost).then_some(())?;
         Some((self.smarthost.as_ref()?, self.smarthost_tls.as_ref()?))
     }
@@ -156,10 +169,14 @@ impl SmtpTransport {
         let _ = tcp.set_nodelay(true);
         let mut c = Conn { io: Box::new(tcp), buf: Vec::new(), timeout: self.command_timeout };
         let smarthost = self.smarthost_for(target);
-        let connector = smarthost.map_or(&self.tls, |(_, tls)| tls);
+        let tls = match (smarthost, target.tls) {
+            (Some((_, smarthost_tls)), _) => smarthost_tls,
+            (None, TlsRequirement::Verified) => &self.verified_tls,
+            (None, _) => &self.tls,
+        };
         if smarthost.is_some_and(|(s, _)| s.implicit_tls) {
-            c = c.upgrade(connector, target).await.map_err(|e| Abort::tls(e, false))?;
-            remote.tls = true;
+            let (conn, verified) = c.upgrade(tls, target).await.map_err(|e| Abort::tls(e, false))?;
+            (c, remote.tls, remote.tls_verified) = (conn, true, verified);
         }
         let greeting = c.read_reply().await.map_err(net)?;
         if !greeting.is_positive() {
@@ -170,14 +187,23 @@ impl SmtpTransport {
         if !remote.tls && ext.starttls && !plaintext {
             let r = c.command("STARTTLS").await.map_err(net)?;
             if r.code == 220 {
-                c = c.upgrade(connector, target).await.map_err(|e| Abort::tls(e, true))?;
-                remote.tls = true;
+                let (conn, verified) = c.upgrade(tls, target).await.map_err(|e| Abort::tls(e, true))?;
+                (c, remote.tls, remote.tls_verified) = (conn, true, verified);
                 ext = c.hello(&self.helo).await?;
             }
         }
-        if !remote.tls && self.tls_mode == TlsMode::Required {
+        if !remote.tls && (self.tls_mode == TlsMode::Required || target.tls == TlsRequirement::Verified) {
             c.quit().await;
-            return Err(Verdict::deferred("4.7.4", "TLS is required but the server does not offer it").into());
+            let why = match target.tls {
+                TlsRequirement::Verified => "the domain's MTA-STS policy requires TLS but the server does not offer it",
+                _ => "TLS is required but the server does not offer it",
+            };
+            return Err(Verdict::deferred("4.7.4", why).into());
+        }
+        if target.tls == TlsRequirement::Report && !(remote.tls && remote.tls_verified) {
+            let failure = if remote.tls { "certificate not valid for the MX name" } else { "no TLS" };
+            tracing::warn!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr, failure,
+                "mta-sts testing: an enforce policy would refuse this session (delivering anyway)");
         }
         if let Some((Smarthost { user: Some(user), password: Some(password), .. }, _)) = smarthost {
             if !remote.tls {
@@ -443,17 +469,18 @@ impl Conn {
         Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail }.into())
     }
 
-    async fn upgrade(self, connector: &TlsConnector, target: &Target) -> Result<Conn, Verdict> {
+    /// The TLS handshake; the connection and whether the certificate is valid for the host.
+    async fn upgrade(self, client: &TlsClient, target: &Target) -> Result<(Conn, bool), Verdict> {
         if !self.buf.is_empty() {
             // Bytes after the 220 were sent in plaintext and must not be read as if under TLS.
             return Err(Verdict::deferred("4.7.5", "server sent data after STARTTLS"));
         }
-        let name = super::tls::server_name(&target.host, target.addr.ip());
-        let tls = timeout(self.timeout, connector.connect(name, self.io))
+        let name = tls::server_name(&target.host, target.addr.ip());
+        let (tls, verified) = timeout(self.timeout, client.connect(name, self.io))
             .await
             .map_err(|_| Verdict::deferred("4.7.5", "TLS handshake timed out"))?
             .map_err(|e| Verdict::deferred("4.7.5", format!("TLS handshake failed: {e}")))?;
-        Ok(Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout })
+        Ok((Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout }, verified))
     }
 
     async fn quit(&mut self) {

@@ -107,7 +107,7 @@ fn job(rcpts: &[&str]) -> Job {
 }
 
 fn target(addr: std::net::SocketAddr) -> Target {
-    Target { host: "mx.b.test".into(), addr, hop: Hop::Mx }
+    Target::new("mx.b.test", addr, Hop::Mx)
 }
 
 const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n";
@@ -251,7 +251,7 @@ async fn a_route_gets_mx_treatment_even_with_a_smarthost_configured() {
     // The route's server offers AUTH and a broken STARTTLS: like an MX, the relay falls back to
     // plaintext (no implicit TLS, no certificate check) and never sends the smarthost's password.
     let (addr, seen) = server(Script { broken_starttls: true, ..Script::ehlo(AUTH) }).await;
-    let route = Target { host: "mail.internal".into(), addr, hop: Hop::Route };
+    let route = Target::new("mail.internal", addr, Hop::Route);
     let a = transport(&cfg).deliver(&[route], &job(&["ok@b.test"]), b"x\r\n").await;
     assert_eq!(a.outcomes[0].1.class, Class::Sent, "{a:?}");
     {
@@ -262,8 +262,26 @@ async fn a_route_gets_mx_treatment_even_with_a_smarthost_configured() {
 
     // The same server as the smarthost: implicit TLS (465) is attempted and fails; no fallback.
     let (addr, seen) = server(Script::ehlo(AUTH)).await;
-    let smarthost = Target { host: "smtp.provider.test".into(), addr, hop: Hop::Smarthost };
+    let smarthost = Target::new("smtp.provider.test", addr, Hop::Smarthost);
     let a = transport(&cfg).deliver(&[smarthost], &job(&["ok@b.test"]), b"x\r\n").await;
     assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"), "{a:?}");
     assert!(seen.lock().unwrap().commands.is_empty(), "nothing sent in plaintext to the smarthost");
+}
+
+#[tokio::test]
+async fn a_verified_target_gets_nothing_in_plaintext() {
+    let verified = |addr| Target { tls: TlsRequirement::Verified, ..target(addr) };
+    let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
+    let a = transport(&[]).deliver(&[verified(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.4"));
+    assert!(a.outcomes[0].1.detail.contains("MTA-STS"), "{a:?}");
+    let remote = a.remote.unwrap();
+    assert_eq!((remote.tls, remote.tls_verified, remote.tls_policy), (false, false, TlsRequirement::Verified));
+    assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
+
+    // A failed handshake is not retried in plaintext, unlike opportunistic TLS.
+    let (addr, seen) = server(Script { broken_starttls: true, ..Script::ehlo(STARTTLS) }).await;
+    let a = transport(&[]).deliver(&[verified(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"));
+    assert_eq!(seen.lock().unwrap().connections, 1);
 }

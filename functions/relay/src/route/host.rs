@@ -11,7 +11,7 @@ use crate::decide::outcome::Verdict;
 
 /// The addresses of `host`, each on `port`, tagged with `hop`.
 pub async fn targets(resolver: &dyn Resolver, host: &str, port: u16, hop: Hop) -> Result<Vec<Target>, Verdict> {
-    let target = |ip: IpAddr| Target { host: host.to_string(), addr: (ip, port).into(), hop };
+    let target = |ip: IpAddr| Target::new(host, (ip, port).into(), hop);
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![target(ip)]);
     }
@@ -37,10 +37,7 @@ mod tests {
             .ips("nodata.internal", Lookup::NoData)
             .ips("flaky.internal", Lookup::Failed("SERVFAIL".into()));
         let lit = targets(&dns, "127.0.0.1", 465, Hop::Smarthost).await.unwrap();
-        assert_eq!(
-            lit,
-            [Target { host: "127.0.0.1".into(), addr: "127.0.0.1:465".parse().unwrap(), hop: Hop::Smarthost }]
-        );
+        assert_eq!(lit, [Target::new("127.0.0.1", "127.0.0.1:465".parse().unwrap(), Hop::Smarthost)]);
         assert_eq!(
             targets(&dns, "2001:db8::9", 25, Hop::Route).await.unwrap()[0].addr,
             "[2001:db8::9]:25".parse().unwrap()

@@ -7,6 +7,9 @@
 //! relay and every MX no better than it: a domain whose best MX is us bounces (`5.4.6`); as a
 //! backup MX we try only the better hosts, and when none of them has an address the mail waits
 //! (`4.4.4`, Postfix's "unable to find primary relay") instead of bouncing.
+//!
+//! It is [`exchanges`] (host names) then [`addresses`], so that the route stage can drop hosts in
+//! between (an MTA-STS policy) before the address limit is spent on them.
 
 use std::net::IpAddr;
 
@@ -15,7 +18,7 @@ use rand::seq::SliceRandom;
 
 use super::dns::{Lookup, Resolver};
 use super::loops::{self, SelfMx};
-use super::{Hop, Target};
+use super::{Hop, Target, TlsRequirement};
 use crate::decide::outcome::Verdict;
 
 /// Addresses tried per attempt, across all hosts (Postfix's `smtp_mx_address_limit` is 5).
@@ -42,14 +45,35 @@ pub async fn targets(
     port: u16,
     own_names: &[String],
 ) -> Result<Vec<Target>, Verdict> {
-    // An address literal (`user@[192.0.2.1]`, `user@[IPv6:2001:db8::1]`) names the host itself.
-    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-        let ip = literal.get(..5).filter(|p| p.eq_ignore_ascii_case("IPv6:")).map_or(literal, |_| &literal[5..]);
-        return match ip.parse::<IpAddr>() {
-            Ok(ip) => Ok(vec![Target { host: domain.to_string(), addr: (ip, port).into(), hop: Hop::Mx }]),
-            Err(_) => Err(Verdict::failed("5.1.2", format!("{domain} is not an address literal"))),
-        };
+    if let Some(literal) = literal(domain, port) {
+        return literal;
     }
+    let exchanges = exchanges(resolver, domain, own_names).await?;
+    addresses(resolver, domain, exchanges, port, TlsRequirement::Default).await
+}
+
+/// An address literal (`user@[192.0.2.1]`, `user@[IPv6:2001:db8::1]`) names the host itself:
+/// its one target, or a permanent failure when it is no address; `None` for a domain name.
+pub fn literal(domain: &str, port: u16) -> Option<Result<Vec<Target>, Verdict>> {
+    let literal = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']'))?;
+    let ip = literal.get(..5).filter(|p| p.eq_ignore_ascii_case("IPv6:")).map_or(literal, |_| &literal[5..]);
+    Some(match ip.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![Target::new(domain, (ip, port).into(), Hop::Mx)]),
+        Err(_) => Err(Verdict::failed("5.1.2", format!("{domain} is not an address literal"))),
+    })
+}
+
+/// The mail exchangers of a domain to try, in order, after the loop rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchanges {
+    pub hosts: Vec<String>,
+    /// This relay is a backup MX of the domain: the hosts are the better ones.
+    pub backup: bool,
+}
+
+/// The MX hosts of `domain` by preference (the domain itself when it has no MX records), this
+/// relay and every host no better than it dropped.
+pub async fn exchanges(resolver: &dyn Resolver, domain: &str, own_names: &[String]) -> Result<Exchanges, Verdict> {
     let records = match resolver.mx(domain).await {
         Lookup::Found(records) if records.len() == 1 && records[0].1.is_empty() => {
             return Err(Verdict::failed("5.1.10", format!("{domain} does not accept mail (null MX, RFC 7505)")));
@@ -66,16 +90,24 @@ pub async fn targets(
         SelfMx::Backup(better) => (better, true),
         SelfMx::Best => return Err(loops::loops_back(domain)),
     };
-    let hosts = order_mx(records, &mut rand::rng());
+    Ok(Exchanges { hosts: order_mx(records, &mut rand::rng()), backup })
+}
+
+/// The addresses of the exchangers in order, at most [`MAX_ADDRESSES`], each target with `tls`.
+pub async fn addresses(
+    resolver: &dyn Resolver,
+    domain: &str,
+    exchanges: Exchanges,
+    port: u16,
+    tls: TlsRequirement,
+) -> Result<Vec<Target>, Verdict> {
     let mut out = Vec::new();
     let mut temporary = None;
-    for host in hosts {
+    for host in exchanges.hosts {
         match resolver.ips(&host).await {
-            Lookup::Found(ips) => out.extend(ips.into_iter().map(|ip| Target {
-                host: host.clone(),
-                addr: (ip, port).into(),
-                hop: Hop::Mx,
-            })),
+            Lookup::Found(ips) => out.extend(
+                ips.into_iter().map(|ip| Target { tls, ..Target::new(host.clone(), (ip, port).into(), Hop::Mx) }),
+            ),
             Lookup::Failed(e) => temporary = Some(format!("address lookup for {host} failed: {e}")),
             Lookup::NoData | Lookup::NxDomain => {}
         }
@@ -88,7 +120,9 @@ pub async fn targets(
         (false, _) => Ok(out),
         (true, Some(e)) => Err(Verdict::deferred("4.4.3", e)),
         // As a backup MX, holding the mail is our job while the primaries are unreachable.
-        (true, None) if backup => Err(Verdict::deferred("4.4.4", format!("unable to find primary relay for {domain}"))),
+        (true, None) if exchanges.backup => {
+            Err(Verdict::deferred("4.4.4", format!("unable to find primary relay for {domain}")))
+        }
         (true, None) => Err(Verdict::failed("5.4.4", format!("no address for any mail exchanger of {domain}"))),
     }
 }
@@ -152,10 +186,7 @@ mod tests {
             ["mx1.two.test [2001:db8::1]:2525", "mx1.two.test 192.0.2.1:2525", "mx2.two.test 192.0.2.2:2525"]
         );
         let implicit = targets(&t, "implicit.test", 25, &[]).await.unwrap();
-        assert_eq!(
-            implicit,
-            vec![Target { host: "implicit.test".into(), addr: "192.0.2.9:25".parse().unwrap(), hop: Hop::Mx }]
-        );
+        assert_eq!(implicit, vec![Target::new("implicit.test", "192.0.2.9:25".parse().unwrap(), Hop::Mx)]);
 
         let lit = targets(&t, "[IPv6:2001:db8::5]", 25, &[]).await.unwrap();
         assert_eq!(lit[0].addr, "[2001:db8::5]:25".parse().unwrap());

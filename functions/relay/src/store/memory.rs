@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use shared::{Job, keys};
 
 use crate::decide::events::Event;
-use crate::store::{EventSink, Queue, Spool, StoreError};
+use crate::store::{EventSink, PolicyStore, Queue, Spool, StoreError};
 
-/// Objects by key: messages at their message keys, delivery records at their record keys.
+/// Objects by key: messages at their message keys, delivery records at their record keys, MTA-STS
+/// policies at their policy keys.
 #[derive(Clone, Default)]
 pub struct MemorySpool(pub Arc<Mutex<HashMap<String, Vec<u8>>>>);
 
@@ -36,6 +37,17 @@ impl Spool for MemorySpool {
     }
     async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         self.0.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PolicyStore for MemorySpool {
+    async fn get_policy(&self, domain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().unwrap().get(&keys::mta_sts_key(domain)).cloned())
+    }
+    async fn put_policy(&self, domain: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(keys::mta_sts_key(domain), json);
         Ok(())
     }
 }
