@@ -8,7 +8,7 @@
 #      install writes;
 #   2. copies the project into it (the working tree's files, or `git archive REV` with --rev),
 #      and mounts the host's built binaries read-only at /opt/relay-bin (RELAY_BIN_DIR) — the
-#      Rust toolchain is not needed inside;
+#      Rust toolchain is not needed inside, except by the tests that run cargo or rustc (--rust);
 #   3. chroots into it (/proc, /sys, /dev mounted; the network, loopback included, is the
 #      host's) with an empty environment, and there runs infra/local/setup.sh (timed), setup.sh
 #      again (the quick path, timed), infra/check-template.sh (unless --no-template), LocalStack
@@ -18,13 +18,19 @@
 #      pids whose root is the scratch directory), unmounts, and deletes the directory (--keep
 #      leaves it, unmounted).
 #
-#   infra/local/fresh-machine-check.sh [--rev REV] [--with PKG,...] [--keep] [--no-template]
-#                                      [--bin-dir DIR] [pytest paths or args...]
+#   infra/local/fresh-machine-check.sh [--rev REV] [--with PKG,...] [--rust] [--keep]
+#                                      [--no-template] [--bin-dir DIR] [pytest paths or args...]
 #
 # --with installs Debian packages (apt-get, recommends included) into the fresh system before the
 # setup, to model a machine that has more than minbase, e.g. `--with python3.11-venv` for one
 # that already has Python. (debootstrap --include cannot: it resolves neither alternatives nor
 # the -updates and -security suites.)
+#
+# --rust gives the machine the Rust toolchain the README asks for, as rustup leaves it: the
+# host's toolchains (RUSTUP_HOME) mounted read-only at /root/.rustup, its rustup proxies copied
+# to /root/.cargo/bin, and an empty, writable CARGO_HOME; `cargo fetch` then downloads the
+# crates as `cargo build` in a full ./tests/run would. Without it the entrypoint tests skip
+# (no rustc) and the cargo-lambda test fails (`cargo metadata`).
 #
 # Default tests: tests/test_ingress_clients.py tests/test_pipeline_e2e.py tests/test_harness.py
 # (pass `tests/` for the whole suite). Default binaries: target/debug of this checkout
@@ -40,12 +46,13 @@ SUITE=bookworm
 DEFAULT_TESTS=(tests/test_ingress_clients.py tests/test_pipeline_e2e.py tests/test_harness.py)
 DEB_CACHE="$HOME/.cache/smtp-relay/debootstrap"
 
-rev="" with="" keep=0 template=1 bin_dir="$REPO_ROOT/target/debug"
+rev="" with="" rust=0 keep=0 template=1 bin_dir="$REPO_ROOT/target/debug"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rev) rev="$2"; shift 2 ;;
         --with) with="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
+        --rust) rust=1; shift ;;
         --no-template) template=0; shift ;;
         --bin-dir) bin_dir="$(cd "$2" && pwd)"; shift 2 ;;
         --) shift; break ;;
@@ -172,6 +179,13 @@ mount --rbind /dev "$ROOT/dev"
 mount --make-rslave "$ROOT/dev"
 mount --bind "$bin_dir" "$ROOT/opt/relay-bin"
 mount -o remount,bind,ro "$ROOT/opt/relay-bin"
+if [ "$rust" = 1 ]; then
+    cargo_bin="$(dirname "$(command -v cargo)")" || die "--rust: no cargo on this machine"
+    mkdir -p "$ROOT/root/.cargo" "$ROOT/root/.rustup"
+    cp -a "$cargo_bin" "$ROOT/root/.cargo/bin"
+    mount --bind "${RUSTUP_HOME:-$HOME/.rustup}" "$ROOT/root/.rustup"
+    mount -o remount,bind,ro "$ROOT/root/.rustup"
+fi
 
 # The run inside: plain bash, timings with $EPOCHREALTIME (bash 5), no tool the setup installs.
 cat >"$ROOT/root/fresh-run.sh" <<'EOF'
@@ -192,6 +206,7 @@ if [ -n "$WITH" ]; then
 fi
 timed "setup.sh (fresh)" infra/local/setup.sh || exit 1
 timed "setup.sh (again)" infra/local/setup.sh || exit 1
+if [ "$RUST" = 1 ]; then timed "cargo fetch (--rust)" cargo fetch --locked || exit 1; fi
 if [ "$TEMPLATE" = 1 ]; then timed "check-template.sh" bash infra/check-template.sh || rc=1; fi
 timed "localstack start :$LOCALSTACK_PORT" infra/local/localstack.sh start || exit 1
 timed "tests/run --quick" ./tests/run --quick "$@" 2>&1 | tee /root/fresh-tests.log || rc=1
@@ -201,12 +216,14 @@ EOF
 
 log "running setup and tests in the chroot (LocalStack on 127.0.0.1:$ls_port)"
 rc=0
-chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    SRC="$SRC" WITH="$with" TEMPLATE="$template" LOCALSTACK_PORT="$ls_port" RELAY_BIN_DIR=/opt/relay-bin "${net_env[@]}" \
+path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+[ "$rust" = 1 ] && path="/root/.cargo/bin:$path"
+chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb PATH="$path" \
+    SRC="$SRC" WITH="$with" RUST="$rust" TEMPLATE="$template" LOCALSTACK_PORT="$ls_port" RELAY_BIN_DIR=/opt/relay-bin "${net_env[@]}" \
     /bin/bash /root/fresh-run.sh "${tests[@]}" || rc=$?
 
 echo
-echo "fresh-machine check: Debian $SUITE minbase${with:+ + $with} from $MIRROR, source $( [ -n "$rev" ] && echo "git $rev ($(git rev-parse --short "$rev"))" || echo "working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ', modified'))"), binaries $bin_dir"
+echo "fresh-machine check: Debian $SUITE minbase${with:+ + $with}$([ "$rust" = 1 ] && echo " + host's Rust") from $MIRROR, source $( [ -n "$rev" ] && echo "git $rev ($(git rev-parse --short "$rev"))" || echo "working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ', modified'))"), binaries $bin_dir"
 printf '  %-34s %8ss\n' "debootstrap (minbase)" "$t_debootstrap"
 if [ -f "$ROOT/root/fresh-times" ]; then
     while IFS='|' read -r name secs status; do
