@@ -155,11 +155,12 @@ cat >"$ROOT/etc/hosts" <<EOF
 EOF
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # Not the machine but its network: where HTTPS is intercepted by a proxy whose CA the host
-# trusts through PIP_CERT, pip inside needs that bundle too (nothing else inside uses the web).
+# trusts (its bundle given to pip by PIP_CERT), pip and cargo inside need that bundle too
+# (nothing else inside uses the web).
 net_env=()
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
     cp "$PIP_CERT" "$ROOT/etc/host-network-ca.pem"
-    net_env=(PIP_CERT=/etc/host-network-ca.pem)
+    net_env=(PIP_CERT=/etc/host-network-ca.pem CARGO_HTTP_CAINFO=/etc/host-network-ca.pem)
 fi
 
 mkdir -p "$ROOT$SRC" "$ROOT/opt/relay-bin"
