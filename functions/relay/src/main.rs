@@ -42,6 +42,14 @@ async fn main() -> ExitCode {
         }
     };
     let clients = shared::aws::clients().await;
+    // Keys are read once, before serving: one that cannot be used stops the relay here.
+    let transport = match relay::dkim::load::load(&config.dkim_keys, &clients.s3).await {
+        Ok(signer) => transport.with_dkim(signer),
+        Err(e) => {
+            eprintln!("relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let deps = Arc::new(Deps {
         spool: Box::new(S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() }),
         queue: Box::new(SqsQueue { client: clients.sqs.clone(), queue_url: config.spool.queue_url.clone() }),

@@ -6,7 +6,8 @@
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
 //! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
-//! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
+//! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]); the
+//! bytes a server receives are then DKIM-signed ([`crate::dkim`]), so the signature covers them.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use tokio_rustls::TlsConnector;
 use super::Transport;
 use super::wire::{self, Extensions};
 use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
+use crate::dkim::Signer;
 use crate::route::Target;
 
 /// [`Transport`] over TCP with STARTTLS or implicit TLS.
@@ -37,6 +39,7 @@ pub struct SmtpTransport {
     data_timeout: Duration,
     smarthost: Option<Smarthost>,
     tls: TlsConnector,
+    dkim: Signer,
 }
 
 impl SmtpTransport {
@@ -55,7 +58,13 @@ impl SmtpTransport {
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
             tls,
+            dkim: Signer::default(),
         })
+    }
+
+    /// Sign what this transport delivers with these keys (`RELAY_DKIM_KEYS`, loaded at start).
+    pub fn with_dkim(self, dkim: Signer) -> Self {
+        Self { dkim, ..self }
     }
 }
 
@@ -162,7 +171,10 @@ impl SmtpTransport {
     async fn transaction(&self, c: &mut Conn, ext: &Extensions, job: &Job, message: &[u8]) -> Vec<(String, Verdict)> {
         let rcpts: Vec<_> = job.pending().collect();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
-        let message = self.body_for(ext, job, message);
+        let message = match self.body_for(ext, job, message) {
+            Ok(m) => m,
+            Err(v) => return rcpts.iter().map(|r| (r.address.clone(), v.clone())).collect(),
+        };
         let message = &message[..];
         let refuse = if job.smtputf8 && !ext.smtputf8 {
             Some(Verdict::failed("5.6.7", "the message needs SMTPUTF8 but the server does not support it"))
@@ -193,18 +205,27 @@ impl SmtpTransport {
             .collect()
     }
 
-    /// The message as this server may receive it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
-    /// when the server does not offer 8BITMIME.
-    fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Cow<'m, [u8]> {
-        if job.body == BodyType::SevenBit || ext.eightbitmime {
-            return Cow::Borrowed(message);
-        }
-        let converted = super::downgrade::seven_bit(message);
+    /// The message as this server receives it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
+    /// when the server does not offer 8BITMIME, then DKIM-signed when its `From:` domain has keys.
+    /// A signing failure defers the recipients rather than send the mail unsigned.
+    fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Result<Cow<'m, [u8]>, Verdict> {
+        let converted = if job.body == BodyType::SevenBit || ext.eightbitmime {
+            Cow::Borrowed(message)
+        } else {
+            super::downgrade::seven_bit(message)
+        };
         if let Cow::Owned(m) = &converted {
             tracing::info!(queue_id = %job.queue_id, from = message.len(), to = m.len(),
                 "8-bit body converted to 7-bit: the server does not offer 8BITMIME");
         }
-        converted
+        let (signed, by) = self.dkim.signed(converted).map_err(|e| {
+            tracing::error!(queue_id = %job.queue_id, error = %e, "dkim signing failed");
+            Verdict::deferred("4.3.0", e)
+        })?;
+        if !by.is_empty() {
+            tracing::info!(queue_id = %job.queue_id, signatures = ?by, "dkim signed");
+        }
+        Ok(signed)
     }
 
     async fn exchange(
