@@ -17,6 +17,8 @@
 #    client and smarthost routing in batches of 10 like one `relay poll`, with an in-memory spool
 #    and queue in place of LocalStack — into a fresh smtp-sink: the relay's own delivery rate,
 #    which on this machine LocalStack (single-threaded Python) hides.
+#    Run three times: without DKIM, and signing every delivery with an RSA-2048 and with an
+#    Ed25519 key (RELAY_DKIM_KEYS; engine_bench also times the signing step alone).
 # 5. Binary size, the relay's CPU and peak RSS, Postfix's CPU (its master and all its daemons).
 #
 # Needs: LocalStack running (infra/local/localstack.sh start), the venv (infra/local/setup.sh),
@@ -233,19 +235,41 @@ RELAY_US=$((relay_done_us - relay_ready_us))
 RELAY_TLS="$(grep -F '"status":"sent"' "$WORK/relay.log" | grep -cF '"tls":true' || true)"
 
 # ---------------------------------------------------------------- engine rate (no LocalStack)
-start_sink "$WORK/sink-engine.log"
-ENGINE_OUT="$(RELAY_SMARTHOST="127.0.0.1:$SINK_PORT" "$VENV_PY" - "$ENGINE" "$N" "$WORK/message.eml" \
-    2>"$WORK/engine.log" <<'EOF'
+# engine_run KEYS: one engine_bench run into a fresh smtp-sink, RELAY_DKIM_KEYS=KEYS (empty: no
+# signing). Sets ENGINE_LINE (its rate line), ENGINE_RATE, ENGINE_CPU_MS, ENGINE_SINK_MSGS and
+# ENGINE_SIGN_US (the signing step alone, µs per message; "-" without keys).
+engine_run() {
+    start_sink "$WORK/sink-engine.log"
+    local out
+    out="$(RELAY_SMARTHOST="127.0.0.1:$SINK_PORT" RELAY_DKIM_KEYS="$1" "$VENV_PY" - "$ENGINE" "$N" "$WORK/message.eml" \
+        2>"$WORK/engine.log" <<'EOF'
 import resource, subprocess, sys
 out = subprocess.run(sys.argv[1:], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(out, "|", round((r.ru_utime + r.ru_stime) * 1000))
+print(out.replace("\n", " || "), "|", round((r.ru_utime + r.ru_stime) * 1000))
 EOF
 )" || { tail -5 "$WORK/engine.log" >&2; die "engine_bench failed"; }
-ENGINE_RATE="$(sed -n 's|.* = \([0-9]*\)/s;.*|\1|p' <<<"$ENGINE_OUT")"
-ENGINE_CPU_MS="${ENGINE_OUT##*| }"
-nap 0.3
-ENGINE_SINK_MSGS="$(sink_counter "$WORK/sink-engine.log" mesg)"
+    ENGINE_LINE="${out% |*}"
+    ENGINE_LINE="${ENGINE_LINE##* || }"
+    ENGINE_RATE="$(sed -n 's|.* = \([0-9]*\)/s;.*|\1|p' <<<"$ENGINE_LINE")"
+    ENGINE_CPU_MS="${out##*| }"
+    ENGINE_SIGN_US="$(sed -n 's|^dkim: .* = \([0-9.]*\) us per message.*|\1|p' <<<"$out")"
+    ENGINE_SIGN_US="${ENGINE_SIGN_US:--}"
+    nap 0.3
+    ENGINE_SINK_MSGS="$(sink_counter "$WORK/sink-engine.log" mesg)"
+}
+engine_run ""
+ENGINE_OUT="$ENGINE_LINE" PLAIN_RATE="$ENGINE_RATE" PLAIN_CPU_MS="$ENGINE_CPU_MS" PLAIN_SINK="$ENGINE_SINK_MSGS"
+# The same run signing every delivery (keys made as the README says). engine_bench also times the
+# signing step alone, before its deliveries; the runs' CPU difference is the same cost seen
+# through the whole delivery path.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/dkim-rsa.pem" 2>/dev/null
+openssl genpkey -algorithm ed25519 -out "$WORK/dkim-ed.pem"
+engine_run "example.org:rsa:$WORK/dkim-rsa.pem"
+RSA_RATE="$ENGINE_RATE" RSA_CPU_MS="$ENGINE_CPU_MS" RSA_SIGN_US="$ENGINE_SIGN_US" RSA_SINK="$ENGINE_SINK_MSGS"
+engine_run "example.org:ed:$WORK/dkim-ed.pem"
+ED_RATE="$ENGINE_RATE" ED_CPU_MS="$ENGINE_CPU_MS" ED_SIGN_US="$ENGINE_SIGN_US" ED_SINK="$ENGINE_SINK_MSGS"
+ENGINE_RATE="$PLAIN_RATE" ENGINE_CPU_MS="$PLAIN_CPU_MS" ENGINE_SINK_MSGS="$PLAIN_SINK"
 
 # ---------------------------------------------------------------- Postfix rate
 start_sink "$WORK/sink-postfix.log"
@@ -355,7 +379,9 @@ echo "relay poll:     $N in $(secs "$RELAY_US")s = $RELAY_RATE/s (one worker, Lo
     "sink counted $RELAY_SINK_MSGS messages in $RELAY_SINK_SESS sessions)"
 echo "Postfix $PF_VERSION: $N in $(secs "$PF_US")s = $PF_RATE/s (postqueue -f of $N deferred messages -> smtp-sink;" \
     "sink counted $PF_SINK_MSGS; $PF_PROCS smtp processes, $PF_CONNS connections, $PF_REUSED deliveries on a reused one)"
-echo "relay engine:   ${ENGINE_OUT% |*} (engine_bench: in-memory spool+queue -> smtp-sink; sink counted ${ENGINE_SINK_MSGS:-?})"
+echo "relay engine:   $ENGINE_OUT (engine_bench: in-memory spool+queue -> smtp-sink; sink counted ${ENGINE_SINK_MSGS:-?})"
+echo "engine + DKIM:  RSA-2048 $RSA_RATE/s (sink counted ${RSA_SINK:-?}), Ed25519 $ED_RATE/s (sink counted ${ED_SINK:-?});" \
+    "signing step alone: RSA-2048 $RSA_SIGN_US us, Ed25519 $ED_SIGN_US us per message"
 echo "Postfix settings: relayhost = [127.0.0.1]:PORT; smtp_tls_security_level = may; defer_transports = smtp (released by postqueue -f); $PF_SETTINGS"
 echo "TLS:            relay $RELAY_TLS of $N deliveries over TLS (RELAY_SMARTHOST_TLS=starttls), Postfix $PF_TLS TLS" \
     "sessions (smtp_tls_security_level = may); smtp-sink advertises no STARTTLS, so both send plaintext"
@@ -382,4 +408,12 @@ printf '%-22s %14s %14s %14s\n' "ratio to Postfix" "$(ratio "$RELAY_RATE" "$PF_R
 printf '%-22s %14s %14s %14s\n' "CPU ms/delivery" "$(ms_per "$RELAY_TICKS" "$N")" \
     "$(awk -v c="$ENGINE_CPU_MS" -v n="$N" 'BEGIN { printf "%.2f", c / n }')" "$(ms_per "$PF_TICKS" "$N")"
 printf '%-22s %14s %14s %14s\n' "start-up median (ms)" "$SU_MED" "-" "-"
+echo
+per() { awk -v c="$1" -v n="$N" 'BEGIN { printf "%.3f", c / n }'; }
+extra() { awk -v c="$1" -v b="$PLAIN_CPU_MS" -v n="$N" 'BEGIN { printf "%+.3f", (c - b) / n }'; }
+printf '%-22s %14s %14s %14s\n' "engine, DKIM signing" "none" "RSA-2048" "Ed25519"
+printf '%-22s %14s %14s %14s\n' "deliveries/s" "$PLAIN_RATE" "$RSA_RATE" "$ED_RATE"
+printf '%-22s %14s %14s %14s\n' "CPU ms/delivery" "$(per "$PLAIN_CPU_MS")" "$(per "$RSA_CPU_MS")" "$(per "$ED_CPU_MS")"
+printf '%-22s %14s %14s %14s\n' "  vs no signing" "-" "$(extra "$RSA_CPU_MS")" "$(extra "$ED_CPU_MS")"
+printf '%-22s %14s %14s %14s\n' "sign step, us/message" "-" "$RSA_SIGN_US" "$ED_SIGN_US"
 printf '%-22s %14s %14s %14s\n' "binary size" "$SIZE_MB" "-" "-"

@@ -6,6 +6,10 @@
 //! `cargo run --release -p relay --example engine_bench -- COUNT MESSAGE_FILE` with the relay's
 //! variables set (RELAY_SMARTHOST, RELAY_HELO_NAME, …; SPOOL_* must be set but are unused).
 //! Exits non-zero unless every job ends with a `sent` record and nothing was re-enqueued.
+//!
+//! With `RELAY_DKIM_KEYS` set (and the message's `From:` domain among them), every delivery is
+//! signed as in production, and the signing step alone is timed first: COUNT signatures of the
+//! message on one thread (compute-bound, so its wall time is its CPU time), printed per message.
 
 use std::time::Instant;
 
@@ -13,6 +17,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::Message;
 use relay::config::RelayConfig;
 use relay::deliver::SmtpTransport;
+use relay::dkim::Signer;
 use relay::handler::{Deps, SystemClock, handle};
 use relay::route::HickoryResolver;
 use relay::store::memory::{MemoryQueue, MemorySpool};
@@ -26,11 +31,16 @@ async fn main() {
     let count: usize = count.parse().expect("COUNT is a number");
     let message = std::fs::read(file).expect("MESSAGE_FILE is readable");
     let config = RelayConfig::from_env().expect("relay configuration");
+    let clients = shared::aws::clients().await;
+    let dkim = relay::dkim::load::load(&config.dkim_keys, &clients.s3).await.expect("RELAY_DKIM_KEYS");
+    if !config.dkim_keys.is_empty() {
+        time_signing(&dkim, &message, count);
+    }
     let (spool, queue) = (MemorySpool::default(), MemoryQueue::default());
     let jobs: Vec<Job> = (0..count).map(|i| job(i, &message, &spool)).collect();
     let deps = Deps {
         resolver: Box::new(HickoryResolver::new(&config.dns_servers).expect("resolver")),
-        transport: Box::new(SmtpTransport::new(&config).expect("transport")),
+        transport: Box::new(SmtpTransport::new(&config).expect("transport").with_dkim(dkim)),
         spool: Box::new(spool.clone()),
         queue: Box::new(queue.clone()),
         clock: Box::new(SystemClock),
@@ -48,6 +58,19 @@ async fn main() {
     if sent != count || requeued != 0 {
         std::process::exit(1);
     }
+}
+
+/// The pure signing step, `count` times over `message`.
+fn time_signing(dkim: &Signer, message: &[u8], count: usize) {
+    let keys: Vec<String> = dkim.keys_for(message).iter().map(|k| format!("{}/{}", k.domain, k.selector)).collect();
+    assert!(!keys.is_empty(), "RELAY_DKIM_KEYS has no key for the message's From: domain");
+    let started = Instant::now();
+    for _ in 0..count {
+        let signatures = dkim.sign(message).expect("signing");
+        std::hint::black_box(signatures);
+    }
+    let us = started.elapsed().as_secs_f64() * 1e6 / count as f64;
+    println!("dkim: {count} messages signed in {:.2}s = {us:.1} us per message ({})", us * count as f64 / 1e6, keys.join(", "));
 }
 
 /// A first-attempt job for one recipient, its message stored under its own key.
