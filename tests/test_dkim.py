@@ -97,7 +97,10 @@ def verify(data, dns_addr):
     count = len(re.findall(rb"(?im)^DKIM-Signature:", data))
     results = []
     for i in range(count):
-        ok = d.verify(idx=i, dnsfunc=dnsfunc)
+        try:
+            ok = d.verify(idx=i, dnsfunc=dnsfunc)
+        except dkim.DKIMException:  # e.g. "body hash mismatch": a failed verification
+            ok = False
         sig = dict(d.signature_fields)
         results.append((sig[b"d"].decode(), sig[b"s"].decode(), sig[b"a"].decode(), ok))
     return results
@@ -241,7 +244,7 @@ def test_a_dsn_from_the_relay_is_signed_when_its_from_domain_has_a_key(mail_worl
     start_relay(start_process, spool, dns_addr, port, **dkim_env(keys, bounce_key, RSA))
     bounce_of(sender_mx)
     [dsn] = sender_mx.messages()
-    assert b"From: Mail Delivery System <MAILER-DAEMON@relay.example.test>" in dsn["data"]
+    assert re.search(rb"(?m)^From: .*<MAILER-DAEMON@relay\.example\.test>", dsn["data"]), "RELAY_BOUNCE_FROM's default"
     assert verify(dsn["data"], dns_addr) == [("relay.example.test", "bounces", "ed25519-sha256", True)]
     wait_until(lambda: queue_drained(spool), 30, what="empty queue")
 
