@@ -223,7 +223,7 @@ impl SmtpTransport {
             Verdict::deferred("4.3.0", e)
         })?;
         if !by.is_empty() {
-            tracing::info!(queue_id = %job.queue_id, signatures = ?by, "dkim signed");
+            tracing::info!(queue_id = %job.queue_id, signatures = %by.join(", "), "dkim signed");
         }
         Ok(signed)
     }
