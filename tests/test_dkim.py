@@ -259,15 +259,18 @@ def test_a_key_in_s3_is_read_at_start(mail_world, keys, spool, start_process):
     assert verify(m["data"], dns_addr) == [("example.org", "ed2025", "ed25519-sha256", True)]
 
 
-@pytest.mark.parametrize("case", ["missing file", "not PEM", "RSA 1024", "unknown S3 object", "bad syntax"])
+@pytest.mark.parametrize("case", ["missing file", "not PEM", "RSA 1024", "unknown S3 object", "S3 object too large",
+                                  "bad syntax"])
 def test_a_key_that_cannot_be_used_stops_the_relay_at_start(case, keys, spool, start_process, tmp_path):
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key\n")
+    spool.put("dkim/big.pem", b"A" * (64 * 1024 + 1))
     entry, reason = {
         "missing file": (f"example.org:s:{tmp_path}/missing.pem", "cannot read"),
         "not PEM": (f"example.org:s:{junk}", "no PEM private key"),
         "RSA 1024": (f"example.org:s:{keys['rsa1024'][0]}", "smaller than 2048 bits"),
         "unknown S3 object": (f"example.org:s:s3://{spool.bucket}/dkim/none.pem", "cannot read s3://"),
+        "S3 object too large": (f"example.org:s:s3://{spool.bucket}/dkim/big.pem", "larger than 65536 bytes"),
         "bad syntax": ("example.org:s", "expected domain:selector:source"),
     }[case]
     good = f"example.org:ok:{keys['ed'][0]}"
