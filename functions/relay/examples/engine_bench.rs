@@ -21,6 +21,7 @@ use relay::deliver::SmtpTransport;
 use relay::dkim::Signer;
 use relay::handler::{Deps, SystemClock, handle};
 use relay::route::HickoryResolver;
+use relay::route::mta_sts::{HttpsFetcher, MtaSts};
 use relay::store::memory::{MemoryQueue, MemorySpool};
 use shared::{Job, Recipient, keys, queue_id};
 
@@ -47,6 +48,10 @@ async fn main() {
     let deps = Deps {
         resolver: Box::new(HickoryResolver::new(&config.dns_servers).expect("resolver")),
         transport: Box::new(SmtpTransport::new(&config).expect("transport").with_dkim(dkim)),
+        mta_sts: MtaSts::new(
+            Box::new(spool.clone()),
+            Box::new(HttpsFetcher::new(relay::deliver::tls::roots(None).expect("web PKI roots"))),
+        ),
         spool: Box::new(spool.clone()),
         queue: Box::new(queue.clone()),
         clock: Box::new(SystemClock),
