@@ -76,6 +76,7 @@ pub async fn handle(event: SqsEvent, deps: &Deps) -> SqsBatchResponse {
         failed
     }))
     .await;
+    deps.transport.end_batch().await;
     let mut response = SqsBatchResponse::default();
     response.set_failures(failures.into_iter().flatten());
     response
@@ -139,6 +140,8 @@ fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
             relay = %remote.host,
             addr = %addr,
             tls = remote.tls,
+            conn_use = remote.conn_use,
+            throttled = attempt.throttled.is_some(),
             reply = %l.reply,
             attempt = job.attempt + 1,
             delay = l.delay,

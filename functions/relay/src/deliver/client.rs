@@ -1,9 +1,10 @@
-//! The SMTP client: one session per attempt, returning a verdict per recipient.
+//! The SMTP client: opening a session and running one transaction on it, with a verdict per
+//! recipient. Which session a job uses — a pooled one or a new one — is `deliver::transport`'s.
 //!
-//! [`SmtpTransport`] (the production [`Transport`]) walks the
-//! targets in order until one host takes the transaction. Failures before the transaction
-//! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
-//! read the attempt ends there, so no recipient can be accepted twice in one attempt.
+//! A new session walks the targets in order until one host takes it ([`SmtpTransport::open_any`]).
+//! Failures before the transaction (connect, greeting, EHLO, TLS) move on to the next address,
+//! except a "slow down" reply (`deliver::throttle`); once RCPT replies have been read the attempt
+//! ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
 //! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
 //! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
@@ -12,7 +13,6 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::config::{RelayConfig, Smarthost, TlsMode};
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use shared::config::ConfigError;
@@ -23,20 +23,23 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use super::Transport;
+use super::pool::{Limits, Pool};
+use super::throttle;
 use super::wire::{self, Extensions};
-use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
+use crate::decide::outcome::{Class, Remote, Verdict};
 use crate::route::Target;
 
-/// [`Transport`] over TCP with STARTTLS or implicit TLS.
+/// The production [`Transport`](super::Transport): SMTP over TCP with STARTTLS or implicit TLS,
+/// sessions pooled per next hop.
 pub struct SmtpTransport {
     helo: String,
     tls_mode: TlsMode,
     connect_timeout: Duration,
     command_timeout: Duration,
     data_timeout: Duration,
-    smarthost: Option<Smarthost>,
+    pub(super) smarthost: Option<Smarthost>,
     tls: TlsConnector,
+    pub(super) pool: Pool<Session>,
 }
 
 impl SmtpTransport {
@@ -55,8 +58,49 @@ impl SmtpTransport {
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
             tls,
+            pool: Pool::new(Limits {
+                sessions: cfg.destination_concurrency,
+                messages: cfg.max_messages_per_connection,
+                idle: cfg.connection_idle,
+                backoff: cfg.throttle_backoff.clone(),
+            }),
         })
     }
+}
+
+/// An open session ready for a transaction: the connection, what the server offers, and where
+/// it goes (as an attempt reports it).
+pub struct Session {
+    conn: Conn,
+    ext: Extensions,
+    pub remote: Remote,
+}
+
+impl Session {
+    /// RSET: ends the previous transaction and proves a pooled session is still alive before
+    /// it is reused (Postfix does the same before reusing a cached session).
+    pub async fn reset(&mut self) -> Result<(), String> {
+        match self.conn.command("RSET").await? {
+            r if r.is_positive() => Ok(()),
+            r => Err(r.one_line()),
+        }
+    }
+
+    pub async fn close(&mut self) {
+        self.conn.quit().await;
+    }
+}
+
+/// What a transaction left of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// The session can carry another transaction.
+    Usable,
+    /// The connection broke, or the server closes it (421).
+    Closed,
+    /// The connection broke before any recipient was accepted or refused: on a reused session,
+    /// the job may go to a fresh one as if this never happened.
+    Unused,
 }
 
 /// Why a session ended before its transaction, and whether plaintext is worth a retry.
@@ -75,24 +119,30 @@ fn net(e: String) -> Verdict {
     Verdict::deferred("4.4.2", e)
 }
 
-#[async_trait]
-impl Transport for SmtpTransport {
-    async fn deliver(&self, targets: &[Target], job: &Job, message: &[u8]) -> Attempt {
-        if !wire::safe_address(&job.sender) {
-            return Attempt::all(job, &Verdict::failed("5.1.7", "bad sender address syntax"), None);
-        }
+impl SmtpTransport {
+    /// A new session to the first of `targets` that takes one, or the last failure and where.
+    pub(super) async fn open_any(
+        &self,
+        targets: &[Target],
+        job: &Job,
+    ) -> Result<(Target, Session), (Verdict, Option<Remote>)> {
         let mut last = (Verdict::deferred("4.4.1", "no address to try"), None);
         for target in targets {
             let mut plaintext = false;
             loop {
                 let mut remote = Remote { host: target.host.clone(), addr: Some(target.addr), ..Remote::default() };
-                match self.session(target, job, message, &mut remote, plaintext).await {
-                    Ok(outcomes) => return Attempt { outcomes, remote: Some(remote) },
+                match self.open(target, &mut remote, plaintext).await {
+                    Ok(session) => return Ok((target.clone(), session)),
                     Err(abort) => {
                         tracing::info!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr,
                             error = %abort.verdict.text(), "session failed");
                         let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back();
+                        // The destination asked for fewer connections, not for another address.
+                        let slow_down = throttle::first([&abort.verdict]).is_some();
                         last = (abort.verdict, Some(remote));
+                        if slow_down {
+                            return Err(last);
+                        }
                         if !retry_plain {
                             break;
                         }
@@ -101,23 +151,14 @@ impl Transport for SmtpTransport {
                 }
             }
         }
-        Attempt::all(job, &last.0, last.1)
+        Err(last)
     }
-}
 
-impl SmtpTransport {
     fn may_fall_back(&self) -> bool {
         self.tls_mode == TlsMode::Opportunistic && self.smarthost.is_none()
     }
 
-    async fn session(
-        &self,
-        target: &Target,
-        job: &Job,
-        message: &[u8],
-        remote: &mut Remote,
-        plaintext: bool,
-    ) -> Result<Vec<(String, Verdict)>, Abort> {
+    async fn open(&self, target: &Target, remote: &mut Remote, plaintext: bool) -> Result<Session, Abort> {
         let tcp = timeout(self.connect_timeout, TcpStream::connect(target.addr))
             .await
             .map_err(|_| Verdict::deferred("4.4.1", format!("connect to {} timed out", target.addr)))?
@@ -153,15 +194,22 @@ impl SmtpTransport {
             c.auth(&ext, user, password).await?;
         }
         remote.dsn = ext.dsn;
-        let outcomes = self.transaction(&mut c, &ext, job, message).await;
-        c.quit().await;
-        Ok(outcomes)
+        Ok(Session { conn: c, ext, remote: remote.clone() })
     }
 
-    /// MAIL, RCPT, DATA (pipelined when offered); a verdict for every pending recipient.
-    async fn transaction(&self, c: &mut Conn, ext: &Extensions, job: &Job, message: &[u8]) -> Vec<(String, Verdict)> {
+    /// MAIL, RCPT, DATA (pipelined when offered) on `session`; a verdict for every pending
+    /// recipient, and what is left of the session.
+    pub(super) async fn transaction(
+        &self,
+        session: &mut Session,
+        job: &Job,
+        message: &[u8],
+    ) -> (Vec<(String, Verdict)>, After) {
+        let Session { conn: c, ext, .. } = session;
+        let ext = &*ext;
         let rcpts: Vec<_> = job.pending().collect();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
+        let mut after = After::Usable;
         let message = self.body_for(ext, job, message);
         let message = &message[..];
         let refuse = if job.smtputf8 && !ext.smtputf8 {
@@ -179,18 +227,23 @@ impl SmtpTransport {
                     *v = Some(Verdict::failed("5.1.3", "bad recipient address syntax"));
                 }
             }
-            if let Err(e) = self.exchange(c, ext, job, &rcpts, &mut verdicts, message).await {
+            if let Err(Broken { error, answered }) = self.exchange(c, ext, job, &rcpts, &mut verdicts, message).await {
                 // The connection broke mid-transaction: whatever has no answer yet waits.
                 for v in verdicts.iter_mut().filter(|v| v.is_none()) {
-                    *v = Some(net(e.clone()));
+                    *v = Some(net(error.clone()));
                 }
+                after = if answered { After::Closed } else { After::Unused };
             }
         }
-        rcpts
+        if verdicts.iter().flatten().any(|v| v.reply.as_ref().is_some_and(|r| r.code == 421)) {
+            after = After::Closed;
+        }
+        let outcomes = rcpts
             .iter()
             .zip(verdicts)
             .map(|(r, v)| (r.address.clone(), v.expect("every recipient has a verdict")))
-            .collect()
+            .collect();
+        (outcomes, after)
     }
 
     /// The message as this server may receive it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
@@ -215,7 +268,7 @@ impl SmtpTransport {
         rcpts: &[&shared::Recipient],
         verdicts: &mut [Option<Verdict>],
         message: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), Broken> {
         let wanted: Vec<usize> = (0..rcpts.len()).filter(|&i| verdicts[i].is_none()).collect();
         if wanted.is_empty() {
             return Ok(());
@@ -257,8 +310,9 @@ impl SmtpTransport {
                 }
             }
         }
+        let unanswered = |error| Broken { error, answered: false };
         let Some(mail) = replies.first() else {
-            return Err(broken.unwrap_or_else(|| "no reply to MAIL".into()));
+            return Err(unanswered(broken.unwrap_or_else(|| "no reply to MAIL".into())));
         };
         if !mail.is_positive() {
             for &i in &wanted {
@@ -274,8 +328,8 @@ impl SmtpTransport {
                 None => {} // unanswered: the caller defers it with the connection error
             }
         }
-        if let Some(e) = broken {
-            return Err(e);
+        if let Some(error) = broken {
+            return Err(Broken { error, answered: replies.len() > 1 });
         }
         let data = replies.get(1 + wanted.len());
         if accepted.is_empty() {
@@ -286,7 +340,7 @@ impl SmtpTransport {
             }
             return Ok(());
         }
-        let Some(data) = data.cloned() else { return Err("no reply to DATA".into()) };
+        let Some(data) = data.cloned() else { return Err("no reply to DATA".to_string().into()) };
         let after_data = if data.code == 354 {
             c.write(&wire::data_block(message), self.data_timeout).await?;
             let r = c.read_reply_within(self.data_timeout).await?;
@@ -304,6 +358,19 @@ impl SmtpTransport {
             verdicts[i] = Some(after_data.clone());
         }
         Ok(())
+    }
+}
+
+/// A connection that broke in a transaction; `answered` once any RCPT had its reply.
+struct Broken {
+    error: String,
+    answered: bool,
+}
+
+/// Past the RCPT replies: something was answered.
+impl From<String> for Broken {
+    fn from(error: String) -> Self {
+        Self { error, answered: true }
     }
 }
 
@@ -415,4 +482,4 @@ impl Conn {
 
 #[cfg(test)]
 #[path = "client_tests.rs"]
-mod tests;
+pub(super) mod tests;
