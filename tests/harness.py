@@ -269,7 +269,8 @@ def start_dns(records, zone, log_dir, host="127.0.0.1"):
 class CaptureServer:
     """infra/local/capture.py on ip:port; see that file for the reply-rule syntax."""
 
-    def __init__(self, ip, port, replies, log_dir, tls=None, auth=(), hostname=None, auth_plaintext=False):
+    def __init__(self, ip, port, replies, log_dir, tls=None, auth=(), hostname=None, auth_plaintext=False,
+                 close_after=None):
         self.ip, self.port, self.addr = ip, port, f"{ip}:{port}"
         self.dir = Path(log_dir) / f"capture-{ip}-{port}"
         if isinstance(replies, dict):
@@ -285,6 +286,8 @@ class CaptureServer:
             cmd += ["--auth", cred]
         if auth_plaintext:
             cmd += ["--auth-plaintext"]
+        if close_after:
+            cmd += ["--close-after", str(close_after)]
         self.process = Process(f"capture-{self.addr}", cmd, os.environ.copy(), Path(log_dir) / f"capture-{ip}-{port}.log")
         self.process.wait_log(r"capture: listening", timeout=15)
 
@@ -309,9 +312,31 @@ class CaptureServer:
             raise AssertionError(f"{e}; got {len(self.messages())}; events: {self.events()}") from None
 
     def events(self):
-        """Every RCPT and end of DATA seen, with the reply given: [{event, rcpt|rcpt_tos, reply, ...}]."""
+        """Every RCPT and end of DATA seen, with the reply given: [{event, rcpt|rcpt_tos, reply, ...}],
+        and every connect and disconnect ({event, peer, time})."""
         path = self.dir / "events.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def sessions(self):
+        """Every connection in connect order: [{peer: (ip, port), opened, closed}] (closed is None
+        while it is open), from the server's own connect/disconnect events."""
+        out, open_ = [], {}
+        for e in self.events():
+            peer = tuple(e.get("peer", ()))
+            if e["event"] == "connect":
+                open_[peer] = {"peer": peer, "opened": e["time"], "closed": None}
+                out.append(open_[peer])
+            elif e["event"] == "disconnect" and peer in open_:
+                open_.pop(peer)["closed"] = e["time"]
+        return out
+
+    def max_concurrent(self):
+        """The most connections the server had open at the same time."""
+        now = most = 0
+        for e in self.events():
+            now += {"connect": 1, "disconnect": -1}.get(e["event"], 0)
+            most = max(most, now)
+        return most
 
     def stop(self):
         return self.process.stop()

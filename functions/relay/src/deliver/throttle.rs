@@ -148,7 +148,7 @@ impl Hold {
             format!(
                 "{hop} asked to slow down ({}); not tried for another {}s",
                 self.reply.one_line(),
-                self.remaining.as_secs().max(1)
+                self.remaining.as_millis().div_ceil(1000)
             ),
         )
     }
@@ -284,7 +284,7 @@ mod tests {
         let v = hold.verdict("gmail.com");
         assert_eq!((v.class, v.status.as_str()), (Class::Deferred, "4.7.28"));
         assert!(
-            v.detail.contains("gmail.com") && v.detail.contains("421 4.7.28 rate limited") && v.detail.contains("2s")
+            v.detail.contains("gmail.com") && v.detail.contains("421 4.7.28 rate limited") && v.detail.contains("another 3s")
         );
         let quota = Hold { reply: r(550, "5.4.5 Daily sending quota exceeded"), ..hold };
         assert_eq!(quota.verdict("smtp-relay.gmail.com:587").status, "4.7.0");
