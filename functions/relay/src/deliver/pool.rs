@@ -253,6 +253,21 @@ mod tests {
         }
     }
 
+    /// A pool with room for `sessions` per hop, and its first session (`1`, to `mx1`) just opened.
+    async fn with_one(sessions: usize) -> (Pool<u32>, Target, Instant, Pooled<u32>) {
+        let (pool, t1) = (pool(sessions, 100), target(1));
+        let a = open(&pool, &t1, 1).await;
+        (pool, t1, Instant::now(), a)
+    }
+
+    /// A job asking for a session to `t` in the background, after it has had time to start waiting.
+    async fn waiting(pool: &Pool<u32>, t: &Target) -> tokio::task::JoinHandle<Lease<u32>> {
+        let (pool, t) = (pool.clone(), t.clone());
+        let job = tokio::spawn(async move { pool.acquire("b.test", &[t], true).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        job
+    }
+
     fn used(mut p: Pooled<u32>) -> Pooled<u32> {
         p.uses += 1;
         p
@@ -260,41 +275,25 @@ mod tests {
 
     #[tokio::test]
     async fn the_limit_holds_and_a_release_wakes_a_waiting_job() {
-        let pool = pool(2, 100);
-        let (t1, now) = (target(1), Instant::now());
-        let a = open(&pool, &t1, 1).await;
+        let (pool, t1, now, a) = with_one(2).await;
         let _b = open(&pool, &t1, 2).await;
         assert_eq!(pool.counts("b.test"), (2, 0));
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            let t1 = t1.clone();
-            async move {
-                match pool.acquire("b.test", &[t1], true).await {
-                    Lease::Idle(p) => p.session,
-                    _ => panic!("expected the released session"),
-                }
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "a third session must wait at a limit of 2");
+        let job = waiting(&pool, &t1).await;
+        assert!(!job.is_finished(), "a third session must wait at a limit of 2");
         assert!(pool.release(used(a), now).is_none());
-        assert_eq!(waiting.await.unwrap(), 1, "the waiting job got session 1");
+        let Lease::Idle(p) = job.await.unwrap() else { panic!("expected the released session") };
+        assert_eq!(p.session, 1, "the waiting job got session 1");
+        drop(p);
         assert_eq!(pool.counts("b.test"), (1, 0), "and its drop freed the slot");
     }
 
     #[tokio::test]
     async fn a_dropped_session_frees_its_slot_for_a_fresh_one() {
-        let pool = pool(1, 100);
-        let t1 = target(1);
-        let a = open(&pool, &t1, 1).await;
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { matches!(pool.acquire("b.test", &[t1], true).await, Lease::Fresh(_, None)) }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished());
+        let (pool, t1, _, a) = with_one(1).await;
+        let job = waiting(&pool, &t1).await;
+        assert!(!job.is_finished());
         drop(a); // the connection broke
-        assert!(waiting.await.unwrap());
+        assert!(matches!(job.await.unwrap(), Lease::Fresh(_, None)));
         assert_eq!(pool.counts("b.test"), (0, 0), "the hop is forgotten once nothing is open");
     }
 
@@ -336,9 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_sessions_expire_and_drain() {
-        let pool = pool(3, 100);
-        let (t1, t0) = (target(1), Instant::now());
-        let a = open(&pool, &t1, 1).await;
+        let (pool, t1, t0, a) = with_one(3).await;
         let b = open(&pool, &t1, 2).await;
         assert!(pool.release(used(a), t0).is_none());
         assert!(pool.release(used(b), t0 + Duration::from_secs(3)).is_none());
@@ -355,19 +352,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_hold_stops_every_job_of_the_hop_and_hands_back_its_idle_sessions() {
-        let pool = pool(1, 100);
-        let (t1, now) = (target(1), Instant::now());
-        let a = open(&pool, &t1, 1).await;
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            let t1 = t1.clone();
-            async move { pool.acquire("b.test", &[t1], true).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (pool, t1, now, a) = with_one(1).await;
+        let job = waiting(&pool, &t1).await;
         let busy = Reply::parse(421, "4.7.28 rate limited");
         let (hold, idle) = pool.throttle("b.test", &busy, now);
         assert_eq!((hold.remaining, idle.len()), (Duration::from_secs(60), 0));
-        let Lease::Held(h) = waiting.await.unwrap() else { panic!("a waiting job is released with the hold") };
+        let Lease::Held(h) = job.await.unwrap() else { panic!("a waiting job is released with the hold") };
         assert_eq!(h.reply, busy);
         assert!(pool.release(used(a), now).is_some(), "a session of a held hop is closed, not kept");
         assert!(matches!(pool.acquire("b.test", std::slice::from_ref(&t1), true).await, Lease::Held(_)));

@@ -284,7 +284,9 @@ mod tests {
         let v = hold.verdict("gmail.com");
         assert_eq!((v.class, v.status.as_str()), (Class::Deferred, "4.7.28"));
         assert!(
-            v.detail.contains("gmail.com") && v.detail.contains("421 4.7.28 rate limited") && v.detail.contains("another 3s")
+            v.detail.contains("gmail.com")
+                && v.detail.contains("421 4.7.28 rate limited")
+                && v.detail.contains("another 3s")
         );
         let quota = Hold { reply: r(550, "5.4.5 Daily sending quota exceeded"), ..hold };
         assert_eq!(quota.verdict("smtp-relay.gmail.com:587").status, "4.7.0");

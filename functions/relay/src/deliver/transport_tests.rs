@@ -2,6 +2,7 @@
 //! `client_tests` counting connections at its end.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::super::client::tests::{PIPELINED, Script, Seen, Transport, job, server, target, transport};
@@ -26,12 +27,21 @@ async fn all_at_once(t: &SmtpTransport, targets: &[Target], jobs: &[Job]) -> Vec
     futures::future::join_all(jobs.iter().map(|j| t.deliver(targets, j, b"Subject: x\r\n\r\nbody\r\n"))).await
 }
 
+/// Ten jobs, one after the other, over one session at a time to a server following `script`.
+async fn ten_over_one_session(script: Script) -> (Vec<Job>, Vec<Attempt>, Arc<Mutex<Seen>>) {
+    let (addr, seen) = server(script).await;
+    let t = transport(&[("RELAY_DESTINATION_CONCURRENCY", "1")]);
+    let batch = jobs(10);
+    let attempts = one_by_one(&t, &[target(addr)], &batch).await;
+    (batch, attempts, seen)
+}
+
 fn classes(attempts: &[Attempt]) -> Vec<Class> {
     attempts.iter().map(|a| a.outcomes[0].1.class).collect()
 }
 
 /// The recipients the server accepted, sorted, and how many messages each connection carried.
-fn accepted(seen: &std::sync::Mutex<Seen>) -> (Vec<String>, Vec<usize>) {
+fn accepted(seen: &Mutex<Seen>) -> (Vec<String>, Vec<usize>) {
     let seen = seen.lock().unwrap();
     let mut rcpts: Vec<String> = seen.accepted.iter().flat_map(|(_, r)| r.clone()).collect();
     rcpts.sort();
@@ -48,7 +58,7 @@ fn sorted(jobs: &[Job]) -> Vec<String> {
     all
 }
 
-async fn settle(seen: &std::sync::Mutex<Seen>, what: impl Fn(&Seen) -> bool) -> bool {
+async fn settle(seen: &Mutex<Seen>, what: impl Fn(&Seen) -> bool) -> bool {
     for _ in 0..100 {
         if what(&seen.lock().unwrap()) {
             return true;
@@ -132,10 +142,8 @@ async fn idle_sessions_wait_for_the_next_batch_then_close() {
 
 #[tokio::test]
 async fn a_session_the_server_closes_after_its_third_message_loses_and_duplicates_nothing() {
-    let (addr, seen) = server(Script { close_after: Some(3), ..Script::ehlo(PIPELINED) }).await;
-    let t = transport(&[("RELAY_DESTINATION_CONCURRENCY", "1")]);
-    let batch = jobs(10);
-    let attempts = one_by_one(&t, &[target(addr)], &batch).await;
+    let (batch, attempts, seen) =
+        ten_over_one_session(Script { close_after: Some(3), ..Script::ehlo(PIPELINED) }).await;
     assert!(
         classes(&attempts).iter().all(|c| *c == Class::Sent),
         "found closed at RSET: retried at once, {attempts:?}"
@@ -154,10 +162,7 @@ async fn a_session_the_server_closes_after_its_third_message_loses_and_duplicate
 
 #[tokio::test]
 async fn a_session_dropped_in_data_defers_that_job_and_the_rest_go_to_a_fresh_one() {
-    let (addr, seen) = server(Script { drop_in_data: Some(4), ..Script::ehlo(PIPELINED) }).await;
-    let t = transport(&[("RELAY_DESTINATION_CONCURRENCY", "1")]);
-    let batch = jobs(10);
-    let attempts = one_by_one(&t, &[target(addr)], &batch).await;
+    let (_, attempts, seen) = ten_over_one_session(Script { drop_in_data: Some(4), ..Script::ehlo(PIPELINED) }).await;
     let deferred: Vec<usize> = (0..10).filter(|&i| attempts[i].outcomes[0].1.class == Class::Deferred).collect();
     assert_eq!(deferred, [3, 7], "the message in flight is not known to be delivered: it waits");
     for i in deferred {
