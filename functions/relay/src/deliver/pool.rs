@@ -237,7 +237,7 @@ mod tests {
     use super::*;
 
     fn target(n: u8) -> Target {
-        Target { host: format!("mx{n}.b.test"), addr: ([192, 0, 2, n], 25).into() }
+        Target::new(format!("mx{n}.b.test"), ([192, 0, 2, n], 25).into(), crate::route::Hop::Mx)
     }
 
     fn pool(sessions: usize, messages: u32) -> Pool<u32> {

@@ -34,7 +34,7 @@ impl Transport for SmtpTransport {
         if !wire::safe_address(&job.sender) {
             return Attempt::all(job, &Verdict::failed("5.1.7", "bad sender address syntax"), None);
         }
-        let hop = route::next_hop(job, self.smarthost.as_ref());
+        let hop = route::destination(job, targets);
         close_all(self.pool.expired(Instant::now())).await;
         let mut reuse = true;
         loop {
