@@ -168,8 +168,8 @@ def capture_server(_processes, logs_dir, request):
 
     .ip .port .addr .dir;  .messages() -> [{mail_from, rcpt_tos, mail_options, rcpt_options, rcpts,
     helo, tls, auth_user, peer, seq, data: bytes}];  .wait_for(n=1, timeout=30) -> messages();
-    .events() -> every RCPT/DATA with the reply given, every connect/disconnect;  .sessions() ->
-    [{peer, opened, closed}];  .max_concurrent();  .stop(). Stopped after the test.
+    .events() -> every RCPT/DATA with the reply given;  .sessions() -> [{peer, opened, closed}] from
+    the server's connect/disconnect log;  .max_concurrent();  .stop(). Stopped after the test.
     """
 
     def start(ip="127.0.0.1", port=None, replies=(), *, tls=False, auth=(), hostname=None, auth_plaintext=False,

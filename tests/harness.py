@@ -296,6 +296,8 @@ class CaptureServer:
         rcpt_options, rcpts, helo, tls, auth_user, peer, seq) plus data (exact bytes)."""
         out = []
         for meta_path in self.dir.glob("*.json"):
+            if meta_path.name.startswith("."):
+                continue  # being written (capture.py writes .tmp-* and renames it)
             meta = json.loads(meta_path.read_text())
             eml = self.dir / meta["eml"]
             if eml.exists():
@@ -311,17 +313,16 @@ class CaptureServer:
         except AssertionError as e:
             raise AssertionError(f"{e}; got {len(self.messages())}; events: {self.events()}") from None
 
-    def events(self):
-        """Every RCPT and end of DATA seen, with the reply given: [{event, rcpt|rcpt_tos, reply, ...}],
-        and every connect and disconnect ({event, peer, time})."""
-        path = self.dir / "events.jsonl"
+    def events(self, file="events.jsonl"):
+        """Every RCPT and end of DATA seen, with the reply given: [{event, rcpt|rcpt_tos, reply, ...}]."""
+        path = self.dir / file
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def sessions(self):
         """Every connection in connect order: [{peer: (ip, port), opened, closed}] (closed is None
         while it is open), from the server's own connect/disconnect events."""
         out, open_ = [], {}
-        for e in self.events():
+        for e in self.events("sessions.jsonl"):
             peer = tuple(e.get("peer", ()))
             if e["event"] == "connect":
                 open_[peer] = {"peer": peer, "opened": e["time"], "closed": None}
@@ -333,7 +334,7 @@ class CaptureServer:
     def max_concurrent(self):
         """The most connections the server had open at the same time."""
         now = most = 0
-        for e in self.events():
+        for e in self.events("sessions.jsonl"):
             now += {"connect": 1, "disconnect": -1}.get(e["event"], 0)
             most = max(most, now)
         return most

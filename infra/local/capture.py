@@ -4,8 +4,9 @@ Owns the capture directory format:
   DIR/<timestamp>-<n>.eml   the exact DATA bytes after dot-unstuffing (CRLF kept)
   DIR/<timestamp>-<n>.json  sidecar: mail_from, mail_options, rcpt_tos, rcpts (address + options),
                             rcpt_options, peer, helo, tls, auth_user, size, seq
-  DIR/events.jsonl          one line per RCPT and per end of DATA with the reply given, and one per
-                            connect and disconnect (event, peer, time): sessions and their overlap
+  DIR/events.jsonl          one line per RCPT and per end of DATA with the reply given
+  DIR/sessions.jsonl        one line per connect and per disconnect (event, peer, time): how many
+                            sessions a client opened and how many at once
 Both files are written under a dot-name and renamed (the .json first), so a reader that sees
 an .eml sees complete files.
 
@@ -82,8 +83,8 @@ class Handler:
         # Runs once the reply is written (the handler returns before aiosmtpd sends it).
         asyncio.get_running_loop().call_soon(server.transport.close)
 
-    def _event(self, **fields):
-        with open(os.path.join(self.dir, "events.jsonl"), "a") as f:
+    def _event(self, file="events.jsonl", **fields):
+        with open(os.path.join(self.dir, file), "a") as f:
             f.write(json.dumps({"time": time.time(), **fields}) + "\n")
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -158,12 +159,12 @@ class CaptureSMTP(SMTP):
         super().connection_made(transport)
         if first:
             self.capture_peer = list(transport.get_extra_info("peername")[:2])
-            self.event_handler._event(event="connect", peer=self.capture_peer)
+            self.event_handler._event("sessions.jsonl", event="connect", peer=self.capture_peer)
 
     def connection_lost(self, error):
         if hasattr(self, "capture_peer") and not getattr(self, "capture_lost", False):
             self.capture_lost = True
-            self.event_handler._event(event="disconnect", peer=self.capture_peer)
+            self.event_handler._event("sessions.jsonl", event="disconnect", peer=self.capture_peer)
         super().connection_lost(error)
 
 
