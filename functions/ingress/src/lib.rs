@@ -1,7 +1,10 @@
 //! The SMTP ingress: a long-lived server that accepts mail for the relay.
 //!
 //! * [`session`] + [`commands`] — the protocol as a pure state machine (bytes in, actions out);
-//! * [`body`], [`policy`], [`received`], [`replies`], [`budget`] — the rules it applies;
+//! * [`body`], [`header`], [`policy`], [`received`], [`replies`], [`budget`] — the rules it
+//!   applies;
+//! * [`upload`] — what the session and the spool exchange about a message's bytes (whole, or
+//!   streamed as the parts of a multipart upload);
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
 //! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O.
 
@@ -11,6 +14,7 @@ pub mod budget;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod header;
 pub mod listener;
 pub mod policy;
 pub mod proxy;
@@ -19,3 +23,4 @@ pub mod replies;
 pub mod session;
 pub mod spool;
 pub mod tls;
+pub mod upload;

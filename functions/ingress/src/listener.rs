@@ -134,6 +134,7 @@ impl Server {
             tls_available: tls.is_some(),
             auth_available: auth.is_some(),
             budget: MemoryBudget::new(cfg.memory_limit),
+            part_size: cfg.part_size,
         });
         Ok(Self {
             listeners,

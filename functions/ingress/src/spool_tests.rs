@@ -24,7 +24,8 @@ fn incoming(rcpts: &[&str]) -> Incoming {
             smtputf8: false,
         },
         received_from: "client ([192.0.2.1])".into(),
-        message: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+        content: Content::Whole(b"Subject: x\r\n\r\nhi\r\n".to_vec()),
+        size: 18,
         reservation: MemoryBudget::new(1 << 20).reservation(),
     }
 }
