@@ -6,8 +6,10 @@
 //! * [`upload`] — what the session and the spool exchange about a message's bytes (whole, or
 //!   streamed as the parts of a multipart upload);
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
-//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O.
+//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
+//! * [`alloc`] — allocator tuning, so streamed parts' memory goes back to the system.
 
+pub mod alloc;
 pub mod auth;
 pub mod body;
 pub mod budget;

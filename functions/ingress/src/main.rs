@@ -9,6 +9,7 @@ use ingress::spool::{AwsSpool, DiscardSpool, Spool};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    ingress::alloc::return_part_buffers_to_the_system();
     shared::logging::init();
     let cfg = match IngressConfig::from_env() {
         Ok(c) => c,
