@@ -27,14 +27,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
 
 fn incoming(rcpts: &[&str]) -> Incoming {
     Incoming {
-        env: Envelope {
-            queue_id: "01JD0000000000000000000000".into(),
-            sender: "alice@example.org".into(),
-            recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
-            dsn: DsnParams::default(),
-            body_type: BodyType::EightBitMime,
-            smtputf8: false,
-        },
+        env: envelope(rcpts),
         received_from: "client ([192.0.2.1])".into(),
         content: Content::Whole(b"Subject: x\r\n\r\nhi\r\n".to_vec()),
         size: 18,
@@ -309,34 +302,34 @@ async fn a_multipart_message_is_completed_with_every_parts_checksum_then_queued(
     assert!(aws.head_of("PART 2").contains("x-amz-checksum-crc32:"));
 }
 
-#[tokio::test]
-async fn a_failed_last_part_aborts_the_upload() {
-    let aws = FakeAws::scripted(vec![], &["PART 2"]).await;
+/// Store a two-part message against an endpoint scripted with these failures and refusals.
+async fn store_two_parts(s3_failures: &[&'static str], sqs: Vec<Refusals>) -> (Vec<String>, Result<(), String>) {
+    let aws = FakeAws::scripted(sqs, s3_failures).await;
     let spool = aws.spool();
     let msg = two_part_message(&spool).await;
-    let err = spool.store(msg).await.unwrap_err();
-    assert!(err.contains("upload part 2"), "{err}");
-    assert_eq!(aws.calls(), ["CREATE", "PART 1", "PART 2", "ABORT"], "no completion, no job");
+    let result = spool.store(msg).await;
+    (aws.calls(), result)
+}
+
+#[tokio::test]
+async fn a_failed_last_part_aborts_the_upload() {
+    let (calls, result) = store_two_parts(&["PART 2"], vec![]).await;
+    assert!(result.unwrap_err().contains("upload part 2"));
+    assert_eq!(calls, ["CREATE", "PART 1", "PART 2", "ABORT"], "no completion, no job");
 }
 
 #[tokio::test]
 async fn a_failed_completion_aborts_and_withdraws_the_key() {
-    let aws = FakeAws::scripted(vec![], &["COMPLETE"]).await;
-    let spool = aws.spool();
-    let msg = two_part_message(&spool).await;
-    let err = spool.store(msg).await.unwrap_err();
-    assert!(err.contains("S3 complete"), "{err}");
-    assert_eq!(aws.calls(), ["CREATE", "PART 1", "PART 2", "COMPLETE 1,2 (checksums: 2)", "ABORT", "DELETE"]);
+    let (calls, result) = store_two_parts(&["COMPLETE"], vec![]).await;
+    assert!(result.unwrap_err().contains("S3 complete"));
+    assert_eq!(calls, ["CREATE", "PART 1", "PART 2", "COMPLETE 1,2 (checksums: 2)", "ABORT", "DELETE"]);
 }
 
 #[tokio::test]
 async fn a_multipart_message_whose_jobs_all_fail_is_withdrawn() {
     let refuse_all: Refusals = (&["j0"], false);
-    let aws = FakeAws::start(vec![refuse_all; 3]).await;
-    let spool = aws.spool();
-    let msg = two_part_message(&spool).await;
-    spool.store(msg).await.unwrap_err();
-    let calls = aws.calls();
+    let (calls, result) = store_two_parts(&[], vec![refuse_all; 3]).await;
+    assert!(result.unwrap_err().contains("try again"));
     assert_eq!(calls[calls.len() - 4..], ["SEND j0", "SEND j0", "SEND j0", "DELETE"]);
 }
 
