@@ -18,7 +18,7 @@ if [ "${1:-}" = "streaming" ]; then only=streaming; shift; BIG_CLIENTS="${1:-50}
 BIG_CLIENTS="${BIG_CLIENTS:-50}" BIG_SIZE="${BIG_SIZE:-20000000}"
 SESSIONS="${1:-20}" MESSAGES="${2:-5000}" SIZE="${3:-2000}"
 IDLE="${IDLE_CONNECTIONS:-5000}"
-cargo build --release --workspace --examples -q
+cargo build --release --workspace --bins --examples -q
 infra/local/localstack.sh start >/dev/null
 eval "$("$VENV_PY" infra/local/resources.py bench-spool bench-jobs | sed 's/^/export /')" \
     || { echo "could not create bench resources" >&2; exit 1; }
