@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ingress::budget::MemoryBudget;
 use ingress::policy::Policy;
 use ingress::session::{Action, ListenerKind, Session, SessionConfig, TlsInfo};
+use ingress::tables::{LiveTables, Tables};
 use ingress::upload::{Content, PartTag, Upload};
 use libfuzzer_sys::fuzz_target;
 
@@ -26,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
         budget: MemoryBudget::new(1 << 20),
         // Small parts, so messages are streamed in many of them.
         part_size: usize::from(split >> 4) * 16 + 1,
+        tables: Arc::new(LiveTables::fixed(Tables::default())),
+        rate_limit: None,
     });
     let mut s = Session::new(cfg, ListenerKind::Mta, "192.0.2.1".parse().unwrap(), None);
     let step = usize::from(split % 16) + 1;

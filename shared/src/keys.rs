@@ -4,13 +4,18 @@
 //! * `records/<queue id>/<recipient>` — a delivery record, written with `If-None-Match: *`
 //!   right after the remote server accepted that recipient; its existence means "never send
 //!   this message to this recipient again".
+//! * `mta-sts/<domain>.json` — the relay's cached MTA-STS policy of a recipient domain (RFC 8461
+//!   §3.3), so that it survives a cold start; overwritten when the domain's policy changes.
 //!
-//! Both prefixes are named so the deploy template can expire them with lifecycle rules.
+//! Every prefix is named so the deploy template can expire it with lifecycle rules.
 
 /// Prefix of spooled messages.
 pub const SPOOL_PREFIX: &str = "spool/";
 /// Prefix of per-recipient delivery records.
 pub const RECORDS_PREFIX: &str = "records/";
+
+/// Prefix of cached MTA-STS policies.
+pub const MTA_STS_PREFIX: &str = "mta-sts/";
 
 /// Key of the spooled message with this queue id.
 pub fn message_key(queue_id: &str) -> String {
@@ -24,14 +29,27 @@ pub fn message_key(queue_id: &str) -> String {
 /// and percent-encoded outside a conservative set, so any address maps to one safe key.
 pub fn record_key(queue_id: &str, recipient: &str) -> String {
     let mut key = format!("{RECORDS_PREFIX}{queue_id}/");
-    for b in recipient.to_lowercase().bytes() {
+    push_encoded(&mut key, recipient);
+    key
+}
+
+/// Key of the cached MTA-STS policy of `domain` (lower-cased, encoded like [`record_key`]).
+pub fn mta_sts_key(domain: &str) -> String {
+    let mut key = MTA_STS_PREFIX.to_string();
+    push_encoded(&mut key, domain.trim_end_matches('.'));
+    key.push_str(".json");
+    key
+}
+
+/// Lower-case `text` and percent-encode it outside a conservative set of key characters.
+fn push_encoded(key: &mut String, text: &str) {
+    for b in text.to_lowercase().bytes() {
         if b.is_ascii_alphanumeric() || b"@._+-".contains(&b) {
             key.push(b as char);
         } else {
             key.push_str(&format!("%{b:02X}"));
         }
     }
-    key
 }
 
 #[cfg(test)]
@@ -44,5 +62,7 @@ mod tests {
         assert_eq!(record_key("01ABC", "Bob@Example.COM"), "records/01ABC/bob@example.com");
         assert_eq!(record_key("01ABC", "\"a b\"/x@ex.org"), "records/01ABC/%22a%20b%22%2Fx@ex.org");
         assert_eq!(record_key("Q", "jörg@ex.de"), "records/Q/j%C3%B6rg@ex.de");
+        assert_eq!(mta_sts_key("Example.COM."), "mta-sts/example.com.json");
+        assert_eq!(mta_sts_key("bücher.de"), "mta-sts/b%C3%BCcher.de.json");
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 
+use crate::policy::rate::RateSpec;
+
 /// Every variable the ingress reads (besides the standard AWS ones).
 pub const INGRESS_VARS: &[&str] = &[
     "SPOOL_BUCKET",
@@ -36,6 +38,9 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_SPOOL",
     // Streaming large messages to S3 (multipart upload).
     "INGRESS_PART_SIZE",
+    // Sender ownership, rate limit, recipient validation (policy/).
+    "INGRESS_RECIPIENTS_FILE",
+    "INGRESS_RATE_LIMIT",
 ];
 
 /// S3's smallest part of a multipart upload (all but the last), and the default part size.
@@ -77,6 +82,10 @@ pub struct IngressConfig {
     /// Messages up to this size are stored with one PUT; larger ones are streamed as a
     /// multipart upload of parts this size, one held in memory per session at a time.
     pub part_size: usize,
+    /// The valid recipients of the relay domains (re-read on SIGHUP).
+    pub recipients_file: Option<PathBuf>,
+    /// Messages per user (or client address) and duration.
+    pub rate_limit: Option<RateSpec>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -163,6 +172,16 @@ impl IngressConfig {
                 format!("INGRESS_MAX_MESSAGE_SIZE needs more than S3's {MAX_PARTS} parts of {part_size} bytes"),
             ));
         }
+        let relay_domains: Vec<String> =
+            r.list("RELAY_DOMAINS").iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+        let recipients_file = r.path("INGRESS_RECIPIENTS_FILE")?;
+        if recipients_file.is_some() && relay_domains.is_empty() {
+            return Err(err("INGRESS_RECIPIENTS_FILE", "lists recipients of RELAY_DOMAINS, which is empty"));
+        }
+        let rate_limit = r
+            .opt("INGRESS_RATE_LIMIT")
+            .map(|v| RateSpec::parse(&v).map_err(|e| err("INGRESS_RATE_LIMIT", e)))
+            .transpose()?;
         let timeout = r.duration("INGRESS_TIMEOUT", "5m")?;
         if timeout.is_zero() {
             return Err(err("INGRESS_TIMEOUT", "must be greater than zero"));
@@ -176,11 +195,7 @@ impl IngressConfig {
             hostname,
             tls_cert,
             tls_key,
-            relay_domains: r
-                .list("RELAY_DOMAINS")
-                .iter()
-                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
+            relay_domains,
             relay_networks,
             auth_file,
             max_message_size,
@@ -198,6 +213,8 @@ impl IngressConfig {
                 &[("s3", SpoolMode::S3), ("discard", SpoolMode::Discard)],
             )?,
             part_size: part_size as usize,
+            recipients_file,
+            rate_limit,
         })
     }
 }
@@ -226,6 +243,20 @@ mod tests {
         assert!(!c.proxy_protocol);
         assert_eq!(c.spool_mode, SpoolMode::S3);
         assert_eq!(c.part_size, 5 * 1024 * 1024);
+        assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
+    }
+
+    #[test]
+    fn policy_settings() {
+        let c = IngressConfig::from_vars(&vars(&[
+            ("RELAY_DOMAINS", "example.test"),
+            ("INGRESS_RECIPIENTS_FILE", "Cargo.toml"),
+            ("INGRESS_RATE_LIMIT", "200/1m"),
+        ]))
+        .unwrap();
+        assert_eq!(c.recipients_file.as_deref(), Some(std::path::Path::new("Cargo.toml")));
+        let rate = c.rate_limit.unwrap();
+        assert_eq!((rate.messages.get(), rate.per), (200, Duration::from_secs(60)));
     }
 
     #[test]
@@ -245,6 +276,12 @@ mod tests {
             (&[("INGRESS_PART_SIZE", "6000000000")], "INGRESS_PART_SIZE"),
             (&[("INGRESS_PART_SIZE", "8388608"), ("INGRESS_MEMORY_LIMIT", "6291456")], "INGRESS_PART_SIZE"),
             (&[("INGRESS_MAX_MESSAGE_SIZE", "60000000000")], "INGRESS_PART_SIZE"),
+            (&[("INGRESS_RATE_LIMIT", "200")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_RATE_LIMIT", "0/1m")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_RATE_LIMIT", "10/0s")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_RECIPIENTS_FILE", "/nonexistent")], "INGRESS_RECIPIENTS_FILE"),
+            // A recipient table without relay domains would govern nothing.
+            (&[("INGRESS_RECIPIENTS_FILE", "Cargo.toml")], "INGRESS_RECIPIENTS_FILE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),

@@ -7,7 +7,8 @@
 //!   streamed as the parts of a multipart upload);
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
 //! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
-//! * [`alloc`] — allocator tuning, so streamed parts' memory goes back to the system.
+//! * [`alloc`] — allocator tuning, so streamed parts' memory goes back to the system;
+//! * [`tables`] — the AUTH file and recipient table, re-read on SIGHUP.
 
 pub mod alloc;
 pub mod auth;
@@ -24,5 +25,6 @@ pub mod received;
 pub mod replies;
 pub mod session;
 pub mod spool;
+pub mod tables;
 pub mod tls;
 pub mod upload;

@@ -1,7 +1,7 @@
 //! The relay's one entry point: a batch of SQS records in, the records to redeliver out.
 //!
 //! Per job: wait if it is early, skip recipients with a delivery record, fetch the message,
-//! route (MX or smarthost), deliver, then carry out the [`plan`](crate::decide::plan). Only S3/SQS
+//! route (a route, the smarthost or MX), deliver, then carry out the [`plan`](crate::decide::plan). Only S3/SQS
 //! failures — and jobs that cannot be read, so the DLQ gets them — become
 //! `batchItemFailures`; delivery problems are handled by re-enqueueing.
 
@@ -14,7 +14,7 @@ use crate::decide::dsn;
 use crate::decide::outcome::Attempt;
 use crate::decide::plan::{self, Plan, Report};
 use crate::deliver::Transport;
-use crate::route::{self, Resolver};
+use crate::route::{self, MtaSts, Resolver};
 use crate::store::{Queue, Spool, StoreError};
 
 /// Unix seconds, injectable for tests.
@@ -37,6 +37,8 @@ pub struct Deps {
     pub spool: Box<dyn Spool>,
     pub queue: Box<dyn Queue>,
     pub resolver: Box<dyn Resolver>,
+    /// MTA-STS policies of recipient domains (used when `config.mta_sts` is on).
+    pub mta_sts: MtaSts,
     pub transport: Box<dyn Transport>,
     pub clock: Box<dyn Clock>,
 }
@@ -118,7 +120,8 @@ async fn process(mut job: Job, deps: &Deps) -> Result<(), StoreError> {
         return Ok(());
     }
     let message = deps.spool.get_message(&job.message_key).await?;
-    let attempt = match route::route(&job, &deps.config, deps.resolver.as_ref()).await {
+    let routed = route::route(&job, &deps.config, deps.resolver.as_ref(), &deps.mta_sts, now).await;
+    let attempt = match routed {
         Ok(targets) => deps.transport.deliver(&targets, &job, &message).await,
         Err(verdict) => Attempt::all(&job, &verdict, None),
     };
@@ -139,6 +142,8 @@ fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
             relay = %remote.host,
             addr = %addr,
             tls = remote.tls,
+            tls_verified = remote.tls_verified,
+            tls_policy = remote.tls_policy.as_str(),
             reply = %l.reply,
             attempt = job.attempt + 1,
             delay = l.delay,

@@ -15,6 +15,7 @@ use shared::Reply;
 
 use super::{Action, Incoming, Mode, Session};
 use crate::body::{BodyError, Finished};
+use crate::policy::senders;
 use crate::replies;
 use crate::upload::{Content, Part, PartTag, Upload};
 
@@ -162,13 +163,24 @@ impl Session {
     /// End of DATA or BDAT LAST: check the message and hand it to the shell.
     fn finish_message(&mut self) {
         let body = self.txn.as_mut().and_then(|t| t.body.take()).expect("a message ends inside a transaction");
-        let Finished { last, size, header: _header, reservation } = match body.finish() {
+        let Finished { last, size, header, reservation } = match body.finish() {
             Ok(f) => f,
             Err(e) => return self.reject(body_error_reply(e)),
         };
-        // Checks over the whole header section (`_header.bytes()`, bounded: see
-        // `_header.truncated()`) belong here: `return self.reject(reply)` refuses the message
-        // and aborts its upload.
+        if let Some((user, list)) = self.sender_list() {
+            // A From: past the kept bytes could not be checked, so such a message is refused
+            // from a user whose senders are listed (no real header section is that long).
+            let checked = if header.truncated() {
+                Err(replies::header_too_long_to_check(user))
+            } else {
+                senders::check_from_header(user, list, header.bytes())
+            };
+            if let Err(r) = checked {
+                let user = user.to_string();
+                tracing::warn!(event = "rejected", queue_id = %self.txn.as_ref().map_or("", |t| t.env.queue_id.as_str()), client = %self.peer, user, reason = "from_not_owned");
+                return self.reject(r);
+            }
+        }
         let txn = self.txn.take().expect("checked above");
         let helo = self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("unknown");
         let content = match txn.upload {

@@ -22,7 +22,10 @@ use smtp_proto::request::receiver::DataReceiver;
 use crate::body::Body;
 use crate::budget::{MemoryBudget, Reservation};
 use crate::policy::Policy;
+use crate::policy::rate::RateLimit;
+use crate::policy::senders::SenderList;
 use crate::replies;
+use crate::tables::{LiveTables, Tables};
 use crate::upload::{Content, Part, PartTag, Upload};
 
 mod message;
@@ -57,6 +60,10 @@ pub struct SessionConfig {
     pub budget: Arc<MemoryBudget>,
     /// Bytes per multipart-upload part; a message that fits in one is stored with one PUT.
     pub part_size: usize,
+    /// The AUTH file and recipient table in force; each session takes a snapshot at its start.
+    pub tables: Arc<LiveTables>,
+    /// `INGRESS_RATE_LIMIT`, checked at MAIL.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The negotiated TLS parameters, for the trace field and logs.
@@ -184,6 +191,8 @@ pub struct Session {
     pub(crate) helo: Option<Helo>,
     pub(crate) tls: Option<TlsInfo>,
     pub(crate) user: Option<String>,
+    /// The tables as they were when the session started.
+    pub(crate) tables: Arc<Tables>,
     pub(crate) txn: Option<Txn>,
     pub(crate) mode: Mode,
     errors: u32,
@@ -200,6 +209,7 @@ pub struct Session {
 impl Session {
     /// A new session; its first action is the greeting.
     pub fn new(cfg: Arc<SessionConfig>, kind: ListenerKind, peer: IpAddr, tls: Option<TlsInfo>) -> Self {
+        let tables = cfg.tables.current();
         let mut s = Self {
             cfg,
             kind,
@@ -207,6 +217,7 @@ impl Session {
             helo: None,
             tls,
             user: None,
+            tables,
             txn: None,
             mode: Mode::Command,
             errors: 0,
@@ -223,6 +234,17 @@ impl Session {
     /// The next thing to do, if any.
     pub fn next_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The AUTH file and recipient table this session uses (a snapshot taken when it started).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The authenticated user and the addresses it may send as, when its AUTH line restricts them.
+    pub(crate) fn sender_list(&self) -> Option<(&str, &SenderList)> {
+        let user = self.user.as_deref()?;
+        Some((user, self.tables.auth.as_ref()?.senders(user)?))
     }
 
     /// True once the session has asked to close.

@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shared::{Job, keys};
 
-use crate::store::{Queue, Spool, StoreError};
+use crate::store::{PolicyStore, Queue, Spool, StoreError};
 
-/// Objects by key: messages at their message keys, delivery records at their record keys.
+/// Objects by key: messages at their message keys, delivery records at their record keys, MTA-STS
+/// policies at their policy keys.
 #[derive(Clone, Default)]
 pub struct MemorySpool(pub Arc<Mutex<HashMap<String, Vec<u8>>>>);
 
@@ -35,6 +36,17 @@ impl Spool for MemorySpool {
     }
     async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         self.0.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PolicyStore for MemorySpool {
+    async fn get_policy(&self, domain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().unwrap().get(&keys::mta_sts_key(domain)).cloned())
+    }
+    async fn put_policy(&self, domain: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(keys::mta_sts_key(domain), json);
         Ok(())
     }
 }
