@@ -51,7 +51,7 @@ impl Session {
                     txn.parts.push(tag);
                 }
                 Err(e) => {
-                    tracing::error!(event = "part", queue_id = %txn.env.queue_id, client = %peer, result = "failed", error = %e);
+                    tracing::error!(event = "upload", queue_id = %txn.env.queue_id, client = %peer, result = "failed", error = %e);
                     if let Some(body) = txn.body.as_mut() {
                         body.fail(BodyError::Storage);
                     }
