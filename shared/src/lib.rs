@@ -3,13 +3,15 @@
 //! Everything both sides must agree on lives here and nowhere else: the relay job that travels
 //! through SQS ([`job`]), where objects live in the spool bucket ([`keys`]), how configuration is
 //! read from the environment ([`config`]), how AWS clients are built ([`aws`]), SMTP replies
-//! ([`reply`]), queue ids ([`queue_id`]) and log set-up ([`logging`]).
+//! ([`reply`]), queue ids ([`queue_id`]), log set-up ([`logging`]) and the embedded-format metrics
+//! both programs print ([`metrics`]).
 
 pub mod aws;
 pub mod config;
 pub mod job;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod queue_id;
 pub mod reply;
 

@@ -41,6 +41,8 @@ pub const INGRESS_VARS: &[&str] = &[
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
+    // Observability: the namespace of the EMF metrics (shared with the relay).
+    "METRICS_NAMESPACE",
 ];
 
 /// S3's smallest part of a multipart upload (all but the last), and the default part size.
@@ -86,6 +88,8 @@ pub struct IngressConfig {
     pub recipients_file: Option<PathBuf>,
     /// Messages per user (or client address) and duration.
     pub rate_limit: Option<RateSpec>,
+    /// CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -215,6 +219,7 @@ impl IngressConfig {
             part_size: part_size as usize,
             recipients_file,
             rate_limit,
+            metrics_namespace: shared::metrics::namespace(&r)?,
         })
     }
 }
@@ -243,6 +248,7 @@ mod tests {
         assert!(!c.proxy_protocol);
         assert_eq!(c.spool_mode, SpoolMode::S3);
         assert_eq!(c.part_size, 5 * 1024 * 1024);
+        assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
     }
 
@@ -282,6 +288,7 @@ mod tests {
             (&[("INGRESS_RECIPIENTS_FILE", "/nonexistent")], "INGRESS_RECIPIENTS_FILE"),
             // A recipient table without relay domains would govern nothing.
             (&[("INGRESS_RECIPIENTS_FILE", "Cargo.toml")], "INGRESS_RECIPIENTS_FILE"),
+            (&[("METRICS_NAMESPACE", "AWS/Mail")], "METRICS_NAMESPACE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),

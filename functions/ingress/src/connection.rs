@@ -5,7 +5,8 @@
 //! the shutdown signal. This is the only place that touches the socket of a session. Spool
 //! calls (open an upload, upload a part, abort, store) are awaited in line, so no bytes are
 //! read meanwhile: a session holds one part of a message, and TCP makes the client wait.
-//! However the connection ends, the uploads the session leaves open are aborted.
+//! However the connection ends, the uploads the session leaves open are aborted. What the
+//! session counted goes to the metrics after every round of actions and when it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use shared::metrics::Metrics;
 
 use crate::session::{Action, Session};
 use crate::spool::Spool;
@@ -37,6 +40,7 @@ pub struct Deps {
     pub spool: Arc<dyn Spool>,
     pub tls: Option<TlsAcceptor>,
     pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Run a session on `stream` until it closes.
@@ -45,6 +49,7 @@ pub async fn serve(stream: Box<dyn Io>, mut session: Session, deps: &Deps, phase
     for upload in session.connection_lost() {
         deps.spool.abort(upload).await;
     }
+    session.take_tally().record(&deps.metrics);
 }
 
 /// Read, act, reply until the session closes or the connection fails.
@@ -116,6 +121,7 @@ async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, m
                 }
             }
         }
+        session.take_tally().record(&deps.metrics);
         if flush(&mut stream, &mut out).await.is_err() {
             return;
         }

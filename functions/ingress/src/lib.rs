@@ -6,6 +6,8 @@
 //! * [`upload`] — what the session and the spool exchange about a message's bytes (whole, or
 //!   streamed as the parts of a multipart upload);
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
+//! * [`metrics`] — what the ingress counts (Accepted, Rejected, TempFailed); [`health`] — the
+//!   container's health check (`ingress health`);
 //! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
 //! * [`alloc`] — allocator tuning, so streamed parts' memory goes back to the system;
 //! * [`tables`] — the AUTH file and recipient table, re-read on SIGHUP.
@@ -18,7 +20,9 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod header;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod received;

@@ -4,18 +4,28 @@
 //! route (a route, the smarthost or MX), deliver, then carry out the [`plan`](crate::decide::plan). Only S3/SQS
 //! failures — and jobs that cannot be read, so the DLQ gets them — become
 //! `batchItemFailures`; delivery problems are handled by re-enqueueing.
+//!
+//! Each recipient outcome also becomes a delivery [`Event`]; a batch's events are counted into
+//! the [`metrics`](crate::metrics) and published once, at the end of the batch, when an events
+//! queue is configured. A Delivery is reported as soon as the remote accepted; the other
+//! outcomes only once their plan was carried out in full — a job whose plan failed part-way
+//! comes back from SQS and reports them then, so they are not reported twice.
+
+use std::sync::Arc;
 
 use crate::config::RelayConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::job::{BodyType, domain_of};
+use shared::metrics::Metrics;
 use shared::{Job, RcptState, Recipient, queue_id};
 
 use crate::decide::dsn;
+use crate::decide::events::{self, Event};
 use crate::decide::outcome::Attempt;
 use crate::decide::plan::{self, Plan, Report};
 use crate::deliver::Transport;
 use crate::route::{self, MtaSts, Resolver};
-use crate::store::{Queue, Spool, StoreError};
+use crate::store::{EventSink, Queue, Spool, StoreError};
 
 /// Unix seconds, injectable for tests.
 pub trait Clock: Send + Sync {
@@ -41,6 +51,9 @@ pub struct Deps {
     pub mta_sts: MtaSts,
     pub transport: Box<dyn Transport>,
     pub clock: Box<dyn Clock>,
+    /// `RELAY_EVENTS_QUEUE_URL`'s queue, when set.
+    pub events: Option<Box<dyn EventSink>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a record goes back to SQS.
@@ -66,18 +79,24 @@ pub async fn handle(event: SqsEvent, deps: &Deps) -> SqsBatchResponse {
             None => groups.push((key, vec![record])),
         }
     }
-    let failures = futures::future::join_all(groups.into_iter().map(|(_, records)| async move {
-        let mut failed = Vec::new();
+    let results = futures::future::join_all(groups.into_iter().map(|(_, records)| async move {
+        let (mut failed, mut events) = (Vec::new(), Vec::new());
         for record in records {
             let id = record.message_id.clone().unwrap_or_default();
-            if let Err(e) = process_record(record, deps).await {
+            if let Err(e) = process_record(record, deps, &mut events).await {
                 tracing::error!(message_id = %id, error = %e, "job failed; SQS will redeliver it");
                 failed.push(id);
             }
         }
-        failed
+        (failed, events)
     }))
     .await;
+    let (failures, events): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+    let events: Vec<Event> = events.into_iter().flatten().collect();
+    crate::metrics::record(&deps.metrics, &events);
+    if let (Some(sink), false) = (&deps.events, events.is_empty()) {
+        sink.publish(events).await;
+    }
     let mut response = SqsBatchResponse::default();
     response.set_failures(failures.into_iter().flatten());
     response
@@ -95,15 +114,16 @@ fn group_key(record: &SqsMessage) -> String {
         .unwrap_or_else(|_| record.message_id.clone().unwrap_or_default())
 }
 
-async fn process_record(record: &SqsMessage, deps: &Deps) -> Result<(), Failure> {
+async fn process_record(record: &SqsMessage, deps: &Deps, out: &mut Vec<Event>) -> Result<(), Failure> {
     let job = Job::from_json(record.body.as_deref().unwrap_or_default()).map_err(|e| Failure::Poison(e.to_string()))?;
     if !queue_id::is_queue_id(&job.queue_id) {
         return Err(Failure::Poison(format!("bad queue id {:?}", job.queue_id)));
     }
-    process(job, deps).await.map_err(Failure::from)
+    process(job, deps, out).await.map_err(Failure::from)
 }
 
-async fn process(mut job: Job, deps: &Deps) -> Result<(), StoreError> {
+/// One job; its events go to `out`.
+async fn process(mut job: Job, deps: &Deps, out: &mut Vec<Event>) -> Result<(), StoreError> {
     let now = deps.clock.now();
     if let Some(delay) = plan::wait(&job, now) {
         deps.queue.send(&job, delay).await?;
@@ -128,7 +148,10 @@ async fn process(mut job: Job, deps: &Deps) -> Result<(), StoreError> {
     let now = deps.clock.now();
     let plan = plan::plan(&job, &attempt, now, &deps.config);
     log(&job, &attempt, &plan);
-    execute(&job, &message, plan, deps, now).await
+    let outcomes = events::build(&job, &attempt, &plan, now, &deps.config);
+    let carried_out = execute(&job, &message, plan, deps, now).await;
+    out.extend(outcomes.into_iter().filter(|e| carried_out.is_ok() || e.is_delivery()));
+    carried_out
 }
 
 /// One line per recipient outcome, like Postfix's `status=` lines.

@@ -1,4 +1,4 @@
-//! In-memory [`Spool`] and [`Queue`]: the unit tests' S3 and SQS, and the store behind the
+//! In-memory [`Spool`], [`Queue`] and [`EventSink`]: the unit tests' S3 and SQS, and the store behind the
 //! delivery-engine benchmark (`examples/engine_bench.rs`), which measures the relay's own
 //! delivery rate without a storage service in the way. Not for production: nothing persists.
 
@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shared::{Job, keys};
 
-use crate::store::{PolicyStore, Queue, Spool, StoreError};
+use crate::decide::events::Event;
+use crate::store::{EventSink, PolicyStore, Queue, Spool, StoreError};
 
 /// Objects by key: messages at their message keys, delivery records at their record keys, MTA-STS
 /// policies at their policy keys.
@@ -60,5 +61,16 @@ impl Queue for MemoryQueue {
     async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError> {
         self.0.lock().unwrap().push((job.clone(), delay));
         Ok(())
+    }
+}
+
+/// Every publication of delivery events (one per batch), in order.
+#[derive(Clone, Default)]
+pub struct MemoryEvents(pub Arc<Mutex<Vec<Vec<Event>>>>);
+
+#[async_trait]
+impl EventSink for MemoryEvents {
+    async fn publish(&self, events: Vec<Event>) {
+        self.0.lock().unwrap().push(events);
     }
 }
