@@ -6,6 +6,8 @@
 //! `cargo run --release -p relay --example engine_bench -- COUNT MESSAGE_FILE` with the relay's
 //! variables set (RELAY_SMARTHOST, RELAY_HELO_NAME, …; SPOOL_* must be set but are unused).
 //! Exits non-zero unless every job ends with a `sent` record and nothing was re-enqueued.
+//! Sessions are reused as in production (`RELAY_DESTINATION_CONCURRENCY` and friends apply);
+//! `RELAY_MAX_MESSAGES_PER_CONNECTION=1` measures one session per job.
 //!
 //! With `RELAY_DKIM_KEYS` set (and the message's `From:` domain among them), every delivery is
 //! signed as in production. `engine_bench COUNT MESSAGE_FILE --sign-only` times the signing step
@@ -66,6 +68,7 @@ async fn main() {
         assert!(failed.is_empty(), "batch item failures: {}", failed.len());
     }
     let secs = started.elapsed().as_secs_f64();
+    deps.transport.shutdown().await; // QUIT the idle sessions, as `relay poll` does on SIGTERM
     let sent = jobs.iter().filter(|j| spool.0.lock().unwrap().get(&record(j)).is_some_and(|r| r == b"sent")).count();
     let requeued = queue.0.lock().unwrap().len();
     println!("{count} jobs in {secs:.2}s = {:.0}/s; {sent} sent, {requeued} re-enqueued", count as f64 / secs);
