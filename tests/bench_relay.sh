@@ -18,6 +18,8 @@
 #    and queue in place of LocalStack — into a fresh smtp-sink: the relay's own delivery rate,
 #    which on this machine LocalStack (single-threaded Python) hides. Run twice: with connection
 #    reuse at its defaults, and without (RELAY_MAX_MESSAGES_PER_CONNECTION=1, one session a job).
+#    Twice more signing every delivery (RELAY_DKIM_KEYS), with an RSA-2048 and an Ed25519 key;
+#    and the signing step alone for each key (engine_bench --sign-only, thread CPU per message).
 # 5. Binary size, the relay's CPU and peak RSS, Postfix's CPU (its master and all its daemons).
 # 6. Sessions per 1000 deliveries to the one destination: smtp-sink's session counter for the
 #    relay runs, Postfix's own log (deliveries without conn_use= opened their connection).
@@ -247,7 +249,7 @@ engine_run() {
 import resource, subprocess, sys
 out = subprocess.run(sys.argv[1:], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(out, "|", round((r.ru_utime + r.ru_stime) * 1000))
+print(out.replace("\n", " || "), "|", round((r.ru_utime + r.ru_stime) * 1000))
 EOF
 )" || { tail -5 "$WORK/$name.log" >&2; die "engine_bench ($name) failed"; }
     nap 0.3
@@ -259,6 +261,21 @@ EOF
 }
 engine_run ENGINE
 engine_run SINGLE RELAY_MAX_MESSAGES_PER_CONNECTION=1
+# The same run signing every delivery (keys made as the README says); the CPU difference to the
+# ENGINE run is the signing cost seen through the whole delivery path. sign_step KEYS: the
+# signing step alone (engine_bench --sign-only), CPU µs per message.
+sign_step() {
+    local out
+    out="$(RELAY_DKIM_KEYS="$1" "$ENGINE" "$N" "$WORK/message.eml" --sign-only 2>>"$WORK/sign.log")" \
+        || { tail -5 "$WORK/sign.log" >&2; die "engine_bench --sign-only failed"; }
+    sed -n 's|^dkim: .* signed, \([0-9.]*\) us CPU per message.*|\1|p' <<<"$out"
+}
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/dkim-rsa.pem" 2>/dev/null
+openssl genpkey -algorithm ed25519 -out "$WORK/dkim-ed.pem"
+engine_run RSA RELAY_DKIM_KEYS="example.org:rsa:$WORK/dkim-rsa.pem"
+engine_run ED RELAY_DKIM_KEYS="example.org:ed:$WORK/dkim-ed.pem"
+RSA_SIGN_US="$(sign_step "example.org:rsa:$WORK/dkim-rsa.pem")"
+ED_SIGN_US="$(sign_step "example.org:ed:$WORK/dkim-ed.pem")"
 
 # ---------------------------------------------------------------- Postfix rate
 start_sink "$WORK/sink-postfix.log"
@@ -373,6 +390,8 @@ echo "relay engine:   $ENGINE_OUT (engine_bench: in-memory spool+queue -> smtp-s
     "${RELAY_DESTINATION_CONCURRENCY:-5}, RELAY_MAX_MESSAGES_PER_CONNECTION ${RELAY_MAX_MESSAGES_PER_CONNECTION:-100})"
 echo "engine, 1/conn: $SINGLE_OUT (RELAY_MAX_MESSAGES_PER_CONNECTION=1: a session per job, as before reuse;" \
     "sink counted ${SINGLE_SINK_MSGS:-?} messages in ${SINGLE_SINK_SESS:-?} sessions)"
+echo "engine + DKIM:  RSA-2048 $RSA_OUT; Ed25519 $ED_OUT (sink counted ${RSA_SINK_MSGS:-?} and ${ED_SINK_MSGS:-?});" \
+    "signing step alone: RSA-2048 $RSA_SIGN_US us, Ed25519 $ED_SIGN_US us CPU per message"
 echo "Postfix settings: relayhost = [127.0.0.1]:PORT; smtp_tls_security_level = may; defer_transports = smtp (released by postqueue -f); $PF_SETTINGS"
 echo "TLS:            relay $RELAY_TLS of $N deliveries over TLS (RELAY_SMARTHOST_TLS=starttls), Postfix $PF_TLS TLS" \
     "sessions (smtp_tls_security_level = may); smtp-sink advertises no STARTTLS, so both send plaintext"
@@ -406,3 +425,10 @@ row "sessions/1000 deliveries" "$(per_k "$RELAY_SINK_SESS")" "$(per_k "$ENGINE_S
     "$(per_k "$SINGLE_SINK_SESS")" "$(per_k "$PF_CONNS")"
 row "start-up median (ms)" "$SU_MED" "-" "-" "-"
 row "binary size" "$SIZE_MB" "-" "-" "-"
+echo
+extra() { awk -v c="$1" -v b="$ENGINE_CPU_MS" -v n="$N" 'BEGIN { printf "%+.3f", (c - b) / n }'; }
+row "engine, DKIM signing" "none" "RSA-2048" "Ed25519" ""
+row "deliveries/s" "$ENGINE_RATE" "$RSA_RATE" "$ED_RATE" ""
+row "CPU ms/delivery" "$(cpu_per "$ENGINE_CPU_MS")" "$(cpu_per "$RSA_CPU_MS")" "$(cpu_per "$ED_CPU_MS")" ""
+row "  vs no signing" "-" "$(extra "$RSA_CPU_MS")" "$(extra "$ED_CPU_MS")" ""
+row "sign step, CPU us/msg" "-" "$RSA_SIGN_US" "$ED_SIGN_US" ""

@@ -18,6 +18,7 @@ install_apt_packages() {
     command -v curl >/dev/null || missing+=(curl)
     command -v cc >/dev/null || missing+=(gcc libc6-dev)   # linker and C compiler for cargo (ring)
     command -v flock >/dev/null || missing+=(util-linux)
+    command -v openssl >/dev/null || missing+=(openssl)   # DKIM keys in tests/test_dkim.py
     [ ${#missing[@]} -eq 0 ] && return
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

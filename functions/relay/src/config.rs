@@ -55,6 +55,8 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_MAX_MESSAGES_PER_CONNECTION",
     "RELAY_CONNECTION_IDLE",
     "RELAY_THROTTLE_BACKOFF",
+    // DKIM signing (dkim/)
+    "RELAY_DKIM_KEYS",
 ];
 
 /// How to reach the smarthost.
@@ -80,6 +82,62 @@ pub struct Route {
     /// A host name or an IP address (brackets of an IPv6 literal removed).
     pub host: String,
     pub port: u16,
+}
+
+/// Where a DKIM private key is read from, once, at start (`dkim::load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    S3 { bucket: String, key: String },
+}
+
+/// One `RELAY_DKIM_KEYS` entry: mail whose `From:` domain is `domain` is signed with this key
+/// under `selector`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimKeySpec {
+    /// Lowercase.
+    pub domain: String,
+    pub selector: String,
+    pub source: KeySource,
+    /// The entry as written, for messages that name it.
+    pub entry: String,
+}
+
+/// `RELAY_DKIM_KEYS`: a comma list of `domain:selector:source`, `source` a PEM file path or
+/// `s3://bucket/key` (the source may itself contain `:`; the first two separate the fields).
+/// Only the syntax is checked here; the keys are read and parsed at start by `dkim::load`.
+fn dkim_keys(r: &Reader) -> Result<Vec<DkimKeySpec>, ConfigError> {
+    const VAR: &str = "RELAY_DKIM_KEYS";
+    let mut specs: Vec<DkimKeySpec> = Vec::new();
+    for entry in r.list(VAR) {
+        let bad = |why: &str| err(VAR, format!("{entry}: {why}"));
+        let mut parts = entry.splitn(3, ':').map(str::trim);
+        let (Some(domain), Some(selector), Some(source)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("expected domain:selector:source"));
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if !valid_hostname(&domain) {
+            return Err(bad("the domain is not a valid domain name"));
+        }
+        if !valid_hostname(selector) {
+            return Err(bad("the selector must be dot-separated labels of letters, digits and hyphens"));
+        }
+        let source = match source.strip_prefix("s3://") {
+            Some(rest) => match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                    KeySource::S3 { bucket: bucket.to_string(), key: key.to_string() }
+                }
+                _ => return Err(bad("an S3 source is s3://bucket/key")),
+            },
+            None if source.is_empty() => return Err(bad("the key source (a PEM file or s3://bucket/key) is missing")),
+            None => KeySource::File(PathBuf::from(source)),
+        };
+        if specs.iter().any(|s| s.domain == domain && s.selector.eq_ignore_ascii_case(selector)) {
+            return Err(bad("the same domain and selector appear twice"));
+        }
+        specs.push(DkimKeySpec { domain, selector: selector.to_string(), source, entry: entry.clone() });
+    }
+    Ok(specs)
 }
 
 /// Relay settings.
@@ -125,6 +183,8 @@ pub struct RelayConfig {
     /// How long a destination that asked us to slow down is left alone, per consecutive
     /// throttling episode; the last entry repeats.
     pub throttle_backoff: Vec<Duration>,
+    /// DKIM keys to load at start; empty when nothing is signed.
+    pub dkim_keys: Vec<DkimKeySpec>,
 }
 
 impl RelayConfig {
@@ -202,6 +262,7 @@ impl RelayConfig {
             max_messages_per_connection: at_least_one(&r, "RELAY_MAX_MESSAGES_PER_CONNECTION", 100)?,
             connection_idle: r.duration("RELAY_CONNECTION_IDLE", "5s")?,
             throttle_backoff: schedule(&r, "RELAY_THROTTLE_BACKOFF", "1m,2m,4m,8m,16m,30m")?,
+            dkim_keys: dkim_keys(&r)?,
         })
     }
 }
@@ -355,6 +416,7 @@ mod tests {
             (&[("RELAY_MAX_MESSAGES_PER_CONNECTION", "-1")], "RELAY_MAX_MESSAGES_PER_CONNECTION"),
             (&[("RELAY_CONNECTION_IDLE", "briefly")], "RELAY_CONNECTION_IDLE"),
             (&[("RELAY_THROTTLE_BACKOFF", "1m,later")], "RELAY_THROTTLE_BACKOFF"),
+            (&[("RELAY_DKIM_KEYS", "example.org:sel")], "RELAY_DKIM_KEYS"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();
@@ -419,5 +481,41 @@ mod tests {
         }
         let e = refused("RELAY_LOCAL_NAMES", "mx.example.org,not a name");
         assert_eq!(e.to_string(), "RELAY_LOCAL_NAMES: \"not a name\" is not a host name");
+    }
+
+    #[test]
+    fn dkim_keys_entries() {
+        let c = RelayConfig::from_vars(&vars(&[(
+            "RELAY_DKIM_KEYS",
+            " Example.ORG.:rsa2026:/etc/dkim/rsa.pem , example.org:ed:s3://keys-bucket/dkim/ed.pem,b.test:s1:C:/x",
+        )]))
+        .unwrap();
+        let got: Vec<_> = c.dkim_keys.iter().map(|s| (s.domain.as_str(), s.selector.as_str(), &s.source)).collect();
+        assert_eq!(
+            got,
+            [
+                ("example.org", "rsa2026", &KeySource::File("/etc/dkim/rsa.pem".into())),
+                ("example.org", "ed", &KeySource::S3 { bucket: "keys-bucket".into(), key: "dkim/ed.pem".into() }),
+                ("b.test", "s1", &KeySource::File("C:/x".into())),
+            ]
+        );
+        assert_eq!(c.dkim_keys[0].entry, "Example.ORG.:rsa2026:/etc/dkim/rsa.pem");
+        assert!(RelayConfig::from_vars(&vars(&[])).unwrap().dkim_keys.is_empty());
+
+        for (value, why) in [
+            ("example.org", "expected domain:selector:source"),
+            ("example.org:sel:", "source"),
+            ("bad domain:sel:/k.pem", "domain"),
+            ("example.org:se_l:/k.pem", "selector"),
+            ("example.org:sel:s3://bucket", "s3://bucket/key"),
+            ("example.org:sel:s3:///key", "s3://bucket/key"),
+            ("example.org:sel:/a.pem,EXAMPLE.org:SEL:/b.pem", "twice"),
+        ] {
+            let e = RelayConfig::from_vars(&vars(&[("RELAY_DKIM_KEYS", value)])).unwrap_err();
+            assert_eq!(e.var, "RELAY_DKIM_KEYS", "{value}");
+            assert!(e.reason.contains(why), "{value}: {e}");
+            // The message names the entry at fault (the second one when it repeats the first).
+            assert!(e.reason.starts_with(value.split(',').next_back().unwrap()), "{value}: {e}");
+        }
     }
 }

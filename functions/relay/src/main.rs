@@ -64,6 +64,14 @@ async fn main() -> ExitCode {
         .events_queue_url
         .clone()
         .map(|queue_url| -> Box<dyn EventSink> { Box::new(SqsEvents { client: clients.sqs.clone(), queue_url }) });
+    // Keys are read once, before serving: one that cannot be used stops the relay here.
+    let transport = match relay::dkim::load::load(&config.dkim_keys, &clients.s3).await {
+        Ok(signer) => transport.with_dkim(signer),
+        Err(e) => {
+            eprintln!("relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let spool = S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() };
     let deps = Arc::new(Deps {
         mta_sts: MtaSts::new(Box::new(spool.clone()), Box::new(HttpsFetcher::new(policy_roots))),

@@ -10,7 +10,8 @@
 //! the same address, as Postfix does; `RELAY_TLS=required`, smarthosts and targets that require
 //! verified TLS (MTA-STS `enforce`, [`TlsRequirement::Verified`]) never fall back, and the last
 //! are never sent anything but over TLS with a certificate valid for the MX name.
-//! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
+//! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]); the
+//! bytes a server receives are then DKIM-signed ([`crate::dkim`]), so the signature covers them.
 //! Only a [`Hop::Smarthost`] target gets the smarthost's treatment (implicit TLS, a verified
 //! certificate, AUTH); MX hosts and routes are delivered to alike. A server whose greeting or
 //! EHLO/HELO reply gives our own name ends the attempt with a permanent loop verdict
@@ -34,6 +35,7 @@ use super::throttle;
 use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
 use crate::decide::outcome::{Class, Remote, Verdict};
+use crate::dkim::Signer;
 use crate::route::{Hop, Target, TlsRequirement, loops};
 use exchange::Broken;
 
@@ -56,6 +58,7 @@ pub struct SmtpTransport {
     /// For the smarthost: its certificate verified (web PKI + `RELAY_SMARTHOST_CA`).
     smarthost_tls: Option<TlsClient>,
     pub(super) pool: Pool<Session>,
+    dkim: Signer,
 }
 
 impl SmtpTransport {
@@ -84,7 +87,13 @@ impl SmtpTransport {
                 idle: cfg.connection_idle,
                 backoff: cfg.throttle_backoff.clone(),
             }),
+            dkim: Signer::default(),
         })
+    }
+
+    /// Sign what this transport delivers with these keys (`RELAY_DKIM_KEYS`, loaded at start).
+    pub fn with_dkim(self, dkim: Signer) -> Self {
+        Self { dkim, ..self }
     }
 }
 
@@ -272,7 +281,11 @@ impl SmtpTransport {
         let rcpts: Vec<_> = job.pending().collect();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
         let mut after = After::Usable;
-        let message = self.body_for(ext, job, message);
+        let message = match self.body_for(ext, job, message) {
+            Ok(m) => m,
+            // Nothing was sent: the session stays usable.
+            Err(v) => return (rcpts.iter().map(|r| (r.address.clone(), v.clone())).collect(), After::Usable),
+        };
         let message = &message[..];
         let refuse = if job.smtputf8 && !ext.smtputf8 {
             Some(Verdict::failed("5.6.7", "the message needs SMTPUTF8 but the server does not support it"))
@@ -308,18 +321,27 @@ impl SmtpTransport {
         (outcomes, after)
     }
 
-    /// The message as this server may receive it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
-    /// when the server does not offer 8BITMIME.
-    fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Cow<'m, [u8]> {
-        if job.body == BodyType::SevenBit || ext.eightbitmime {
-            return Cow::Borrowed(message);
-        }
-        let converted = super::downgrade::seven_bit(message);
+    /// The message as this server receives it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
+    /// when the server does not offer 8BITMIME, then DKIM-signed when its `From:` domain has keys.
+    /// A signing failure defers the recipients rather than send the mail unsigned.
+    fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Result<Cow<'m, [u8]>, Verdict> {
+        let converted = if job.body == BodyType::SevenBit || ext.eightbitmime {
+            Cow::Borrowed(message)
+        } else {
+            super::downgrade::seven_bit(message)
+        };
         if let Cow::Owned(m) = &converted {
             tracing::info!(queue_id = %job.queue_id, from = message.len(), to = m.len(),
                 "8-bit body converted to 7-bit: the server does not offer 8BITMIME");
         }
-        converted
+        let (signed, by) = self.dkim.signed(converted).map_err(|e| {
+            tracing::error!(queue_id = %job.queue_id, error = %e, "dkim signing failed");
+            Verdict::deferred("4.3.0", e)
+        })?;
+        if !by.is_empty() {
+            tracing::info!(queue_id = %job.queue_id, signatures = %by.join(", "), "dkim signed");
+        }
+        Ok(signed)
     }
 }
 
