@@ -51,6 +51,8 @@ cap "a C compiler and linker for cargo (build scripts, ring)" "gcc libc6-dev" \
     'printf "int main(void) { return 0; }\n" | cc -x c -o "$CHECK_TMP/a.out" - && "$CHECK_TMP/a.out"'
 cap "flock and setsid (setup.sh, localstack.sh)" "util-linux" \
     'flock "$CHECK_TMP/lock" setsid true'
+cap "openssl makes DKIM keys and prints their public half (tests/test_dkim.py, bench_relay.sh)" "openssl" \
+    'openssl genpkey -algorithm ed25519 -out "$CHECK_TMP/k.pem" && openssl pkey -in "$CHECK_TMP/k.pem" -pubout -outform DER | openssl base64 -A | grep -q .'
 cap "Python 3.11 with venv and ensurepip (\$RELAY_PYTHON, pyenv, python3.11 or python3)" "python3.11 python3.11-venv" \
     'find_python'
 # The certificates of the tests are made by Python's `cryptography` (tests/harness.py), a module

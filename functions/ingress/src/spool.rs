@@ -1,6 +1,13 @@
 //! The durable hand-off: the message to S3, then its jobs to SQS — and only then `250`.
 //!
 //! [`Spool`] is the edge the connection shell talks to; [`AwsSpool`] is the production one.
+//! A message that fits in one part is stored with one PUT at its end. A larger one is streamed
+//! while it arrives: a multipart upload opened when it outgrows one part, each full part
+//! uploaded as it fills, and at the end the last part and the completion. An upload whose
+//! message is refused, cut off or fails is aborted (and the bucket's lifecycle rule removes
+//! any that an abort missed after a day), so an object under `spool/` always is a whole,
+//! accepted message.
+//!
 //! Jobs are split per destination domain ([`jobs_for`], pure) and sent in batches of ten; entries
 //! SQS refuses inside a batch are sent again (twice) before giving up. When jobs cannot all be
 //! sent the client gets `451` and will send again. If none went out, the message object is
@@ -10,17 +17,32 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use shared::job::domain_of;
 use shared::{Job, aws::Clients, keys};
 
-use crate::session::Incoming;
+use crate::session::{Envelope, Incoming};
+use crate::upload::{Content, Part, PartTag, Upload};
 
 /// Storage for accepted messages.
 #[async_trait]
 pub trait Spool: Send + Sync {
-    /// Make the message durable and queue its delivery; `Ok` means the relay now owns it.
+    /// Open the multipart upload of a message too large for one part.
+    async fn begin(&self, env: &Envelope) -> Result<Upload, String>;
+
+    /// Upload one full part of it.
+    async fn upload_part(&self, part: Part) -> Result<PartTag, String>;
+
+    /// Abandon an upload whose message will not be accepted. A failure is logged, not
+    /// returned: the bucket's lifecycle rule removes incomplete uploads after a day.
+    async fn abort(&self, upload: Upload);
+
+    /// Make the message durable (its PUT, or its last part and the completion of its upload)
+    /// and queue its delivery; `Ok` means the relay now owns it. On `Err` nothing of the
+    /// message is left to deliver: an open upload is aborted.
     async fn store(&self, msg: Incoming) -> Result<(), String>;
 }
 
@@ -37,9 +59,19 @@ pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
             body: msg.env.body_type,
             smtputf8: msg.env.smtputf8,
             received_from: msg.received_from.clone(),
-            ..Job::first_attempt(&msg.env.queue_id, &msg.env.sender, domain, recipients, msg.message.len() as u64, now)
+            ..Job::first_attempt(&msg.env.queue_id, &msg.env.sender, domain, recipients, msg.size, now)
         })
         .collect()
+}
+
+/// Sets the stored object's attributes on its request — the single PUT and the
+/// CreateMultipartUpload alike, so this is the one place to add one (user metadata is a
+/// `.metadata(name, value)` line; `$env` is the message's [`Envelope`]). A macro because the
+/// SDK's two request builders share these method names but no trait.
+macro_rules! object_request {
+    ($request:expr, $bucket:expr, $key:expr, $env:expr) => {
+        $request.bucket($bucket).key($key).content_type("message/rfc822")
+    };
 }
 
 /// S3 + SQS.
@@ -104,40 +136,141 @@ impl AwsSpool {
     }
 }
 
+impl AwsSpool {
+    /// The last part, then the completion of the upload; on failure the upload is aborted.
+    async fn complete(&self, upload: Upload, mut parts: Vec<PartTag>, last: Vec<u8>) -> Result<(), String> {
+        let number = parts.len() as i32 + 1;
+        match self.upload_part(Part { upload: upload.clone(), number, bytes: last }).await {
+            Ok(tag) => parts.push(tag),
+            Err(e) => {
+                self.abort(upload).await;
+                return Err(e);
+            }
+        }
+        let completed = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .set_checksum_crc32(p.crc32.clone())
+                    .build()
+            })
+            .collect();
+        let done = self
+            .clients
+            .s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .send()
+            .await;
+        if let Err(e) = done {
+            let reason = format!("S3 complete {}: {}", upload.key, DisplayErrorContext(e));
+            // A completion that failed late (a timeout) may still have made the object.
+            let key = upload.key.clone();
+            self.abort(upload).await;
+            self.withdraw(&key).await;
+            return Err(reason);
+        }
+        Ok(())
+    }
+
+    /// Delete a stored message no job refers to.
+    async fn withdraw(&self, key: &str) {
+        if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(key).send().await {
+            tracing::error!(key, error = %DisplayErrorContext(d), "could not withdraw message");
+        }
+    }
+}
+
 #[async_trait]
 impl Spool for AwsSpool {
+    async fn begin(&self, env: &Envelope) -> Result<Upload, String> {
+        let key = keys::message_key(&env.queue_id);
+        let out = object_request!(self.clients.s3.create_multipart_upload(), &self.bucket, &key, env)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| format!("S3 create upload {key}: {}", DisplayErrorContext(e)))?;
+        let id = out.upload_id().ok_or_else(|| format!("S3 create upload {key}: no upload id"))?.to_string();
+        Ok(Upload { queue_id: env.queue_id.clone(), key, id })
+    }
+
+    async fn upload_part(&self, part: Part) -> Result<PartTag, String> {
+        let Part { upload, number, bytes } = part;
+        let out = self
+            .clients
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| format!("S3 upload part {number} of {}: {}", upload.key, DisplayErrorContext(e)))?;
+        let etag = out.e_tag().ok_or_else(|| format!("S3 upload part {number} of {}: no ETag", upload.key))?;
+        Ok(PartTag { number, etag: etag.to_string(), crc32: out.checksum_crc32().map(str::to_string) })
+    }
+
+    async fn abort(&self, upload: Upload) {
+        let Upload { queue_id, key, id } = upload;
+        match self.clients.s3.abort_multipart_upload().bucket(&self.bucket).key(&key).upload_id(&id).send().await {
+            Ok(_) => tracing::info!(event = "upload", queue_id, key, result = "aborted"),
+            Err(e) => {
+                tracing::error!(event = "upload", queue_id, key, result = "abort failed", error = %DisplayErrorContext(e),
+                "the bucket's lifecycle rule removes the incomplete upload after a day")
+            }
+        }
+    }
+
     async fn store(&self, msg: Incoming) -> Result<(), String> {
         let jobs = jobs_for(&msg, chrono::Utc::now().timestamp());
         let key = keys::message_key(&msg.env.queue_id);
-        self.clients
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("message/rfc822")
-            .body(ByteStream::from(msg.message))
-            .send()
-            .await
-            .map_err(|e| format!("S3 put {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        match msg.content {
+            Content::Whole(bytes) => {
+                object_request!(self.clients.s3.put_object(), &self.bucket, &key, &msg.env)
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .map_err(|e| format!("S3 put {key}: {}", DisplayErrorContext(e)))?;
+            }
+            Content::Multipart { upload, parts, last } => self.complete(upload, parts, last).await?,
+        }
         let Err(e) = self.send_jobs(&jobs).await else { return Ok(()) };
         let qid = &msg.env.queue_id;
         if e.queued > 0 {
             tracing::error!(queue_id = %qid, key, queued = e.queued, jobs = jobs.len(), error = %e.reason,
                 "jobs partly queued; message kept for them (the client's retry may duplicate those domains)");
-        } else if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(&key).send().await {
-            tracing::error!(queue_id = %qid, key, error = %aws_sdk_s3::error::DisplayErrorContext(d),
-                "could not withdraw message after failed enqueue");
+        } else {
+            self.withdraw(&key).await;
         }
         Err(e.reason)
     }
 }
 
 /// Accepts everything and keeps nothing (`INGRESS_SPOOL=discard`): for benchmarks of the
-/// protocol path alone.
+/// protocol path alone. Parts are dropped as they are handed over, so a session still holds
+/// one part at most, as with S3.
 pub struct DiscardSpool;
 
 #[async_trait]
 impl Spool for DiscardSpool {
+    async fn begin(&self, env: &Envelope) -> Result<Upload, String> {
+        Ok(Upload { queue_id: env.queue_id.clone(), key: keys::message_key(&env.queue_id), id: "discard".into() })
+    }
+
+    async fn upload_part(&self, part: Part) -> Result<PartTag, String> {
+        Ok(PartTag { number: part.number, etag: "discarded".into(), crc32: None })
+    }
+
+    async fn abort(&self, _upload: Upload) {}
+
     async fn store(&self, _msg: Incoming) -> Result<(), String> {
         Ok(())
     }

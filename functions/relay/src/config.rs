@@ -50,6 +50,13 @@ pub const RELAY_VARS: &[&str] = &[
     // Observability: delivery events and the metrics' namespace.
     "RELAY_EVENTS_QUEUE_URL",
     "METRICS_NAMESPACE",
+    // Connection reuse and throttling (deliver::pool, deliver::throttle).
+    "RELAY_DESTINATION_CONCURRENCY",
+    "RELAY_MAX_MESSAGES_PER_CONNECTION",
+    "RELAY_CONNECTION_IDLE",
+    "RELAY_THROTTLE_BACKOFF",
+    // DKIM signing (dkim/)
+    "RELAY_DKIM_KEYS",
 ];
 
 /// How to reach the smarthost.
@@ -75,6 +82,62 @@ pub struct Route {
     /// A host name or an IP address (brackets of an IPv6 literal removed).
     pub host: String,
     pub port: u16,
+}
+
+/// Where a DKIM private key is read from, once, at start (`dkim::load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    S3 { bucket: String, key: String },
+}
+
+/// One `RELAY_DKIM_KEYS` entry: mail whose `From:` domain is `domain` is signed with this key
+/// under `selector`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimKeySpec {
+    /// Lowercase.
+    pub domain: String,
+    pub selector: String,
+    pub source: KeySource,
+    /// The entry as written, for messages that name it.
+    pub entry: String,
+}
+
+/// `RELAY_DKIM_KEYS`: a comma list of `domain:selector:source`, `source` a PEM file path or
+/// `s3://bucket/key` (the source may itself contain `:`; the first two separate the fields).
+/// Only the syntax is checked here; the keys are read and parsed at start by `dkim::load`.
+fn dkim_keys(r: &Reader) -> Result<Vec<DkimKeySpec>, ConfigError> {
+    const VAR: &str = "RELAY_DKIM_KEYS";
+    let mut specs: Vec<DkimKeySpec> = Vec::new();
+    for entry in r.list(VAR) {
+        let bad = |why: &str| err(VAR, format!("{entry}: {why}"));
+        let mut parts = entry.splitn(3, ':').map(str::trim);
+        let (Some(domain), Some(selector), Some(source)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("expected domain:selector:source"));
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if !valid_hostname(&domain) {
+            return Err(bad("the domain is not a valid domain name"));
+        }
+        if !valid_hostname(selector) {
+            return Err(bad("the selector must be dot-separated labels of letters, digits and hyphens"));
+        }
+        let source = match source.strip_prefix("s3://") {
+            Some(rest) => match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                    KeySource::S3 { bucket: bucket.to_string(), key: key.to_string() }
+                }
+                _ => return Err(bad("an S3 source is s3://bucket/key")),
+            },
+            None if source.is_empty() => return Err(bad("the key source (a PEM file or s3://bucket/key) is missing")),
+            None => KeySource::File(PathBuf::from(source)),
+        };
+        if specs.iter().any(|s| s.domain == domain && s.selector.eq_ignore_ascii_case(selector)) {
+            return Err(bad("the same domain and selector appear twice"));
+        }
+        specs.push(DkimKeySpec { domain, selector: selector.to_string(), source, entry: entry.clone() });
+    }
+    Ok(specs)
 }
 
 /// Relay settings.
@@ -110,6 +173,18 @@ pub struct RelayConfig {
     pub events_queue_url: Option<String>,
     /// CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
+    /// SMTP sessions open at once per next hop in this process (`route::next_hop`).
+    pub destination_concurrency: usize,
+    /// Transactions one session carries before it is closed (1 = no reuse).
+    pub max_messages_per_connection: u32,
+    /// How long `relay poll` keeps an idle session for the next batch; under Lambda, zero:
+    /// sessions are closed at the end of each invocation.
+    pub connection_idle: Duration,
+    /// How long a destination that asked us to slow down is left alone, per consecutive
+    /// throttling episode; the last entry repeats.
+    pub throttle_backoff: Vec<Duration>,
+    /// DKIM keys to load at start; empty when nothing is signed.
+    pub dkim_keys: Vec<DkimKeySpec>,
 }
 
 impl RelayConfig {
@@ -121,12 +196,7 @@ impl RelayConfig {
         let r = Reader(vars);
         let helo_name = r.hostname("RELAY_HELO_NAME")?;
         let dns_servers = r.addrs("RELAY_DNS_SERVERS", None)?;
-        let retry_schedule = r
-            .opt("RELAY_RETRY_SCHEDULE")
-            .unwrap_or_else(|| "2m,5m,10m,15m,30m,1h,2h,4h".to_string())
-            .split(',')
-            .map(|d| parse_duration(d).map_err(|e| err("RELAY_RETRY_SCHEDULE", e)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let retry_schedule = schedule(&r, "RELAY_RETRY_SCHEDULE", "2m,5m,10m,15m,30m,1h,2h,4h")?;
         let smarthost = match r.opt("RELAY_SMARTHOST") {
             None => None,
             Some(hp) => {
@@ -188,6 +258,11 @@ impl RelayConfig {
             tls_ca: r.path("RELAY_TLS_CA")?,
             events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
             metrics_namespace: shared::metrics::namespace(&r)?,
+            destination_concurrency: at_least_one(&r, "RELAY_DESTINATION_CONCURRENCY", 5)?,
+            max_messages_per_connection: at_least_one(&r, "RELAY_MAX_MESSAGES_PER_CONNECTION", 100)?,
+            connection_idle: r.duration("RELAY_CONNECTION_IDLE", "5s")?,
+            throttle_backoff: schedule(&r, "RELAY_THROTTLE_BACKOFF", "1m,2m,4m,8m,16m,30m")?,
+            dkim_keys: dkim_keys(&r)?,
         })
     }
 }
@@ -251,6 +326,31 @@ fn parse_routes(value: &str, own_names: &[String]) -> Result<Vec<Route>, String>
     Ok(routes)
 }
 
+/// A comma list of durations (a retry schedule); `default` when unset.
+fn schedule(r: &Reader, var: &'static str, default: &str) -> Result<Vec<Duration>, ConfigError> {
+    r.opt(var)
+        .unwrap_or_else(|| default.to_string())
+        .split(',')
+        .map(|d| parse_duration(d).map_err(|e| err(var, e)))
+        .collect()
+}
+
+/// A count that must be at least 1.
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(
+    r: &Reader,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let n = r.parse(var, default)?;
+    if n < T::from(1) {
+        return Err(err(var, "must be at least 1"));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -278,6 +378,10 @@ mod tests {
         assert_eq!(c.tls_ca, None);
         assert!(!RelayConfig::from_vars(&vars(&[("RELAY_MTA_STS", "off")])).unwrap().mta_sts);
         assert_eq!((c.events_queue_url.as_deref(), c.metrics_namespace.as_str()), (None, "SmtpRelay"));
+        assert_eq!((c.destination_concurrency, c.max_messages_per_connection), (5, 100));
+        assert_eq!(c.connection_idle, Duration::from_secs(5));
+        assert_eq!(c.throttle_backoff.first(), Some(&Duration::from_secs(60)));
+        assert_eq!(c.throttle_backoff.last(), Some(&Duration::from_secs(1800)));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -306,6 +410,13 @@ mod tests {
             (&[("RELAY_MTA_STS", "enforce")], "RELAY_MTA_STS"),
             (&[("RELAY_TLS_CA", "/nonexistent.pem")], "RELAY_TLS_CA"),
             (&[("METRICS_NAMESPACE", "no spaces")], "METRICS_NAMESPACE"),
+            (&[("RELAY_DESTINATION_CONCURRENCY", "0")], "RELAY_DESTINATION_CONCURRENCY"),
+            (&[("RELAY_DESTINATION_CONCURRENCY", "many")], "RELAY_DESTINATION_CONCURRENCY"),
+            (&[("RELAY_MAX_MESSAGES_PER_CONNECTION", "0")], "RELAY_MAX_MESSAGES_PER_CONNECTION"),
+            (&[("RELAY_MAX_MESSAGES_PER_CONNECTION", "-1")], "RELAY_MAX_MESSAGES_PER_CONNECTION"),
+            (&[("RELAY_CONNECTION_IDLE", "briefly")], "RELAY_CONNECTION_IDLE"),
+            (&[("RELAY_THROTTLE_BACKOFF", "1m,later")], "RELAY_THROTTLE_BACKOFF"),
+            (&[("RELAY_DKIM_KEYS", "example.org:sel")], "RELAY_DKIM_KEYS"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();
@@ -370,5 +481,41 @@ mod tests {
         }
         let e = refused("RELAY_LOCAL_NAMES", "mx.example.org,not a name");
         assert_eq!(e.to_string(), "RELAY_LOCAL_NAMES: \"not a name\" is not a host name");
+    }
+
+    #[test]
+    fn dkim_keys_entries() {
+        let c = RelayConfig::from_vars(&vars(&[(
+            "RELAY_DKIM_KEYS",
+            " Example.ORG.:rsa2026:/etc/dkim/rsa.pem , example.org:ed:s3://keys-bucket/dkim/ed.pem,b.test:s1:C:/x",
+        )]))
+        .unwrap();
+        let got: Vec<_> = c.dkim_keys.iter().map(|s| (s.domain.as_str(), s.selector.as_str(), &s.source)).collect();
+        assert_eq!(
+            got,
+            [
+                ("example.org", "rsa2026", &KeySource::File("/etc/dkim/rsa.pem".into())),
+                ("example.org", "ed", &KeySource::S3 { bucket: "keys-bucket".into(), key: "dkim/ed.pem".into() }),
+                ("b.test", "s1", &KeySource::File("C:/x".into())),
+            ]
+        );
+        assert_eq!(c.dkim_keys[0].entry, "Example.ORG.:rsa2026:/etc/dkim/rsa.pem");
+        assert!(RelayConfig::from_vars(&vars(&[])).unwrap().dkim_keys.is_empty());
+
+        for (value, why) in [
+            ("example.org", "expected domain:selector:source"),
+            ("example.org:sel:", "source"),
+            ("bad domain:sel:/k.pem", "domain"),
+            ("example.org:se_l:/k.pem", "selector"),
+            ("example.org:sel:s3://bucket", "s3://bucket/key"),
+            ("example.org:sel:s3:///key", "s3://bucket/key"),
+            ("example.org:sel:/a.pem,EXAMPLE.org:SEL:/b.pem", "twice"),
+        ] {
+            let e = RelayConfig::from_vars(&vars(&[("RELAY_DKIM_KEYS", value)])).unwrap_err();
+            assert_eq!(e.var, "RELAY_DKIM_KEYS", "{value}");
+            assert!(e.reason.contains(why), "{value}: {e}");
+            // The message names the entry at fault (the second one when it repeats the first).
+            assert!(e.reason.starts_with(value.split(',').next_back().unwrap()), "{value}: {e}");
+        }
     }
 }

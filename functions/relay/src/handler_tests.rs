@@ -38,12 +38,14 @@ impl Resolver for FakeDns {
     }
 }
 
-/// Replies per recipient address (default 250); records who was sent what, to which targets.
+/// Replies per recipient address (default 250); records who was sent what, to which targets, and
+/// the batches ended.
 #[derive(Clone, Default)]
 struct FakeSmtp {
     replies: HashMap<String, (u16, &'static str)>,
     calls: Arc<Mutex<Vec<Vec<String>>>>,
     targets: Arc<Mutex<Vec<Vec<Target>>>>,
+    batches_ended: Arc<Mutex<usize>>,
 }
 
 #[async_trait]
@@ -59,15 +61,13 @@ impl Transport for FakeSmtp {
                 (a, Verdict::from_reply(Reply::parse(code, text)))
             })
             .collect();
-        Attempt {
-            outcomes,
-            remote: Some(Remote {
-                host: targets[0].host.clone(),
-                addr: Some(targets[0].addr),
-                tls: true,
-                ..Remote::default()
-            }),
-        }
+        let remote =
+            Remote { host: targets[0].host.clone(), addr: Some(targets[0].addr), tls: true, ..Remote::default() };
+        Attempt { outcomes, remote: Some(remote), throttled: None }
+    }
+
+    async fn end_batch(&self) {
+        *self.batches_ended.lock().unwrap() += 1;
     }
 }
 
@@ -145,6 +145,7 @@ async fn delivers_records_and_a_duplicate_sends_nothing() {
     assert!(handle(ev.clone(), &w.deps).await.batch_item_failures.is_empty());
     assert!(handle(ev, &w.deps).await.batch_item_failures.is_empty());
     assert_eq!(w.smtp.calls.lock().unwrap().len(), 1, "the duplicate must not reach SMTP");
+    assert_eq!(*w.smtp.batches_ended.lock().unwrap(), 2, "the transport hears the end of every batch");
     assert_eq!(w.spool.0.lock().unwrap().get(&keys::record_key(QID, "bob@b.test")).unwrap(), b"sent");
     assert!(w.queue.0.lock().unwrap().is_empty());
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod decide;
 pub mod deliver;
+pub mod dkim;
 pub mod handler;
 pub mod metrics;
 pub mod poll;

@@ -24,13 +24,18 @@ async fn main() -> ExitCode {
         eprintln!("usage: relay poll    (or run under AWS Lambda with an SQS event source)");
         return ExitCode::from(2);
     }
-    let config = match RelayConfig::from_env() {
+    let mut config = match RelayConfig::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("relay: {e}");
             return ExitCode::from(2);
         }
     };
+    if lambda {
+        // The process is frozen between invocations: idle sessions would only time out at the
+        // server. The handler's end-of-batch hook closes them instead.
+        config.connection_idle = std::time::Duration::ZERO;
+    }
     let resolver = match HickoryResolver::new(&config.dns_servers) {
         Ok(r) => r,
         Err(e) => {
@@ -59,6 +64,14 @@ async fn main() -> ExitCode {
         .events_queue_url
         .clone()
         .map(|queue_url| -> Box<dyn EventSink> { Box::new(SqsEvents { client: clients.sqs.clone(), queue_url }) });
+    // Keys are read once, before serving: one that cannot be used stops the relay here.
+    let transport = match relay::dkim::load::load(&config.dkim_keys, &clients.s3).await {
+        Ok(signer) => transport.with_dkim(signer),
+        Err(e) => {
+            eprintln!("relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let spool = S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() };
     let deps = Arc::new(Deps {
         mta_sts: MtaSts::new(Box::new(spool.clone()), Box::new(HttpsFetcher::new(policy_roots))),
