@@ -39,6 +39,8 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_COMMAND_TIMEOUT",
     "RELAY_DATA_TIMEOUT",
     "RELAY_POLL_WAIT",
+    // Durable records (issue 12 §4).
+    "RELAY_STORE_RETRY",
 ];
 
 /// How to reach the smarthost.
@@ -74,6 +76,8 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// Long-poll wait of `relay poll` (≤ 20 s).
     pub poll_wait: Duration,
+    /// How long S3/SQS writes after a delivery are retried before the job goes back to SQS.
+    pub store_retry: Duration,
 }
 
 impl RelayConfig {
@@ -141,6 +145,7 @@ impl RelayConfig {
             command_timeout: r.duration("RELAY_COMMAND_TIMEOUT", "5m")?,
             data_timeout: r.duration("RELAY_DATA_TIMEOUT", "10m")?,
             poll_wait,
+            store_retry: r.duration("RELAY_STORE_RETRY", "60s")?,
         })
     }
 }
@@ -168,6 +173,7 @@ mod tests {
         assert_eq!(c.bounce_from, "MAILER-DAEMON@relay.example.org");
         assert_eq!(c.tls, TlsMode::Opportunistic);
         assert!(c.smarthost.is_none());
+        assert_eq!(c.store_retry, Duration::from_secs(60));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -193,6 +199,7 @@ mod tests {
             (&[("RELAY_DNS_SERVERS", "8.8.8.8")], "RELAY_DNS_SERVERS"),
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
             (&[("RELAY_POLL_WAIT", "1m")], "RELAY_POLL_WAIT"),
+            (&[("RELAY_STORE_RETRY", "a while")], "RELAY_STORE_RETRY"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();

@@ -8,7 +8,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use relay::config::RelayConfig;
 use relay::deliver::SmtpTransport;
-use relay::handler::{Deps, SystemClock, handle};
+use relay::handler::{Deps, SystemClock, handle_until};
 use relay::route::HickoryResolver;
 use relay::store::{S3Spool, SqsQueue};
 
@@ -53,7 +53,10 @@ async fn main() -> ExitCode {
     if lambda {
         let service = service_fn(move |event: LambdaEvent<SqsEvent>| {
             let deps = deps.clone();
-            async move { Ok::<_, lambda_runtime::Error>(handle(event.payload, &deps).await) }
+            // The invocation's deadline bounds the store retries after a delivery.
+            let left = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            let deadline = tokio::time::Instant::now() + left;
+            async move { Ok::<_, lambda_runtime::Error>(handle_until(event.payload, &deps, Some(deadline)).await) }
         });
         if let Err(e) = lambda_runtime::run(service).await {
             eprintln!("relay: lambda runtime: {e}");
