@@ -37,13 +37,29 @@ fn one_job_per_domain_carrying_the_envelope() {
     let addrs: Vec<_> = jobs[0].recipients.iter().map(|r| r.address.as_str()).collect();
     assert_eq!(addrs, ["b@one.test", "d@ONE.test"]);
     assert_eq!(jobs[1].domain, "two.test");
+    assert_ne!(jobs[0].job_id, jobs[1].job_id, "each job has its own id");
     for j in &jobs {
+        assert_eq!(j.jobs, 2, "each job knows it shares the message");
         assert_eq!(j.message_key, "spool/01JD0000000000000000000000.eml");
         assert_eq!((j.first_seen, j.not_before, j.attempt), (1000, 1000, 0));
         assert_eq!(j.size, 18);
         assert_eq!(j.body, BodyType::EightBitMime);
         assert!(Job::from_json(&j.to_json()).is_ok());
     }
+}
+
+#[test]
+fn metadata_carries_the_envelope_for_trace() {
+    let jobs = jobs_for(&incoming(&["b@one.test", "c@two.test", "d@ONE.test"]), 1000);
+    let m = message_metadata(&jobs, 18, 1000);
+    let back = shared::meta::decode(&m).unwrap();
+    assert_eq!((back.sender.as_str(), back.received, back.size, back.jobs), ("alice@example.org", 1000, 18, 2));
+    assert_eq!(back.recipients, ["b@one.test", "d@ONE.test", "c@two.test"], "in job order");
+    let many: Vec<String> = (0..200).map(|i| format!("user{i}@example.test")).collect();
+    let jobs = jobs_for(&incoming(&many.iter().map(String::as_str).collect::<Vec<_>>()), 1000);
+    let back = shared::meta::decode(&message_metadata(&jobs, 18, 1000)).unwrap();
+    assert_eq!(back.recipients.len() + back.omitted, 200);
+    assert!(back.omitted > 0, "2 KB cannot hold 200 addresses");
 }
 
 /// One SendMessageBatch answer: the entry ids to refuse, and whether as the sender's fault.
