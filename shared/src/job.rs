@@ -175,7 +175,9 @@ pub enum BodyType {
 pub enum JobError {
     #[error("job is not valid JSON for this schema: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("job schema version {0} is not supported (this build reads {MIN_JOB_SCHEMA_VERSION} to {JOB_SCHEMA_VERSION})")]
+    #[error(
+        "job schema version {0} is not supported (this build reads {MIN_JOB_SCHEMA_VERSION} to {JOB_SCHEMA_VERSION})"
+    )]
     Version(u32),
     #[error("job has no recipients")]
     NoRecipients,

@@ -118,7 +118,14 @@ mod tests {
     use super::*;
 
     fn meta(rcpts: Vec<String>) -> MessageMeta {
-        MessageMeta { sender: "alice@example.org".into(), received: 1_800_000_000, size: 42, jobs: 2, recipients: rcpts, omitted: 0 }
+        MessageMeta {
+            sender: "alice@example.org".into(),
+            received: 1_800_000_000,
+            size: 42,
+            jobs: 2,
+            recipients: rcpts,
+            omitted: 0,
+        }
     }
 
     fn round_trip(m: &MessageMeta) -> MessageMeta {

@@ -191,11 +191,12 @@ mod tests {
 
     #[test]
     fn final_states() {
-        let finals: Vec<_> = [Delivery::Queued, Delivery::Deferred, Delivery::Sent, Delivery::Bounced, Delivery::Cancelled]
-            .into_iter()
-            .filter(|d| d.is_final())
-            .map(Delivery::as_str)
-            .collect();
+        let finals: Vec<_> =
+            [Delivery::Queued, Delivery::Deferred, Delivery::Sent, Delivery::Bounced, Delivery::Cancelled]
+                .into_iter()
+                .filter(|d| d.is_final())
+                .map(Delivery::as_str)
+                .collect();
         assert_eq!(finals, ["sent", "bounced", "cancelled"]);
     }
 }

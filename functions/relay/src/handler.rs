@@ -35,7 +35,7 @@ use crate::decide::plan::{self, Plan};
 use crate::decide::record;
 use crate::deliver::Transport;
 use crate::route::{self, Resolver};
-use crate::store::{Expect, Queue, Spool, Stored, StoreError};
+use crate::store::{Expect, Queue, Spool, StoreError, Stored};
 
 /// Unix seconds, injectable for tests.
 pub trait Clock: Send + Sync {
@@ -141,7 +141,9 @@ async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>) -> Result
     let stored = deps.spool.get_state(&job.queue_id, &job.domain).await?;
     match fence::check(stored.as_ref().map(|s| &s.state), &id) {
         Check::Proceed => {}
-        Check::Redo => return redo(&job, stored.expect("redo implies a state"), deps, Retrier::new(deps, deadline)).await,
+        Check::Redo => {
+            return redo(&job, stored.expect("redo implies a state"), deps, Retrier::new(deps, deadline)).await;
+        }
         Check::Superseded => {
             let state = stored.as_ref().map(|s| &s.state);
             tracing::info!(queue_id = %job.queue_id, job_id = %id, domain = %job.domain,

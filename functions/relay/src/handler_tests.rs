@@ -163,11 +163,15 @@ async fn first_attempt_success_only_deletes_and_a_duplicate_sends_nothing() {
     let w = world(&[]);
     let j = job("b.test", &["bob@b.test"]);
     assert!(run(&w, &[&j]).await.is_empty());
-    assert_eq!(w.ledger.calls(), [
-        format!("GetState {}", keys::state_key(QID, "b.test")),
-        format!("GetMessage {}", j.message_key),
-        format!("DeleteMessage {}", j.message_key),
-    ], "one GET of the state, one of the message, a free DELETE: no PUT, no SQS send");
+    assert_eq!(
+        w.ledger.calls(),
+        [
+            format!("GetState {}", keys::state_key(QID, "b.test")),
+            format!("GetMessage {}", j.message_key),
+            format!("DeleteMessage {}", j.message_key),
+        ],
+        "one GET of the state, one of the message, a free DELETE: no PUT, no SQS send"
+    );
     assert!(!w.has(&j.message_key) && w.state("b.test").is_none() && w.sent().is_empty());
 
     assert!(run(&w, &[&j]).await.is_empty(), "the duplicate is acknowledged");
@@ -202,14 +206,20 @@ async fn mixed_replies_write_one_state_then_send_dsn_and_retry_in_one_batch() {
     assert_eq!(ops, ["GetState", "GetMessage", "PutMessage", "PutState", "SendMessageBatch"], "order of side effects");
     let s = w.state("b.test").unwrap();
     let states: Vec<_> = s.recipients.iter().map(|r| (r.address.as_str(), r.state)).collect();
-    assert_eq!(states, [("ok@b.test", Delivery::Sent), ("later@b.test", Delivery::Deferred), ("no@b.test", Delivery::Bounced)]);
+    assert_eq!(
+        states,
+        [("ok@b.test", Delivery::Sent), ("later@b.test", Delivery::Deferred), ("no@b.test", Delivery::Bounced)]
+    );
     assert_eq!(s.recipient("later@b.test").unwrap().next_attempt, Some(NOW + 60));
     assert_eq!(s.recipient("no@b.test").unwrap().last_reply.as_deref(), Some("550 5.1.1 unknown"));
 
     let sent = w.sent();
     assert_eq!(sent.len(), 2, "{sent:?}");
     let (dsn_job, d0) = &sent[0];
-    assert_eq!((dsn_job.sender.as_str(), dsn_job.domain.as_str(), *d0, dsn_job.jobs), ("", "a.test", Duration::ZERO, 1));
+    assert_eq!(
+        (dsn_job.sender.as_str(), dsn_job.domain.as_str(), *d0, dsn_job.jobs),
+        ("", "a.test", Duration::ZERO, 1)
+    );
     assert_eq!(s.reports, [dsn_job.clone()], "the state lists the DSN job for a redo");
     let dsn = String::from_utf8(w.spool.0.lock().unwrap()[&dsn_job.message_key].clone()).unwrap();
     assert!(dsn.contains("Final-Recipient: rfc822; no@b.test") && dsn.contains("Status: 5.1.1"), "{dsn}");

@@ -52,8 +52,15 @@ mod tests {
     fn store_retries_back_off_exponentially_capped_until_the_deadline() {
         let ms = Duration::from_millis;
         let minute = Duration::from_secs(60);
-        let cases = [(1, minute, Some(ms(250))), (2, minute, Some(ms(500))), (4, minute, Some(ms(2000))),
-            (6, minute, Some(ms(8000))), (40, minute, Some(ms(8000))), (3, ms(300), Some(ms(300))), (1, Duration::ZERO, None)];
+        let cases = [
+            (1, minute, Some(ms(250))),
+            (2, minute, Some(ms(500))),
+            (4, minute, Some(ms(2000))),
+            (6, minute, Some(ms(8000))),
+            (40, minute, Some(ms(8000))),
+            (3, ms(300), Some(ms(300))),
+            (1, Duration::ZERO, None),
+        ];
         for (failures, remaining, want) in cases {
             assert_eq!(store_retry_wait(failures, remaining), want, "{failures} failures, {remaining:?} left");
         }

@@ -131,7 +131,14 @@ pub fn build(report: &Report, job: &Job, original: &[u8], cfg: &RelayConfig, now
 
 /// The DSN for `report` on `job` as a message of its own: its bytes and the job that delivers
 /// it from `<>` to the sender (a sole job under the new queue id `id`).
-pub fn report_job(report: &Report, job: &Job, original: &[u8], cfg: &RelayConfig, now: i64, id: &str) -> (Job, Vec<u8>) {
+pub fn report_job(
+    report: &Report,
+    job: &Job,
+    original: &[u8],
+    cfg: &RelayConfig,
+    now: i64,
+    id: &str,
+) -> (Job, Vec<u8>) {
     let bytes = build(report, job, original, cfg, now, id);
     let recipients = vec![Recipient::new(job.sender.clone())];
     let dsn_job = Job {

@@ -73,10 +73,13 @@ mod tests {
 
     #[test]
     fn final_recipients_are_skipped_the_rest_attempted() {
-        let mut job = testkit::job("b.test", &["sent@b.test", "bounced@b.test", "gone@b.test", "later@b.test", "new@b.test"], 0);
+        let mut job =
+            testkit::job("b.test", &["sent@b.test", "bounced@b.test", "gone@b.test", "later@b.test", "new@b.test"], 0);
         let mut s = JobState::untouched(&job, 0);
         s.recipients.pop();
-        for (r, d) in s.recipients.iter_mut().zip([Delivery::Sent, Delivery::Bounced, Delivery::Cancelled, Delivery::Deferred]) {
+        for (r, d) in
+            s.recipients.iter_mut().zip([Delivery::Sent, Delivery::Bounced, Delivery::Cancelled, Delivery::Deferred])
+        {
             r.state = d;
         }
         assert_eq!(skip_final(&mut job, &s), ["sent@b.test", "bounced@b.test", "gone@b.test"]);

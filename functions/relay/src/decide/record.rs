@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use shared::state::{Delivery, JobState, RcptStatus};
 use shared::Job;
 use shared::job::JOB_SCHEMA_VERSION;
+use shared::state::{Delivery, JobState, RcptStatus};
 
 use crate::decide::backoff::sqs_delay;
 use crate::decide::outcome::Attempt;
@@ -50,7 +50,8 @@ pub fn after_attempt(
     retry_id: &str,
     now: i64,
 ) -> Effects {
-    let retry = plan.retry.as_ref().map(|(r, _)| Job { v: JOB_SCHEMA_VERSION, job_id: retry_id.to_string(), ..r.clone() });
+    let retry =
+        plan.retry.as_ref().map(|(r, _)| Job { v: JOB_SCHEMA_VERSION, job_id: retry_id.to_string(), ..r.clone() });
     let free = prev.is_none() && job.is_sole() && retry.is_none() && plan.bounced.is_empty() && reports.is_empty();
     if free {
         return Effects { state: None, retry };

@@ -17,7 +17,12 @@ fn attempt(job: &Job, replies: &[(u16, &str)]) -> Attempt {
             .map(|r| r.address.clone())
             .zip(replies.iter().map(|(c, t)| Verdict::from_reply(Reply::parse(*c, t))))
             .collect(),
-        remote: Some(Remote { host: "mx.b.test".into(), addr: Some("192.0.2.1:25".parse().unwrap()), tls: true, dsn: false }),
+        remote: Some(Remote {
+            host: "mx.b.test".into(),
+            addr: Some("192.0.2.1:25".parse().unwrap()),
+            tls: true,
+            dsn: false,
+        }),
     }
 }
 
@@ -54,12 +59,16 @@ fn the_written_state_carries_every_recipient_and_names_the_retry() {
     assert_eq!((retry.job_id.as_str(), retry.v, retry.attempt), ("RETRY", shared::job::JOB_SCHEMA_VERSION, 1));
     assert_eq!((s.job_id.as_deref(), s.written_by.as_str()), (Some("RETRY"), j.job_id.as_str()));
     assert_eq!(s.retry.as_ref(), Some(&retry));
-    let got: Vec<_> = s.recipients.iter().map(|r| (r.state, r.attempts, r.next_attempt, r.last_reply.clone().unwrap())).collect();
-    assert_eq!(got, [
-        (Delivery::Sent, 1, None, "250 2.0.0 ok".to_string()),
-        (Delivery::Deferred, 1, Some(T0 + 60), "451 4.3.0 later".to_string()),
-        (Delivery::Bounced, 1, None, "550 5.1.1 no".to_string()),
-    ]);
+    let got: Vec<_> =
+        s.recipients.iter().map(|r| (r.state, r.attempts, r.next_attempt, r.last_reply.clone().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            (Delivery::Sent, 1, None, "250 2.0.0 ok".to_string()),
+            (Delivery::Deferred, 1, Some(T0 + 60), "451 4.3.0 later".to_string()),
+            (Delivery::Bounced, 1, None, "550 5.1.1 no".to_string()),
+        ]
+    );
     assert!(s.recipients.iter().all(|r| r.remote.as_deref() == Some("mx.b.test [192.0.2.1:25]") && r.updated == T0));
     assert_eq!(sends(&s, Some("RETRY"), T0).len(), 1);
     assert!(sends(&s, Some("OTHER"), T0).is_empty(), "a retry the state does not name is not sent");
@@ -67,10 +76,20 @@ fn the_written_state_carries_every_recipient_and_names_the_retry() {
     // The second attempt updates the deferred recipient and keeps the others as they were.
     let mut again = retry.clone();
     again.job_id = "RETRY".into();
-    let e2 = after_attempt(Some(&s), &again, &attempt(&again, &[(250, "ok")]), &plan::plan(&again, &attempt(&again, &[(250, "ok")]), T0 + 61, &testkit::config(&[])), &[], "R2", T0 + 61);
+    let e2 = after_attempt(
+        Some(&s),
+        &again,
+        &attempt(&again, &[(250, "ok")]),
+        &plan::plan(&again, &attempt(&again, &[(250, "ok")]), T0 + 61, &testkit::config(&[])),
+        &[],
+        "R2",
+        T0 + 61,
+    );
     let s2 = e2.state.unwrap();
-    assert_eq!(s2.recipients.iter().map(|r| (r.state, r.attempts)).collect::<Vec<_>>(),
-        [(Delivery::Sent, 1), (Delivery::Sent, 2), (Delivery::Bounced, 1)]);
+    assert_eq!(
+        s2.recipients.iter().map(|r| (r.state, r.attempts)).collect::<Vec<_>>(),
+        [(Delivery::Sent, 1), (Delivery::Sent, 2), (Delivery::Bounced, 1)]
+    );
     assert_eq!((s2.job_id, s2.retry, e2.retry), (None, None, None));
     assert!(completes(&again, Some(&JobState { job_id: None, ..JobState::untouched(&again, 0) })));
 }

@@ -10,7 +10,7 @@ use shared::keys::{record_key, state_key};
 use shared::meta::{self, MessageMeta};
 use shared::state::JobState;
 
-use super::{BatchError, Expect, Queue, Spool, Stored, StoreError};
+use super::{BatchError, Expect, Queue, Spool, StoreError, Stored};
 
 /// [`Spool`] on S3.
 pub struct S3Spool {
@@ -79,7 +79,8 @@ impl Spool for S3Spool {
     async fn get_state(&self, queue_id: &str, domain: &str) -> Result<Option<Stored>, StoreError> {
         let key = state_key(queue_id, domain);
         let Some((bytes, etag)) = self.get("GetObject", &key).await? else { return Ok(None) };
-        let state = JobState::from_json(&String::from_utf8_lossy(&bytes)).map_err(|e| StoreError::new("GetObject", &key, e))?;
+        let state =
+            JobState::from_json(&String::from_utf8_lossy(&bytes)).map_err(|e| StoreError::new("GetObject", &key, e))?;
         Ok(Some(Stored { state, etag }))
     }
 
@@ -159,7 +160,8 @@ impl Queue for SqsQueue {
                         .ok()
                 })
                 .collect();
-            let sent = self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await;
+            let sent =
+                self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await;
             match sent {
                 Ok(out) => {
                     for f in out.failed() {

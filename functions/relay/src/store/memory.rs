@@ -15,7 +15,7 @@ use shared::meta::MessageMeta;
 use shared::state::JobState;
 use shared::{Job, keys};
 
-use crate::store::{BatchError, Expect, Queue, Spool, Stored, StoreError};
+use crate::store::{BatchError, Expect, Queue, Spool, StoreError, Stored};
 
 /// Calls made, and failures to inject: `fail("PutState", n)` makes the next `n` such calls fail.
 #[derive(Clone, Default)]
@@ -77,7 +77,9 @@ impl MemorySpool {
     /// The stored state of `queue_id`'s job for `domain`, if any.
     pub fn state(&self, queue_id: &str, domain: &str) -> Option<JobState> {
         let objects = self.0.lock().unwrap();
-        objects.get(&keys::state_key(queue_id, domain)).map(|b| JobState::from_json(&String::from_utf8_lossy(b)).unwrap())
+        objects
+            .get(&keys::state_key(queue_id, domain))
+            .map(|b| JobState::from_json(&String::from_utf8_lossy(b)).unwrap())
     }
 }
 
@@ -102,7 +104,8 @@ impl Spool for MemorySpool {
         self.1.call("GetState", &key)?;
         let objects = self.0.lock().unwrap();
         let Some(bytes) = objects.get(&key) else { return Ok(None) };
-        let state = JobState::from_json(&String::from_utf8_lossy(bytes)).map_err(|e| StoreError::new("GetState", &key, e))?;
+        let state =
+            JobState::from_json(&String::from_utf8_lossy(bytes)).map_err(|e| StoreError::new("GetState", &key, e))?;
         Ok(Some(Stored { state, etag: etag(bytes) }))
     }
     async fn put_state(&self, state: &JobState, expect: Expect<'_>) -> Result<Option<String>, StoreError> {
