@@ -205,6 +205,6 @@ mod tests {
         assert!(!pending(Some(1), std::slice::from_ref(&done)));
         assert!(pending(Some(2), std::slice::from_ref(&done)), "the other job has not run");
         assert!(pending(Some(2), &[done.clone(), waiting.clone()]));
-        assert!(!pending(None, &[done.clone()]) && pending(None, &[]) && pending(None, &[waiting]));
+        assert!(!pending(None, std::slice::from_ref(&done)) && pending(None, &[]) && pending(None, &[waiting]));
     }
 }

@@ -37,12 +37,13 @@ impl Resolver for FakeDns {
 }
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
+type Replies = HashMap<String, Vec<(u16, &'static str)>>;
 
 /// Replies per recipient address, used up in order (then 250); records who was sent what; runs
 /// `during` while "delivering" (to change the store under a job's feet).
 #[derive(Clone, Default)]
 struct FakeSmtp {
-    replies: Arc<Mutex<HashMap<String, Vec<(u16, &'static str)>>>>,
+    replies: Arc<Mutex<Replies>>,
     calls: Arc<Mutex<Vec<Vec<String>>>>,
     during: Arc<Mutex<Option<Hook>>>,
 }
@@ -114,7 +115,7 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
     let ledger = Ledger::default();
     let spool = MemorySpool(Default::default(), ledger.clone());
     let queue = MemoryQueue(Default::default(), ledger.clone());
-    let mut map: HashMap<String, Vec<(u16, &'static str)>> = HashMap::new();
+    let mut map = Replies::new();
     for (a, c, t) in replies {
         map.entry(a.to_string()).or_default().push((*c, *t));
     }
@@ -220,7 +221,7 @@ async fn mixed_replies_write_one_state_then_send_dsn_and_retry_in_one_batch() {
         (dsn_job.sender.as_str(), dsn_job.domain.as_str(), *d0, dsn_job.jobs),
         ("", "a.test", Duration::ZERO, 1)
     );
-    assert_eq!(s.reports, [dsn_job.clone()], "the state lists the DSN job for a redo");
+    assert_eq!(s.reports, std::slice::from_ref(dsn_job), "the state lists the DSN job for a redo");
     let dsn = String::from_utf8(w.spool.0.lock().unwrap()[&dsn_job.message_key].clone()).unwrap();
     assert!(dsn.contains("Final-Recipient: rfc822; no@b.test") && dsn.contains("Status: 5.1.1"), "{dsn}");
     assert!(!dsn.contains("later@b.test"), "the deferred recipient is not in the bounce");
