@@ -72,7 +72,7 @@ fn state_cell(d: Delivery) -> Cell {
         Delivery::Deferred => c.fg(Color::Yellow),
         Delivery::Bounced => c.fg(Color::Red),
         Delivery::Cancelled => c.fg(Color::Magenta),
-        Delivery::Queued => c,
+        Delivery::Queued => c.fg(Color::Cyan),
     }
 }
 

@@ -118,7 +118,8 @@ pub enum StateError {
 }
 
 impl JobState {
-    /// The state of a job nobody has touched: every recipient queued, `job` expected.
+    /// The state of a job nobody has touched: its pending recipients queued (those the job
+    /// itself marks done — v1 legacy records — as sent or bounced), `job` expected.
     pub fn untouched(job: &Job, now: i64) -> JobState {
         JobState {
             v: STATE_SCHEMA_VERSION,
@@ -132,9 +133,13 @@ impl JobState {
                 .iter()
                 .map(|r| RcptStatus {
                     address: r.address.clone(),
-                    state: Delivery::Queued,
+                    state: match r.state {
+                        crate::RcptState::Pending => Delivery::Queued,
+                        crate::RcptState::Delivered => Delivery::Sent,
+                        crate::RcptState::Failed => Delivery::Bounced,
+                    },
                     attempts: 0,
-                    last_reply: None,
+                    last_reply: r.last_reply.clone(),
                     remote: None,
                     next_attempt: None,
                     updated: now,
