@@ -1,8 +1,9 @@
 //! Entrypoint of the ingress container image (infra/Dockerfile).
 //!
 //! ECS injects secrets from Secrets Manager or SSM Parameter Store as environment variables, but
-//! the ingress reads its TLS certificate, TLS key and AUTH file from files named by
-//! `INGRESS_TLS_CERT`, `INGRESS_TLS_KEY` and `INGRESS_AUTH_FILE` (the contract). For each pair in
+//! the ingress reads its TLS certificate, TLS key, AUTH file and recipient table from files named
+//! by `INGRESS_TLS_CERT`, `INGRESS_TLS_KEY`, `INGRESS_AUTH_FILE` and `INGRESS_RECIPIENTS_FILE`
+//! (the contract). For each pair in
 //! [`FILE_VARS`] whose content variable is set, this program writes the content to a private file
 //! (directory 0700, file 0600, owned by the container user), points the path variable at it,
 //! removes the content variable from the environment, and then replaces itself (`exec`) with the
@@ -26,6 +27,7 @@ pub const ENTRYPOINT_VARS: &[&str] = &[
     "INGRESS_TLS_CERT_PEM",
     "INGRESS_TLS_KEY_PEM",
     "INGRESS_AUTH_FILE_CONTENT",
+    "INGRESS_RECIPIENTS_FILE_CONTENT",
     "INGRESS_SECRETS_DIR",
 ];
 
@@ -34,6 +36,7 @@ pub const FILE_VARS: &[(&str, &str, &str)] = &[
     ("INGRESS_TLS_CERT_PEM", "INGRESS_TLS_CERT", "tls-cert.pem"),
     ("INGRESS_TLS_KEY_PEM", "INGRESS_TLS_KEY", "tls-key.pem"),
     ("INGRESS_AUTH_FILE_CONTENT", "INGRESS_AUTH_FILE", "auth-file"),
+    ("INGRESS_RECIPIENTS_FILE_CONTENT", "INGRESS_RECIPIENTS_FILE", "recipients-file"),
 ];
 
 /// Where the files go unless `INGRESS_SECRETS_DIR` says otherwise (not under a shared volume).

@@ -18,6 +18,8 @@ from harness import (
     ENDPOINT,
     Aws,
     CaptureServer,
+    PolicyServer,
+    PrivateCa,
     Process,
     SmtpSink,
     Spool,
@@ -172,6 +174,30 @@ def capture_server(_processes, logs_dir, request):
         port = port or harness.free_port(ip)
         server = CaptureServer(ip, port, replies, logs_dir, tls=tls or None, auth=auth, hostname=hostname,
                                auth_plaintext=auth_plaintext)
+        _processes.append(server.process)
+        return server
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory):
+    """PrivateCa: a private CA for the session. .ca_path (give it to the relay as RELAY_TLS_CA),
+    .issue(names, ips=()) -> (cert_path, key_path) signed by it, e.g. for capture_server(tls=...)
+    or policy_server(...)."""
+    return PrivateCa(tmp_path_factory.mktemp("tls-ca"))
+
+
+@pytest.fixture
+def policy_server(_processes, logs_dir):
+    """policy_server(ip, policy, cert, *, port=443, status=200, content_type="text/plain", delay=0.0)
+    -> PolicyServer: infra/local/policy_server.py serving the text `policy` over HTTPS at
+    https://ip:port/.well-known/mta-sts.txt with `cert` ((cert_path, key_path), e.g. from
+    tls_ca.issue(["mta-sts.example.test"])); a 3xx `status` redirects. .requests() -> [(path,
+    status)], .addr, .stop(). Port 443 needs root (loopback only). Stopped after the test."""
+
+    def start(ip, policy, cert, *, port=443, status=200, content_type="text/plain", delay=0.0):
+        server = PolicyServer(ip, port, policy, cert, logs_dir, status=status, content_type=content_type, delay=delay)
         _processes.append(server.process)
         return server
 

@@ -388,6 +388,28 @@ class SmtpSink:
         shutil.rmtree(self.dump_dir, ignore_errors=True)
 
 
+class PolicyServer:
+    """infra/local/policy_server.py: an MTA-STS policy file over HTTPS on ip:port (443 for the
+    relay to find it as https://mta-sts.<domain>/.well-known/mta-sts.txt)."""
+
+    def __init__(self, ip, port, policy, cert, log_dir, status=200, content_type="text/plain", delay=0.0):
+        self.ip, self.port, self.addr = ip, port, f"{ip}:{port}"
+        self.policy_path = Path(log_dir) / f"policy-{ip}-{port}.txt"
+        self.policy_path.write_text(policy)
+        cmd = [sys.executable, INFRA_LOCAL / "policy_server.py", "--listen", self.addr, "--cert", cert[0],
+               "--key", cert[1], "--policy", self.policy_path, "--status", status, "--content-type", content_type,
+               "--delay", delay]
+        self.process = Process(f"policy-{self.addr}", cmd, os.environ.copy(), Path(log_dir) / f"policy-{ip}-{port}.log")
+        self.process.wait_log(r"policy: listening", timeout=15)
+
+    def requests(self):
+        """[(path, status)] of every request answered so far."""
+        return re.findall(r"^request GET (\S+) -> (\d+)$", self.process.log_text(), re.M)
+
+    def stop(self):
+        return self.process.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # AWS (LocalStack)
 
@@ -507,6 +529,68 @@ class Spool:
 
 # ---------------------------------------------------------------------------------------------
 # TLS
+
+
+class PrivateCa:
+    """A private certificate authority (EC P-256) in `directory`: .ca_path is its certificate
+    (use it as RELAY_TLS_CA / RELAY_SMARTHOST_CA), .issue(names, ips) a server certificate."""
+
+    def __init__(self, directory, name="Relay Test CA"):
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        ca = self._sign(self._name, self._key.public_key(), [(x509.BasicConstraints(ca=True, path_length=None), True)])
+        self.ca_path = self.dir / "ca.pem"
+        self.ca_path.write_bytes(_pem(ca))
+        self._issued = itertools.count(1)
+
+    def _sign(self, subject, public_key, extensions):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._name).public_key(public_key)
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)))
+        for ext, critical in extensions:
+            b = b.add_extension(ext, critical=critical)
+        return b.sign(self._key, hashes.SHA256())
+
+    def issue(self, names, ips=()):
+        """(cert_path, key_path): a server certificate for the DNS `names` and `ips`."""
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        leaf = self._sign(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]), key.public_key(), [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.SubjectAlternativeName(san), False),
+        ])
+        n = next(self._issued)
+        cert_path, key_path = self.dir / f"server-{n}.pem", self.dir / f"server-{n}.key"
+        cert_path.write_bytes(_pem(leaf))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_path, key_path
+
+
+def _pem(cert):
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def make_tls_cert(directory, names=("localhost", "mx.example.test"), ips=("127.0.0.1",)):

@@ -9,6 +9,15 @@ import pytest
 import harness
 
 
+def auth_line(user, password):
+    """One INGRESS_AUTH_FILE line: `password`, or (password, sender list)."""
+    import crypt  # stdlib on 3.11; libxcrypt gives bcrypt ($2b$)
+
+    password, senders = (password, None) if isinstance(password, str) else password
+    line = f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}"
+    return line + (f":{senders}" if senders else "") + "\n"
+
+
 class Ingress:
     """A running ingress: .mta (ip, port), .submission / .smtps when enabled, .process."""
 
@@ -24,8 +33,10 @@ def ingress(start_process, spool, tls_cert, tmp_path):
     """ingress(relay_domains="example.test", tls=False, auth=None, **env) -> Ingress.
 
     tls=True adds the test certificate (STARTTLS on the MTA port); auth={"user": "password"}
-    writes an INGRESS_AUTH_FILE of bcrypt hashes, and with tls=True also opens a submission
-    listener (STARTTLS + AUTH required) and an implicit-TLS listener. Extra keyword arguments are environment variables (INGRESS_TIMEOUT="1s", ...).
+    writes an INGRESS_AUTH_FILE of bcrypt hashes (a value ("password", "a@x.test,@y.test") adds
+    the user's sender list as the third field; `auth_line` gives one line), and with tls=True also
+    opens a submission listener (STARTTLS + AUTH required) and an implicit-TLS listener. Extra
+    keyword arguments are environment variables (INGRESS_TIMEOUT="1s", ...).
     """
 
     def start(relay_domains="example.test", tls=False, auth=None, **env):
@@ -46,11 +57,8 @@ def ingress(start_process, spool, tls_cert, tmp_path):
                 "INGRESS_TLS_LISTEN": "%s:%d" % smtps,
             })
         if auth:
-            import crypt  # stdlib on 3.11; libxcrypt gives bcrypt ($2b$)
-
             path = tmp_path / "auth"
-            path.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
-                                    for u, p in auth.items()))
+            path.write_text("".join(auth_line(u, p) for u, p in auth.items()))
             settings["INGRESS_AUTH_FILE"] = path
         settings.update(env)
         proc = start_process("ingress", env=settings, wait_port=("127.0.0.1", port))

@@ -52,7 +52,8 @@ def env_of(output: str) -> dict[str, str]:
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
-AUTH = "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\n"
+AUTH = "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA:alice@example.org,@alice.test\n"
+RECIPIENTS = "# valid recipients\nbob@example.test\n@catchall.test\n"
 
 
 def test_secrets_become_private_files(entrypoint, tmp_path):
@@ -64,6 +65,7 @@ def test_secrets_become_private_files(entrypoint, tmp_path):
             "INGRESS_TLS_CERT_PEM": CERT,
             "INGRESS_TLS_KEY_PEM": KEY,
             "INGRESS_AUTH_FILE_CONTENT": AUTH,
+            "INGRESS_RECIPIENTS_FILE_CONTENT": RECIPIENTS,
             "SPOOL_BUCKET": "b",
         },
     )
@@ -72,13 +74,16 @@ def test_secrets_become_private_files(entrypoint, tmp_path):
     assert seen["INGRESS_TLS_CERT"] == str(secrets / "tls-cert.pem")
     assert seen["INGRESS_TLS_KEY"] == str(secrets / "tls-key.pem")
     assert seen["INGRESS_AUTH_FILE"] == str(secrets / "auth-file")
+    assert seen["INGRESS_RECIPIENTS_FILE"] == str(secrets / "recipients-file")
     assert seen["SPOOL_BUCKET"] == "b"
     # The contents never reach the ingress's environment.
-    for var in ("INGRESS_TLS_CERT_PEM", "INGRESS_TLS_KEY_PEM", "INGRESS_AUTH_FILE_CONTENT", "INGRESS_SECRETS_DIR"):
+    for var in ("INGRESS_TLS_CERT_PEM", "INGRESS_TLS_KEY_PEM", "INGRESS_AUTH_FILE_CONTENT",
+                "INGRESS_RECIPIENTS_FILE_CONTENT", "INGRESS_SECRETS_DIR"):
         assert var not in seen
     assert (secrets / "tls-cert.pem").read_text() == CERT
     assert (secrets / "tls-key.pem").read_text() == KEY
     assert (secrets / "auth-file").read_text() == AUTH
+    assert (secrets / "recipients-file").read_text() == RECIPIENTS
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
     for f in secrets.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ingress::budget::MemoryBudget;
 use ingress::policy::Policy;
 use ingress::session::{Action, ListenerKind, Session, SessionConfig, TlsInfo};
+use ingress::tables::{LiveTables, Tables};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +22,8 @@ fuzz_target!(|data: &[u8]| {
         tls_available: true,
         auth_available: true,
         budget: MemoryBudget::new(1 << 20),
+        tables: Arc::new(LiveTables::fixed(Tables::default())),
+        rate_limit: None,
     });
     let mut s = Session::new(cfg, ListenerKind::Mta, "192.0.2.1".parse().unwrap(), None);
     let step = usize::from(split % 16) + 1;

@@ -9,8 +9,10 @@
 //!   completion happens, and by `relayctl cancel` / `retry`.
 //! * `records/<queue id>/<recipient>` — legacy (schema-1 jobs) delivery records: still checked
 //!   for v1 jobs, no longer written.
+//! * `mta-sts/<domain>.json` — the relay's cached MTA-STS policy of a recipient domain (RFC 8461
+//!   §3.3), so that it survives a cold start; overwritten when the domain's policy changes.
 //!
-//! The prefixes are named so the deploy template can expire them with lifecycle rules.
+//! Every prefix is named so the deploy template can expire it with lifecycle rules.
 
 /// Prefix of spooled messages.
 pub const SPOOL_PREFIX: &str = "spool/";
@@ -18,6 +20,9 @@ pub const SPOOL_PREFIX: &str = "spool/";
 pub const RECORDS_PREFIX: &str = "records/";
 /// Prefix of per-job state objects.
 pub const STATE_PREFIX: &str = "state/";
+
+/// Prefix of cached MTA-STS policies.
+pub const MTA_STS_PREFIX: &str = "mta-sts/";
 
 /// Key of the spooled message with this queue id.
 pub fn message_key(queue_id: &str) -> String {
@@ -31,7 +36,7 @@ pub fn message_key(queue_id: &str) -> String {
 /// and percent-encoded outside a conservative set, so any address maps to one safe key.
 pub fn record_key(queue_id: &str, recipient: &str) -> String {
     let mut key = format!("{RECORDS_PREFIX}{queue_id}/");
-    push_encoded(&mut key, &recipient.to_lowercase());
+    push_encoded(&mut key, recipient);
     key
 }
 
@@ -44,14 +49,22 @@ pub fn state_prefix(queue_id: &str) -> String {
 /// like a record key, so an internationalised domain maps to one safe key).
 pub fn state_key(queue_id: &str, domain: &str) -> String {
     let mut key = state_prefix(queue_id);
-    push_encoded(&mut key, &domain.to_lowercase());
+    push_encoded(&mut key, domain);
     key.push_str(".json");
     key
 }
 
-/// Percent-encode outside a conservative set of key characters.
-fn push_encoded(key: &mut String, s: &str) {
-    for b in s.bytes() {
+/// Key of the cached MTA-STS policy of `domain` (lower-cased, encoded like [`record_key`]).
+pub fn mta_sts_key(domain: &str) -> String {
+    let mut key = MTA_STS_PREFIX.to_string();
+    push_encoded(&mut key, domain.trim_end_matches('.'));
+    key.push_str(".json");
+    key
+}
+
+/// Lower-case `text` and percent-encode it outside a conservative set of key characters.
+fn push_encoded(key: &mut String, text: &str) {
+    for b in text.to_lowercase().bytes() {
         if b.is_ascii_alphanumeric() || b"@._+-".contains(&b) {
             key.push(b as char);
         } else {
@@ -73,5 +86,7 @@ mod tests {
         assert_eq!(state_key("01ABC", "Example.NET"), "state/01ABC/example.net.json");
         assert_eq!(state_key("Q", "bücher.de"), "state/Q/b%C3%BCcher.de.json");
         assert!(state_key("Q", "x").starts_with(&state_prefix("Q")));
+        assert_eq!(mta_sts_key("Example.COM."), "mta-sts/example.com.json");
+        assert_eq!(mta_sts_key("bücher.de"), "mta-sts/b%C3%BCcher.de.json");
     }
 }

@@ -11,6 +11,8 @@ use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{self as proto, Error as ParseError, MailFrom, RcptTo, Request};
 
 use crate::body::Body;
+use crate::policy::rate::RateKey;
+use crate::policy::senders;
 use crate::received::{Trace, protocol};
 use crate::replies;
 use crate::session::{Action, Envelope, Helo, ListenerKind, Mode, Secret, Session, Txn};
@@ -128,6 +130,20 @@ impl Session {
         };
         let body_type =
             if from.flags & proto::MAIL_BODY_8BITMIME != 0 { BodyType::EightBitMime } else { BodyType::SevenBit };
+        if let Some((user, list)) = self.sender_list()
+            && let Err(r) = senders::check_mail_from(user, list, &from.address)
+        {
+            tracing::warn!(event = "mail", client = %self.peer, from = %from.address, user, result = "rejected", reason = "sender_not_owned");
+            return self.reply(r);
+        }
+        // Last, so that only a MAIL that would otherwise be accepted counts against the limit.
+        if let Some(limit) = &self.cfg.rate_limit {
+            let key = RateKey::of(self.user.as_deref(), self.peer);
+            if let Err(wait) = limit.check(&key) {
+                tracing::warn!(event = "mail", client = %self.peer, from = %from.address, result = "rejected", reason = "rate_limit", key = %key, limit = %limit.spec(), retry_after_s = wait.as_secs());
+                return self.reply(replies::rate_limited(&key.to_string(), &limit.spec().to_string(), wait));
+            }
+        }
         let queue_id = shared::queue_id::new_queue_id();
         tracing::info!(event = "mail", queue_id, client = %self.peer, from = %from.address, size = from.size, user = self.user.as_deref().unwrap_or(""));
         self.txn = Some(Txn {
@@ -166,7 +182,7 @@ impl Session {
             return self.reply(replies::too_many_recipients());
         }
         let queue_id = txn.env.queue_id.clone();
-        let address = match self.cfg.policy.check_rcpt(&to.address, trusted) {
+        let address = match self.cfg.policy.check_rcpt(&to.address, trusted, self.tables.recipients.as_deref()) {
             Ok(a) => a,
             Err(r) => {
                 tracing::warn!(event = "rcpt", queue_id, client = %self.peer, to = %to.address, result = "rejected", reply = %r.one_line());

@@ -10,6 +10,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 
+use crate::policy::rate::RateSpec;
+
 /// Every variable the ingress reads (besides the standard AWS ones).
 pub const INGRESS_VARS: &[&str] = &[
     "SPOOL_BUCKET",
@@ -34,6 +36,9 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_MEMORY_LIMIT",
     "INGRESS_SHUTDOWN_GRACE",
     "INGRESS_SPOOL",
+    // Sender ownership, rate limit, recipient validation (policy/).
+    "INGRESS_RECIPIENTS_FILE",
+    "INGRESS_RATE_LIMIT",
 ];
 
 /// Ingress settings.
@@ -65,6 +70,10 @@ pub struct IngressConfig {
     pub shutdown_grace: Duration,
     /// Where accepted mail goes.
     pub spool_mode: SpoolMode,
+    /// The valid recipients of the relay domains (re-read on SIGHUP).
+    pub recipients_file: Option<PathBuf>,
+    /// Messages per user (or client address) and duration.
+    pub rate_limit: Option<RateSpec>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -133,6 +142,16 @@ impl IngressConfig {
                 return Err(err(var, "must be at least 1"));
             }
         }
+        let relay_domains: Vec<String> =
+            r.list("RELAY_DOMAINS").iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+        let recipients_file = r.path("INGRESS_RECIPIENTS_FILE")?;
+        if recipients_file.is_some() && relay_domains.is_empty() {
+            return Err(err("INGRESS_RECIPIENTS_FILE", "lists recipients of RELAY_DOMAINS, which is empty"));
+        }
+        let rate_limit = r
+            .opt("INGRESS_RATE_LIMIT")
+            .map(|v| RateSpec::parse(&v).map_err(|e| err("INGRESS_RATE_LIMIT", e)))
+            .transpose()?;
         let timeout = r.duration("INGRESS_TIMEOUT", "5m")?;
         if timeout.is_zero() {
             return Err(err("INGRESS_TIMEOUT", "must be greater than zero"));
@@ -146,11 +165,7 @@ impl IngressConfig {
             hostname,
             tls_cert,
             tls_key,
-            relay_domains: r
-                .list("RELAY_DOMAINS")
-                .iter()
-                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
+            relay_domains,
             relay_networks,
             auth_file,
             max_message_size,
@@ -167,6 +182,8 @@ impl IngressConfig {
                 SpoolMode::S3,
                 &[("s3", SpoolMode::S3), ("discard", SpoolMode::Discard)],
             )?,
+            recipients_file,
+            rate_limit,
         })
     }
 }
@@ -194,6 +211,20 @@ mod tests {
         assert_eq!(c.postmaster, "postmaster@mx.example.org");
         assert!(!c.proxy_protocol);
         assert_eq!(c.spool_mode, SpoolMode::S3);
+        assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
+    }
+
+    #[test]
+    fn policy_settings() {
+        let c = IngressConfig::from_vars(&vars(&[
+            ("RELAY_DOMAINS", "example.test"),
+            ("INGRESS_RECIPIENTS_FILE", "Cargo.toml"),
+            ("INGRESS_RATE_LIMIT", "200/1m"),
+        ]))
+        .unwrap();
+        assert_eq!(c.recipients_file.as_deref(), Some(std::path::Path::new("Cargo.toml")));
+        let rate = c.rate_limit.unwrap();
+        assert_eq!((rate.messages.get(), rate.per), (200, Duration::from_secs(60)));
     }
 
     #[test]
@@ -209,6 +240,12 @@ mod tests {
             (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
             (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
             (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
+            (&[("INGRESS_RATE_LIMIT", "200")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_RATE_LIMIT", "0/1m")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_RATE_LIMIT", "10/0s")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_RECIPIENTS_FILE", "/nonexistent")], "INGRESS_RECIPIENTS_FILE"),
+            // A recipient table without relay domains would govern nothing.
+            (&[("INGRESS_RECIPIENTS_FILE", "Cargo.toml")], "INGRESS_RECIPIENTS_FILE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),

@@ -11,7 +11,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::AuthDb;
 use crate::session::{Action, Session};
 use crate::spool::Spool;
 use crate::tls;
@@ -33,7 +32,6 @@ pub enum Phase {
 /// What every connection needs besides its socket.
 pub struct Deps {
     pub spool: Arc<dyn Spool>,
-    pub auth: Option<Arc<AuthDb>>,
     pub tls: Option<TlsAcceptor>,
     pub timeout: Duration,
 }
@@ -69,7 +67,8 @@ pub async fn serve(mut stream: Box<dyn Io>, mut session: Session, deps: &Deps, m
                     }
                 }
                 Action::Authenticate { user, password } => {
-                    let ok = match deps.auth.clone() {
+                    // The session's own snapshot: the users as they were when it connected.
+                    let ok = match session.tables().auth.clone() {
                         Some(db) => {
                             let u = user.clone();
                             tokio::task::spawn_blocking(move || db.verify(&u, &password.0)).await.unwrap_or(false)

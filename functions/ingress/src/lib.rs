@@ -3,7 +3,8 @@
 //! * [`session`] + [`commands`] — the protocol as a pure state machine (bytes in, actions out);
 //! * [`body`], [`policy`], [`received`], [`replies`], [`budget`] — the rules it applies;
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
-//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O.
+//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
+//! * [`tables`] — the AUTH file and recipient table, re-read on SIGHUP.
 
 pub mod auth;
 pub mod body;
@@ -18,4 +19,5 @@ pub mod received;
 pub mod replies;
 pub mod session;
 pub mod spool;
+pub mod tables;
 pub mod tls;

@@ -16,14 +16,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use crate::auth::AuthDb;
 use crate::budget::MemoryBudget;
 use crate::connection::{self, Deps, Phase};
 use crate::policy::Policy;
+use crate::policy::rate::RateLimit;
 use crate::proxy;
 use crate::replies;
 use crate::session::{ListenerKind, Session, SessionConfig};
 use crate::spool::Spool;
+use crate::tables::LiveTables;
 use crate::tls;
 
 /// Counts connections, in total and per client address.
@@ -94,6 +95,7 @@ impl Drop for ConnGuard {
 pub struct Server {
     listeners: Vec<(TcpListener, ListenerKind)>,
     session_cfg: Arc<SessionConfig>,
+    tables: Arc<LiveTables>,
     deps: Arc<Deps>,
     limits: Arc<ConnLimits>,
     grace: Duration,
@@ -101,13 +103,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every listener and load TLS and AUTH material; errors name the variable.
+    /// Bind every listener and load TLS material, the AUTH file and the recipient table;
+    /// errors name the variable.
     pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
         };
-        let auth = cfg.auth_file.as_deref().map(AuthDb::load).transpose()?.map(Arc::new);
+        let tables = Arc::new(LiveTables::load(cfg.auth_file.as_deref(), cfg.recipients_file.as_deref())?);
         let mut listeners = Vec::new();
         let groups = [
             (&cfg.listen, ListenerKind::Mta, "INGRESS_LISTEN"),
@@ -132,17 +135,25 @@ impl Server {
             max_recipients: cfg.max_recipients,
             max_errors: cfg.max_errors,
             tls_available: tls.is_some(),
-            auth_available: auth.is_some(),
+            auth_available: cfg.auth_file.is_some(),
             budget: MemoryBudget::new(cfg.memory_limit),
+            tables: tables.clone(),
+            rate_limit: cfg.rate_limit.clone().map(RateLimit::new),
         });
         Ok(Self {
             listeners,
             session_cfg,
-            deps: Arc::new(Deps { spool, auth, tls, timeout: cfg.timeout }),
+            tables,
+            deps: Arc::new(Deps { spool, tls, timeout: cfg.timeout }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
             proxy_protocol: cfg.proxy_protocol,
         })
+    }
+
+    /// The AUTH file and recipient table, for the SIGHUP handler to reload.
+    pub fn tables(&self) -> Arc<LiveTables> {
+        self.tables.clone()
     }
 
     /// The bound addresses (useful when binding port 0).

@@ -1,4 +1,5 @@
-//! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM.
+//! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM; SIGHUP re-reads
+//! the AUTH file and the recipient table.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -6,6 +7,8 @@ use std::sync::Arc;
 use ingress::config::{IngressConfig, SpoolMode};
 use ingress::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
+use ingress::tables::LiveTables;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,6 +20,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the listeners open: once a client (or a test) can connect, SIGHUP must not be
+    // its default action, which ends the process.
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let spool: Arc<dyn Spool> = match cfg.spool_mode {
         SpoolMode::S3 => Arc::new(AwsSpool {
             clients: shared::aws::clients().await,
@@ -35,13 +41,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tables = server.tables();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(tables.clone()).await;
+        }
+    });
     server.run(shutdown_signal()).await;
     ExitCode::SUCCESS
 }
 
+/// Re-read the files off the reactor (they are small, but reading is still blocking I/O).
+async fn reload(tables: Arc<LiveTables>) {
+    tracing::info!(event = "reload", signal = "SIGHUP");
+    let _ = tokio::task::spawn_blocking(move || tables.reload()).await;
+}
+
 /// SIGTERM (ECS stopping the task) or Ctrl-C.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

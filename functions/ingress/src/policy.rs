@@ -1,10 +1,21 @@
-//! Relay policy: who may send to whom.
+//! Relay policy: who may send to whom (this file), as whom ([`senders`]), to which existing
+//! recipients ([`recipients`]) and how much ([`rate`]).
 //!
 //! Recipients in `RELAY_DOMAINS` are accepted from anyone; any recipient is accepted from a
 //! client in `RELAY_NETWORKS` or one that authenticated ("trusted"); everything else is
 //! `554 5.7.1`. Sender-specified routing in the local part (`%`, `!`, a quoted `@`) is refused
 //! from untrusted clients, as Postfix's `allow_untrusted_routing = no` does, so none of the old
 //! tricks opens the relay. The null recipient `<postmaster>` is always accepted.
+//!
+//! When an `INGRESS_RECIPIENTS_FILE` is loaded, a recipient in a relay domain must also be in
+//! it (`550 5.1.1`), whoever the client is — trusted clients included, since mail they send to
+//! a non-existent local user would only turn into a bounce. Recipients outside the relay
+//! domains are not looked up (relay policy alone governs them), nor is `<postmaster>`.
+
+pub mod addresses;
+pub mod rate;
+pub mod recipients;
+pub mod senders;
 
 use std::net::IpAddr;
 
@@ -12,6 +23,7 @@ use ipnet::IpNet;
 use shared::Reply;
 
 use crate::replies;
+use recipients::RecipientTable;
 
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -26,9 +38,14 @@ impl Policy {
         authenticated || self.relay_networks.iter().any(|n| n.contains(&canonical(ip)))
     }
 
-    /// Decide on a forward-path as smtp-proto parsed it (`""` means `<postmaster>`); on
-    /// acceptance returns the address to deliver to.
-    pub fn check_rcpt(&self, address: &str, trusted: bool) -> Result<String, Reply> {
+    /// Decide on a forward-path as smtp-proto parsed it (`""` means `<postmaster>`), with the
+    /// relay recipient table when one is loaded; on acceptance returns the address to deliver to.
+    pub fn check_rcpt(
+        &self,
+        address: &str,
+        trusted: bool,
+        recipients: Option<&RecipientTable>,
+    ) -> Result<String, Reply> {
         if address.is_empty() {
             return Ok(self.postmaster.clone());
         }
@@ -48,6 +65,12 @@ impl Policy {
                 return Err(replies::relay_denied());
             }
         }
+        if let Some(table) = recipients
+            && self.relay_domains.contains(&domain)
+            && !table.accepts(local, &domain)
+        {
+            return Err(replies::unknown_recipient(address));
+        }
         Ok(format!("{}@{domain}", quote_local(local)))
     }
 
@@ -57,7 +80,7 @@ impl Policy {
 }
 
 /// IPv4-mapped IPv6 addresses compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
@@ -65,7 +88,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// A domain we can route: dot-separated labels of letters, digits, hyphens or UTF-8 (RFC 6531).
-fn valid_domain(d: &str) -> bool {
+pub(crate) fn valid_domain(d: &str) -> bool {
     d.len() <= 255
         && d.split('.').all(|l| {
             !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.chars().all(|c| c.is_alphanumeric() || c == '-')
@@ -126,7 +149,7 @@ mod tests {
             ("john doe@example.test", false, Ok("\"john doe\"@example.test")),
         ];
         for (addr, trusted, want) in cases {
-            let got = p.check_rcpt(addr, *trusted);
+            let got = p.check_rcpt(addr, *trusted, None);
             match want {
                 Ok(a) => assert_eq!(got.as_deref(), Ok(*a), "{addr}"),
                 Err(r) => assert_eq!(got.unwrap_err(), **r, "{addr}"),
@@ -146,7 +169,39 @@ mod tests {
     #[test]
     fn bad_domains_are_syntax_errors() {
         let p = policy();
-        assert_eq!(p.check_rcpt("bob@[127.0.0.1]", true).unwrap_err().code, 501);
-        assert_eq!(p.check_rcpt("bob@-x.test", true).unwrap_err().code, 501);
+        assert_eq!(p.check_rcpt("bob@[127.0.0.1]", true, None).unwrap_err().code, 501);
+        assert_eq!(p.check_rcpt("bob@-x.test", true, None).unwrap_err().code, 501);
+    }
+
+    #[test]
+    fn recipient_table_governs_relay_domains_only() {
+        let p = Policy {
+            relay_domains: vec!["example.test".into(), "catchall.test".into(), "mx.example.test".into()],
+            ..policy()
+        };
+        let table = RecipientTable::parse("bob@example.test\n@catchall.test\n").unwrap();
+        let unknown = |a: &str| {
+            Err(format!("550 5.1.1 <{a}>: Recipient address rejected: User unknown in relay recipient table"))
+        };
+        let cases: &[(&str, bool, Result<&str, String>)] = &[
+            ("bob@example.test", false, Ok("bob@example.test")),
+            ("bob@Example.TEST", false, Ok("bob@example.test")),
+            ("bob+lists@example.test", false, Ok("bob+lists@example.test")),
+            ("Bob@example.test", false, unknown("Bob@example.test")),
+            ("carol@example.test", false, unknown("carol@example.test")),
+            // Trusted clients (RELAY_NETWORKS, AUTH) are checked too.
+            ("carol@example.test", true, unknown("carol@example.test")),
+            ("anyone@catchall.test", false, Ok("anyone@catchall.test")),
+            // Outside the relay domains: relay policy as before, no lookup.
+            ("carol@other.test", true, Ok("carol@other.test")),
+            ("carol@other.test", false, Err("554 5.7.1 Relay access denied".into())),
+            // <postmaster> and postmaster@<our host> as before, listed or not.
+            ("", false, Ok("postmaster@mx.example.test")),
+            ("postmaster@mx.example.test", false, Ok("postmaster@mx.example.test")),
+        ];
+        for (addr, trusted, want) in cases {
+            let got = p.check_rcpt(addr, *trusted, Some(&table)).map_err(|r| r.one_line());
+            assert_eq!(got, want.clone().map(String::from), "{addr} trusted={trusted}");
+        }
     }
 }

@@ -147,3 +147,28 @@ pub fn tls_unavailable() -> Reply {
 pub fn bdat_malformed() -> Reply {
     Reply::new(421, "4.7.0", "Malformed BDAT, closing connection")
 }
+
+// Sender ownership, recipient validation and the rate limit (policy/).
+pub fn sender_not_owned(address: &str, user: &str) -> Reply {
+    Reply::new(553, "5.7.1", format!("<{address}>: Sender address rejected: not owned by user {user}"))
+}
+pub fn from_not_owned(address: &str, user: &str) -> Reply {
+    Reply::new(550, "5.7.1", format!("<{address}>: From: header address rejected: not owned by user {user}"))
+}
+pub fn from_missing(user: &str) -> Reply {
+    Reply::new(550, "5.7.1", format!("No From: header address; user {user} may send only as its own addresses"))
+}
+pub fn unknown_recipient(address: &str) -> Reply {
+    Reply::new(550, "5.1.1", format!("<{address}>: Recipient address rejected: User unknown in relay recipient table"))
+}
+pub fn rate_limited(who: &str, limit: &str, retry_after: std::time::Duration) -> Reply {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Reply::new(
+        451,
+        "4.7.1",
+        format!(
+            "Too much mail from {who} (limit {limit}), try again in {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs.max(1)))
+        ),
+    )
+}

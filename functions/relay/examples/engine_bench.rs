@@ -16,6 +16,7 @@ use relay::config::RelayConfig;
 use relay::deliver::SmtpTransport;
 use relay::handler::{Deps, SystemClock, handle};
 use relay::route::HickoryResolver;
+use relay::route::mta_sts::{HttpsFetcher, MtaSts};
 use relay::store::memory::{MemoryQueue, MemorySpool};
 use shared::{Job, Recipient, keys, queue_id};
 
@@ -32,6 +33,10 @@ async fn main() {
     let deps = Deps {
         resolver: Box::new(HickoryResolver::new(&config.dns_servers).expect("resolver")),
         transport: Box::new(SmtpTransport::new(&config).expect("transport")),
+        mta_sts: MtaSts::new(
+            Box::new(spool.clone()),
+            Box::new(HttpsFetcher::new(relay::deliver::tls::roots(None).expect("web PKI roots"))),
+        ),
         spool: Box::new(spool.clone()),
         queue: Box::new(queue.clone()),
         clock: Box::new(SystemClock),

@@ -3,11 +3,13 @@
 //! [`RELAY_VARS`] lists every variable read, so the deploy-template test can check that the
 //! template sets only variables the relay knows.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err, parse_duration, parse_host_port};
+use shared::config::{
+    ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err, parse_duration, parse_host_port, valid_hostname,
+};
 
 /// How the relay treats TLS to the next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,12 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_POLL_WAIT",
     // Durable records (issue 12 §4).
     "RELAY_STORE_RETRY",
+    // Inbound gateway: per-domain next hops and the names loop detection knows us by.
+    "RELAY_ROUTES",
+    "RELAY_LOCAL_NAMES",
+    // MTA-STS and verified TLS to MX hosts
+    "RELAY_MTA_STS",
+    "RELAY_TLS_CA",
 ];
 
 /// How to reach the smarthost.
@@ -57,6 +65,17 @@ pub struct Smarthost {
     pub ca: Option<PathBuf>,
 }
 
+/// One `RELAY_ROUTES` entry (Postfix's `transport_maps` with `smtp:[host]:port`): recipients of
+/// `domain` go to `host:port`, found by A/AAAA (or an address literal), never by MX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lower case, without a trailing dot; matched exactly (no subdomains).
+    pub domain: String,
+    /// A host name or an IP address (brackets of an IPv6 literal removed).
+    pub host: String,
+    pub port: u16,
+}
+
 /// Relay settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -65,6 +84,11 @@ pub struct RelayConfig {
     pub dns_servers: Vec<SocketAddr>,
     pub mx_port: u16,
     pub smarthost: Option<Smarthost>,
+    /// Per-domain next hops; a route wins over the smarthost and over MX for its domain.
+    pub routes: Vec<Route>,
+    /// `RELAY_HELO_NAME` and the `RELAY_LOCAL_NAMES`, lower case without a trailing dot: the
+    /// names an MX host is recognised as this relay by ([`crate::route::loops`]).
+    pub own_names: Vec<String>,
     pub tls: TlsMode,
     pub retry_schedule: Vec<Duration>,
     pub queue_lifetime: Duration,
@@ -78,6 +102,11 @@ pub struct RelayConfig {
     pub poll_wait: Duration,
     /// How long S3/SQS writes after a delivery are retried before the job goes back to SQS.
     pub store_retry: Duration,
+    /// Apply the MTA-STS policies of recipient domains to MX delivery (`RELAY_MTA_STS`).
+    pub mta_sts: bool,
+    /// PEM file of extra trust anchors for the certificates the relay verifies besides the
+    /// smarthost's: MTA-STS policy hosts and MX hosts under an `enforce` policy (`RELAY_TLS_CA`).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl RelayConfig {
@@ -116,6 +145,11 @@ impl RelayConfig {
                 Some(Smarthost { host, port, user, password, implicit_tls, ca })
             }
         };
+        let own_names = own_names(&helo_name, &r.list("RELAY_LOCAL_NAMES"))?;
+        let routes = match r.opt("RELAY_ROUTES") {
+            None => Vec::new(),
+            Some(v) => parse_routes(&v, &own_names).map_err(|e| err("RELAY_ROUTES", e))?,
+        };
         let tls = r.choice(
             "RELAY_TLS",
             TlsMode::Opportunistic,
@@ -137,6 +171,8 @@ impl RelayConfig {
             dns_servers,
             mx_port: r.parse("RELAY_MX_PORT", 25)?,
             smarthost,
+            routes,
+            own_names,
             tls,
             retry_schedule,
             queue_lifetime,
@@ -146,8 +182,69 @@ impl RelayConfig {
             data_timeout: r.duration("RELAY_DATA_TIMEOUT", "10m")?,
             poll_wait,
             store_retry: r.duration("RELAY_STORE_RETRY", "60s")?,
+            mta_sts: r.choice("RELAY_MTA_STS", true, &[("on", true), ("off", false)])?,
+            tls_ca: r.path("RELAY_TLS_CA")?,
         })
     }
+}
+
+impl RelayConfig {
+    /// The route of `domain`, if one is configured (case-insensitive, trailing dot ignored).
+    pub fn route_for(&self, domain: &str) -> Option<&Route> {
+        let domain = normalise(domain);
+        self.routes.iter().find(|r| r.domain == domain)
+    }
+}
+
+/// A DNS name as configuration and loop detection compare it: lower case, no trailing dot.
+pub fn normalise(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `RELAY_HELO_NAME` first, then each `RELAY_LOCAL_NAMES` entry once, normalised.
+fn own_names(helo: &str, local: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut names = vec![normalise(helo)];
+    for name in local {
+        let n = normalise(name);
+        if !valid_hostname(&n) {
+            return Err(err("RELAY_LOCAL_NAMES", format!("{name:?} is not a host name")));
+        }
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    Ok(names)
+}
+
+/// `domain=host:port,...`: every domain once, every host a name or an address, and no route
+/// pointing back at this relay (that mail would come straight back).
+fn parse_routes(value: &str, own_names: &[String]) -> Result<Vec<Route>, String> {
+    let mut routes: Vec<Route> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (domain, hop) = item.split_once('=').ok_or_else(|| format!("{item:?} is not domain=host:port"))?;
+        let domain = normalise(domain);
+        if !valid_hostname(&domain) {
+            return Err(format!("{item:?}: {domain:?} is not a domain name"));
+        }
+        let (host, port) = parse_host_port(hop.trim()).map_err(|e| format!("{item:?}: {e}"))?;
+        let host = if host.parse::<IpAddr>().is_ok() { host } else { normalise(&host) };
+        if host.parse::<IpAddr>().is_err() && !valid_hostname(&host) {
+            return Err(format!("{item:?}: {host:?} is neither a host name nor an IP address"));
+        }
+        if port == 0 {
+            return Err(format!("{item:?}: port 0"));
+        }
+        if own_names.contains(&host) {
+            return Err(format!(
+                "{item:?}: {host} is this relay (RELAY_HELO_NAME or RELAY_LOCAL_NAMES); the mail would loop"
+            ));
+        }
+        if routes.iter().any(|r| r.domain == domain) {
+            return Err(format!("{domain} has more than one route"));
+        }
+        routes.push(Route { domain, host, port });
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]
@@ -174,6 +271,9 @@ mod tests {
         assert_eq!(c.tls, TlsMode::Opportunistic);
         assert!(c.smarthost.is_none());
         assert_eq!(c.store_retry, Duration::from_secs(60));
+        assert!(c.mta_sts, "MTA-STS is on by default");
+        assert_eq!(c.tls_ca, None);
+        assert!(!RelayConfig::from_vars(&vars(&[("RELAY_MTA_STS", "off")])).unwrap().mta_sts);
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -200,10 +300,71 @@ mod tests {
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
             (&[("RELAY_POLL_WAIT", "1m")], "RELAY_POLL_WAIT"),
             (&[("RELAY_STORE_RETRY", "a while")], "RELAY_STORE_RETRY"),
+            (&[("RELAY_MTA_STS", "enforce")], "RELAY_MTA_STS"),
+            (&[("RELAY_TLS_CA", "/nonexistent.pem")], "RELAY_TLS_CA"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();
             assert_eq!(e.var, *var, "{pairs:?} -> {e}");
         }
+    }
+
+    #[test]
+    fn routes_and_local_names() {
+        let c = RelayConfig::from_vars(&vars(&[
+            ("RELAY_HELO_NAME", "Relay.Example.ORG"),
+            ("RELAY_LOCAL_NAMES", "mx.example.org., MX.example.org, nlb-1.elb.amazonaws.com"),
+            ("RELAY_ROUTES", " Example.ORG.=Mail.Internal:25 , b.test=[2001:db8::7]:2525,c.test=10.0.0.5:587,"),
+        ]))
+        .unwrap();
+        assert_eq!(c.own_names, ["relay.example.org", "mx.example.org", "nlb-1.elb.amazonaws.com"]);
+        let route = |d: &str, h: &str, p: u16| Route { domain: d.into(), host: h.into(), port: p };
+        assert_eq!(
+            c.routes,
+            [
+                route("example.org", "mail.internal", 25),
+                route("b.test", "2001:db8::7", 2525),
+                route("c.test", "10.0.0.5", 587)
+            ]
+        );
+        assert_eq!(c.route_for("EXAMPLE.org."), Some(&c.routes[0]));
+        assert_eq!(c.route_for("sub.example.org"), None, "no subdomain matching");
+
+        let unset = RelayConfig::from_vars(&vars(&[("RELAY_HELO_NAME", "relay.example.org")])).unwrap();
+        assert!(unset.routes.is_empty());
+        assert_eq!(unset.own_names, ["relay.example.org"]);
+
+        let refused = |var: &'static str, value: &str| {
+            RelayConfig::from_vars(&vars(&[
+                ("RELAY_HELO_NAME", "relay.example.org"),
+                ("RELAY_LOCAL_NAMES", "mx.example.org"),
+                (var, value),
+            ]))
+            .map(|_| ())
+            .unwrap_err()
+        };
+        // Syntax: every entry is domain=host:port.
+        let malformed = [
+            ("example.org", "is not domain=host:port"),
+            ("example.org=mail.internal", "is not host:port"),
+            ("example.org=mail.internal:99999", "is not host:port"),
+            ("example.org=:25", "is not host:port"),
+            ("example.org=mail.internal:0", "port 0"),
+            ("example.org=bad host:25", "neither a host name nor an IP address"),
+            ("=mail.internal:25", "is not a domain name"),
+            ("exa mple.org=mail.internal:25", "is not a domain name"),
+        ];
+        // Meaning: one route per domain, none pointing back at this relay.
+        let contradictory = [
+            ("a.test=h1:25,A.TEST.=h2:25", "a.test has more than one route"),
+            ("a.test=relay.example.org.:25", "the mail would loop"),
+            ("a.test=MX.example.org:25", "the mail would loop"),
+        ];
+        for (value, reason) in malformed.into_iter().chain(contradictory) {
+            let e = refused("RELAY_ROUTES", value);
+            assert!(e.var == "RELAY_ROUTES" && e.reason.contains(reason), "{value:?} -> {e}");
+        }
+        let e = refused("RELAY_LOCAL_NAMES", "mx.example.org,not a name");
+        assert_eq!(e.to_string(), "RELAY_LOCAL_NAMES: \"not a name\" is not a host name");
     }
 }

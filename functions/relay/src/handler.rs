@@ -2,7 +2,7 @@
 //!
 //! Per job: wait if it is early; read its state object ([`fence`] decides: proceed, redo the
 //! tail of an unacknowledged run, or drop a superseded job); fetch the message (gone = a sole job
-//! already completed); route (MX or smarthost), deliver, then carry out the
+//! already completed); route (a route, the smarthost or MX), deliver, then carry out the
 //! [`plan`](crate::decide::plan) in the order that keeps a redelivered job safe:
 //!
 //! 1. DSN messages to S3;
@@ -34,7 +34,7 @@ use crate::decide::outcome::Attempt;
 use crate::decide::plan::{self, Plan};
 use crate::decide::record;
 use crate::deliver::Transport;
-use crate::route::{self, Resolver};
+use crate::route::{self, MtaSts, Resolver};
 use crate::store::{Expect, Queue, Spool, StoreError, Stored};
 
 /// Unix seconds, injectable for tests.
@@ -57,6 +57,8 @@ pub struct Deps {
     pub spool: Box<dyn Spool>,
     pub queue: Box<dyn Queue>,
     pub resolver: Box<dyn Resolver>,
+    /// MTA-STS policies of recipient domains (used when `config.mta_sts` is on).
+    pub mta_sts: MtaSts,
     pub transport: Box<dyn Transport>,
     pub clock: Box<dyn Clock>,
 }
@@ -172,7 +174,8 @@ async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>) -> Result
         }
         None => return Err(StoreError::new("GetObject", &job.message_key, "no such message")),
     };
-    let attempt = match route::route(&job, &deps.config, deps.resolver.as_ref()).await {
+    let routed = route::route(&job, &deps.config, deps.resolver.as_ref(), &deps.mta_sts, now).await;
+    let attempt = match routed {
         Ok(targets) => deps.transport.deliver(&targets, &job, &message).await,
         Err(verdict) => Attempt::all(&job, &verdict, None),
     };
@@ -205,6 +208,8 @@ fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
             relay = %remote.host,
             addr = %addr,
             tls = remote.tls,
+            tls_verified = remote.tls_verified,
+            tls_policy = remote.tls_policy.as_str(),
             reply = %l.reply,
             attempt = job.attempt + 1,
             delay = l.delay,

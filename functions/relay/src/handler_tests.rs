@@ -15,9 +15,9 @@ use shared::{Job, Reply, keys};
 
 use super::*;
 use crate::decide::outcome::{Remote, Verdict};
-use crate::route::{Lookup, Target};
+use crate::route::{Lookup, Target, TlsRequirement};
 use crate::store::memory::{Ledger, MemoryQueue, MemorySpool};
-use crate::testkit::{self, QID};
+use crate::testkit::{self, FakeFetcher, QID};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -34,18 +34,25 @@ impl Resolver for FakeDns {
     async fn ips(&self, _host: &str) -> Lookup<Vec<IpAddr>> {
         Lookup::Found(vec!["192.0.2.1".parse().unwrap()])
     }
+    async fn txt(&self, name: &str) -> Lookup<Vec<String>> {
+        match name {
+            "_mta-sts.sts.test" | "_mta-sts.unlisted.test" => Lookup::Found(vec!["v=STSv1; id=1".into()]),
+            _ => Lookup::NxDomain,
+        }
+    }
 }
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 type Replies = HashMap<String, Vec<(u16, &'static str)>>;
 
-/// Replies per recipient address, used up in order (then 250); records who was sent what; runs
-/// `during` while "delivering" (to change the store under a job's feet).
+/// Replies per recipient address, used up in order (then 250); records who was sent what, to
+/// which targets; runs `during` while "delivering" (to change the store under a job's feet).
 #[derive(Clone, Default)]
 struct FakeSmtp {
     replies: Arc<Mutex<Replies>>,
     calls: Arc<Mutex<Vec<Vec<String>>>>,
     during: Arc<Mutex<Option<Hook>>>,
+    targets: Arc<Mutex<Vec<Vec<Target>>>>,
 }
 
 #[async_trait]
@@ -53,6 +60,7 @@ impl Transport for FakeSmtp {
     async fn deliver(&self, targets: &[Target], job: &Job, _message: &[u8]) -> Attempt {
         let rcpts: Vec<String> = job.pending().map(|r| r.address.clone()).collect();
         self.calls.lock().unwrap().push(rcpts.clone());
+        self.targets.lock().unwrap().push(targets.to_vec());
         if let Some(hook) = self.during.lock().unwrap().take() {
             hook();
         }
@@ -67,7 +75,12 @@ impl Transport for FakeSmtp {
             .collect();
         Attempt {
             outcomes,
-            remote: Some(Remote { host: targets[0].host.clone(), addr: Some(targets[0].addr), tls: true, dsn: false }),
+            remote: Some(Remote {
+                host: targets[0].host.clone(),
+                addr: Some(targets[0].addr),
+                tls: true,
+                ..Remote::default()
+            }),
         }
     }
 }
@@ -121,8 +134,12 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
     }
     let smtp = FakeSmtp { replies: Arc::new(Mutex::new(map)), ..FakeSmtp::default() };
     let clock = Arc::new(AtomicI64::new(NOW));
+    let fetcher = FakeFetcher::default();
+    fetcher.set("sts.test", Ok("version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n"));
+    fetcher.set("unlisted.test", Ok("version: STSv1\nmode: enforce\nmx: elsewhere.test\nmax_age: 86400\n"));
     let deps = Deps {
         config: testkit::config(&[&[("RELAY_RETRY_SCHEDULE", "1m,5m")], vars].concat()),
+        mta_sts: testkit::mta_sts(&spool, &fetcher),
         spool: Box::new(spool.clone()),
         queue: Box::new(queue.clone()),
         resolver: Box::new(FakeDns),
@@ -442,4 +459,50 @@ async fn the_lambda_deadline_caps_the_store_retries() {
     assert_eq!(r.batch_item_failures.len(), 1);
     let took = start.elapsed();
     assert!(took >= Duration::from_secs(26) && took <= Duration::from_secs(28), "{took:?}: deadline minus the margin");
+}
+
+#[tokio::test]
+async fn a_domain_whose_best_mx_is_this_relay_bounces_once_without_smtp() {
+    let mut w = world(&[]);
+    // FakeDns answers MX 10 mx.<domain>: name that host as ours.
+    w.deps.config = testkit::config(&[("RELAY_LOCAL_NAMES", "mx.in.test")]);
+    let r = handle(event(&[job("in.test", &["bob@in.test", "carol@in.test"]).to_json()]), &w.deps).await;
+    assert!(r.batch_item_failures.is_empty());
+    assert!(w.smtp.calls.lock().unwrap().is_empty(), "never delivered to ourselves");
+    let queued = w.queue.0.lock().unwrap();
+    assert_eq!(queued.len(), 1, "one DSN and no retry job: {queued:?}");
+    let (dsn_job, _) = &queued[0];
+    assert_eq!((dsn_job.sender.as_str(), dsn_job.recipients[0].address.as_str()), ("", "alice@a.test"));
+    let spool = w.spool.0.lock().unwrap();
+    let dsn = String::from_utf8(spool[&dsn_job.message_key].clone()).unwrap();
+    assert!(dsn.contains("Status: 5.4.6") && dsn.contains("mail for in.test loops back to myself"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; bob@in.test") && dsn.contains("Final-Recipient: rfc822; carol@in.test")
+    );
+    drop(spool);
+    assert_eq!(w.state("in.test").unwrap().recipient("bob@in.test").unwrap().state, Delivery::Bounced);
+}
+
+#[tokio::test]
+async fn an_enforce_policy_reaches_the_transport_as_verified_targets_of_listed_hosts_only() {
+    let w = world(&[]);
+    handle(event(&[job("sts.test", &["bob@sts.test"]).to_json()]), &w.deps).await;
+    let targets = w.smtp.targets.lock().unwrap().clone();
+    assert_eq!(targets.len(), 1);
+    assert!(targets[0].iter().all(|t| t.host == "mx.sts.test" && t.tls == TlsRequirement::Verified), "{targets:?}");
+    assert!(w.spool.0.lock().unwrap().contains_key("mta-sts/sts.test.json"), "the policy is stored for cold starts");
+
+    // No listed MX host: nothing is tried, the recipient waits (never bounced for the policy).
+    let w = world(&[]);
+    handle(event(&[job("unlisted.test", &["bob@unlisted.test"]).to_json()]), &w.deps).await;
+    assert!(w.smtp.calls.lock().unwrap().is_empty(), "an unlisted MX is not tried");
+    let queued = w.queue.0.lock().unwrap().clone();
+    let [(retry, _)] = &queued[..] else { panic!("one retry job: {queued:?}") };
+    assert!(retry.recipients[0].last_reply.as_deref().is_some_and(|r| r.starts_with("4.7.0 MTA-STS")), "{retry:?}");
+
+    // RELAY_MTA_STS=off: delivery as without a policy.
+    let w = world_with(&[], &[("RELAY_MTA_STS", "off")]);
+    handle(event(&[job("unlisted.test", &["bob@unlisted.test"]).to_json()]), &w.deps).await;
+    let targets = w.smtp.targets.lock().unwrap().clone();
+    assert_eq!(targets[0][0].tls, TlsRequirement::Default);
 }

@@ -6,9 +6,9 @@
 //! [`store`] edges (S3, SQS). [`poll`] drives the same handler as a long-poll consumer; [`config`]
 //! reads the relay's settings.
 //!
-//! Functional core, imperative shell: [`decide`], the wire format in [`deliver::wire`] and the
-//! MX ordering in [`route::mx`] are pure and unit-tested; the handler reaches DNS, SMTP peers,
-//! S3 and SQS only through traits.
+//! Functional core, imperative shell: [`decide`], the wire format in [`deliver::wire`], the MX
+//! ordering in [`route::mx`] and the loop rules in [`route::loops`] are pure and unit-tested; the
+//! handler reaches DNS, SMTP peers, S3 and SQS only through traits.
 
 pub mod config;
 pub mod decide;

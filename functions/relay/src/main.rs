@@ -10,6 +10,7 @@ use relay::config::RelayConfig;
 use relay::deliver::SmtpTransport;
 use relay::handler::{Deps, SystemClock, handle_until};
 use relay::route::HickoryResolver;
+use relay::route::mta_sts::{HttpsFetcher, MtaSts};
 use relay::store::{S3Spool, SqsQueue};
 
 #[tokio::main]
@@ -41,9 +42,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let policy_roots = match relay::deliver::tls::roots(config.tls_ca.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relay: RELAY_TLS_CA: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let clients = shared::aws::clients().await;
+    let spool = S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() };
     let deps = Arc::new(Deps {
-        spool: Box::new(S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() }),
+        mta_sts: MtaSts::new(Box::new(spool.clone()), Box::new(HttpsFetcher::new(policy_roots))),
+        spool: Box::new(spool),
         queue: Box::new(SqsQueue { client: clients.sqs.clone(), queue_url: config.spool.queue_url.clone() }),
         resolver: Box::new(resolver),
         transport: Box::new(transport),

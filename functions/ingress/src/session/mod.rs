@@ -18,7 +18,10 @@ use smtp_proto::request::receiver::DataReceiver;
 use crate::body::{Body, BodyError, count_received};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::policy::Policy;
+use crate::policy::rate::RateLimit;
+use crate::policy::senders::{self, SenderList};
 use crate::replies;
+use crate::tables::{LiveTables, Tables};
 
 /// Longest command line accepted (Postfix's `line_length_limit`).
 pub const MAX_LINE: usize = 2048;
@@ -49,6 +52,10 @@ pub struct SessionConfig {
     /// An AUTH file is configured: AUTH can be offered (under TLS).
     pub auth_available: bool,
     pub budget: Arc<MemoryBudget>,
+    /// The AUTH file and recipient table in force; each session takes a snapshot at its start.
+    pub tables: Arc<LiveTables>,
+    /// `INGRESS_RATE_LIMIT`, checked at MAIL.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The negotiated TLS parameters, for the trace field and logs.
@@ -152,6 +159,8 @@ pub struct Session {
     pub(crate) helo: Option<Helo>,
     pub(crate) tls: Option<TlsInfo>,
     pub(crate) user: Option<String>,
+    /// The tables as they were when the session started.
+    pub(crate) tables: Arc<Tables>,
     pub(crate) txn: Option<Txn>,
     pub(crate) mode: Mode,
     errors: u32,
@@ -165,6 +174,7 @@ pub struct Session {
 impl Session {
     /// A new session; its first action is the greeting.
     pub fn new(cfg: Arc<SessionConfig>, kind: ListenerKind, peer: IpAddr, tls: Option<TlsInfo>) -> Self {
+        let tables = cfg.tables.current();
         let mut s = Self {
             cfg,
             kind,
@@ -172,6 +182,7 @@ impl Session {
             helo: None,
             tls,
             user: None,
+            tables,
             txn: None,
             mode: Mode::Command,
             errors: 0,
@@ -187,6 +198,17 @@ impl Session {
     /// The next thing to do, if any.
     pub fn next_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The AUTH file and recipient table this session uses (a snapshot taken when it started).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The authenticated user and the addresses it may send as, when its AUTH line restricts them.
+    pub(crate) fn sender_list(&self) -> Option<(&str, &SenderList)> {
+        let user = self.user.as_deref()?;
+        Some((user, self.tables.auth.as_ref()?.senders(user)?))
     }
 
     /// True once the session has asked to close.
@@ -426,6 +448,12 @@ impl Session {
         if count_received(&message) > MAX_HOPS + 1 {
             tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, reason = "hops");
             return self.reply(replies::too_many_hops());
+        }
+        if let Some((user, list)) = self.sender_list()
+            && let Err(r) = senders::check_from_header(user, list, senders::header_section(&message))
+        {
+            tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, user, reason = "from_not_owned", reply = %r.one_line());
+            return self.reply(r);
         }
         let helo = self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("unknown");
         self.mode = Mode::Waiting;

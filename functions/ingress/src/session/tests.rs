@@ -22,6 +22,8 @@ fn cfg(kind_tls: bool, auth: bool) -> Arc<SessionConfig> {
         tls_available: kind_tls,
         auth_available: auth,
         budget: MemoryBudget::new(1 << 20),
+        tables: Arc::new(LiveTables::fixed(Tables::default())),
+        rate_limit: None,
     })
 }
 
@@ -37,7 +39,11 @@ struct Driver {
 
 impl Driver {
     fn new(kind: ListenerKind, peer: &str, tls: bool, auth: bool) -> Self {
-        let s = Session::new(cfg(tls, auth), kind, peer.parse().unwrap(), None);
+        Self::with(cfg(tls, auth), kind, peer)
+    }
+
+    fn with(cfg: Arc<SessionConfig>, kind: ListenerKind, peer: &str) -> Self {
+        let s = Session::new(cfg, kind, peer.parse().unwrap(), None);
         let mut d = Self { s, replies: Vec::new(), stored: Vec::new(), store_ok: true, closed: false };
         d.pump();
         d
@@ -557,4 +563,160 @@ fn random_scripts_are_framing_independent_and_store_clean_messages() {
         }
         assert_eq!(whole, run(&pieces), "round {round}: {:?}", String::from_utf8_lossy(&script));
     }
+}
+
+// ---- Sender ownership, the rate limit and the recipient table (policy/) -----------------------
+
+use crate::auth::AuthDb;
+use crate::policy::rate::{RateLimit, RateSpec};
+use crate::policy::recipients::RecipientTable;
+use crate::tables::{LiveTables, Tables};
+
+/// The test configuration with other tables or a rate limit.
+fn cfg_with(tables: Tables, rate: Option<&str>) -> Arc<SessionConfig> {
+    let mut c = Arc::try_unwrap(cfg(true, true)).unwrap();
+    c.tables = Arc::new(LiveTables::fixed(tables));
+    c.rate_limit = rate.map(|r| RateLimit::new(RateSpec::parse(r).unwrap()));
+    Arc::new(c)
+}
+
+/// Tables whose AUTH file gives alice (the driver's one valid user) this third field.
+fn alice_may_send_as(senders: Option<&str>) -> Tables {
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    let line = match senders {
+        Some(list) => format!("alice:{hash}:{list}\n"),
+        None => format!("alice:{hash}\n"),
+    };
+    Tables { auth: Some(Arc::new(AuthDb::parse(&line).unwrap())), recipients: None }
+}
+
+/// A submission session, STARTTLS done and alice authenticated.
+fn submission_as_alice(cfg: Arc<SessionConfig>) -> Driver {
+    use base64::Engine;
+    let mut d = Driver::with(cfg, ListenerKind::Submission, "192.0.2.1");
+    d.send(b"EHLO c\r\nSTARTTLS\r\n");
+    let auth = format!("AUTH PLAIN {}\r\n", base64::engine::general_purpose::STANDARD.encode(b"\0alice\0secret"));
+    assert_eq!(d.codes(format!("EHLO c\r\n{auth}").as_bytes()), [250, 235]);
+    d
+}
+
+#[test]
+fn a_user_with_a_sender_list_is_held_to_it_at_mail() {
+    let mut d = submission_as_alice(cfg_with(alice_may_send_as(Some("alice@example.org,@alice.test")), None));
+    assert_eq!(
+        d.send(b"MAIL FROM:<bob@example.org>\r\n"),
+        ["553 5.7.1 <bob@example.org>: Sender address rejected: not owned by user alice\r\n"]
+    );
+    assert!(d.s.txn.is_none(), "no transaction after a refused MAIL");
+    assert_eq!(d.codes(b"MAIL FROM:<Alice@Example.ORG>\r\nRSET\r\n"), [250, 250]);
+    assert_eq!(d.codes(b"MAIL FROM:<anyone@alice.test>\r\nRSET\r\n"), [250, 250]);
+    assert_eq!(d.codes(b"MAIL FROM:<>\r\nRSET\r\n"), [250, 250], "the null sender as before");
+    // Without a list, as before: any sender.
+    let mut d = submission_as_alice(cfg_with(alice_may_send_as(None), None));
+    assert_eq!(d.codes(b"MAIL FROM:<bob@example.org>\r\n"), [250]);
+}
+
+#[test]
+fn a_user_with_a_sender_list_is_held_to_it_in_from() {
+    let mut d = submission_as_alice(cfg_with(alice_may_send_as(Some("alice@example.org,@alice.test")), None));
+    let envelope = b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<x@anywhere.test>\r\nDATA\r\n";
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"From: Bob <bob@example.org>\r\n\r\nhi\r\n.\r\n",
+            "550 5.7.1 <bob@example.org>: From: header address rejected: not owned by user alice\r\n",
+        ),
+        (b"From: alice@example.org, eve@evil.test\r\n\r\nhi\r\n.\r\n", "550 5.7.1 <eve@evil.test>: From:"),
+        (b"Subject: no from\r\n\r\nFrom: alice@example.org\r\n.\r\n", "550 5.7.1 No From: header address; user alice"),
+        (b"From: Alice\r\n\r\nhi\r\n.\r\n", "550 5.7.1 No From: header address"),
+        (b"From: Alice <alice@example.org>\r\n\r\nhi\r\n.\r\n", "250 2.0.0 Ok: queued as"),
+        (b"From: <boss@ALICE.test>, alice+x@example.org\r\n\r\nhi\r\n.\r\n", "250 2.0.0 Ok: queued as"),
+    ];
+    for (message, want) in cases {
+        let mut replies = d.send(envelope);
+        replies.extend(d.send(message));
+        assert!(replies[3].starts_with(want), "{:?}: {replies:?}", String::from_utf8_lossy(message));
+    }
+    assert_eq!(d.stored.len(), 2, "refused messages are not stored");
+    // BDAT ends through the same check; the null sender does not exempt the From: header.
+    d.send(b"MAIL FROM:<>\r\nRCPT TO:<x@anywhere.test>\r\n");
+    let r = d.send(b"BDAT 24 LAST\r\nFrom: eve@evil.test\r\n\r\nx\r\n");
+    assert!(r[0].starts_with("550 5.7.1 <eve@evil.test>"), "{r:?}");
+    assert_eq!(d.stored.len(), 2);
+    // A user without a list: any From: as before.
+    let mut d = submission_as_alice(cfg_with(alice_may_send_as(None), None));
+    d.send(envelope);
+    assert_eq!(d.codes(b"From: eve@evil.test\r\n\r\nhi\r\n.\r\n"), [250]);
+}
+
+#[test]
+fn rate_limit_is_checked_at_mail_per_client_and_per_user() {
+    let cfg = cfg_with(alice_may_send_as(Some("alice@example.org")), Some("2/1h"));
+    let mut d = Driver::with(cfg.clone(), ListenerKind::Mta, "192.0.2.1");
+    d.send(b"EHLO c\r\n");
+    // Refused MAIL commands do not count.
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org> FOO=1\r\n"), [555]);
+    assert_eq!(
+        d.codes(b"MAIL FROM:<a@example.org>\r\nRSET\r\nMAIL FROM:<a@example.org>\r\nRSET\r\n"),
+        [250, 250, 250, 250]
+    );
+    assert_eq!(
+        d.send(b"MAIL FROM:<a@example.org>\r\n"),
+        ["451 4.7.1 Too much mail from client 192.0.2.1 (limit 2/1h), try again in 30m\r\n"]
+    );
+    assert!(d.s.txn.is_none());
+    assert_eq!(d.codes(b"RCPT TO:<b@example.test>\r\n"), [503], "nothing to add recipients to");
+    // The count is the client's, not the session's.
+    let mut again = Driver::with(cfg.clone(), ListenerKind::Mta, "192.0.2.1");
+    assert_eq!(again.codes(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n"), [250, 451]);
+    let mut other = Driver::with(cfg.clone(), ListenerKind::Mta, "192.0.2.2");
+    assert_eq!(other.codes(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n"), [250, 250]);
+    // Authenticated from the same address: alice's own count. A sender she does not own is
+    // refused before the limit is consulted, so it costs her nothing.
+    let mut alice = submission_as_alice(cfg);
+    assert_eq!(alice.codes(b"MAIL FROM:<bob@example.org>\r\n"), [553]);
+    assert_eq!(
+        alice.codes(b"MAIL FROM:<alice@example.org>\r\nRSET\r\nMAIL FROM:<alice@example.org>\r\nRSET\r\n"),
+        [250, 250, 250, 250]
+    );
+    let r = alice.send(b"MAIL FROM:<alice@example.org>\r\n");
+    assert!(r[0].starts_with("451 4.7.1 Too much mail from user alice (limit 2/1h)"), "{r:?}");
+}
+
+#[test]
+fn recipient_table_is_checked_at_rcpt_for_every_client() {
+    let table = RecipientTable::parse("bob@example.test\n").unwrap();
+    let cfg = cfg_with(Tables { auth: None, recipients: Some(Arc::new(table)) }, None);
+    let mut d = Driver::with(cfg.clone(), ListenerKind::Mta, "192.0.2.1");
+    d.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
+    assert_eq!(
+        d.send(b"RCPT TO:<carol@example.test>\r\n"),
+        ["550 5.1.1 <carol@example.test>: Recipient address rejected: User unknown in relay recipient table\r\n"]
+    );
+    assert_eq!(d.codes(b"RCPT TO:<bob+tag@example.test>\r\nRCPT TO:<postmaster>\r\n"), [250, 250]);
+    assert_eq!(d.codes(b"RCPT TO:<carol@elsewhere.test>\r\n"), [554], "relay policy as before");
+    assert_eq!(d.s.txn.as_ref().unwrap().env.recipients.len(), 2);
+    // RELAY_NETWORKS clients: the table applies in relay domains, nowhere else.
+    let mut d = Driver::with(cfg, ListenerKind::Mta, "10.1.2.3");
+    d.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
+    assert_eq!(d.codes(b"RCPT TO:<carol@example.test>\r\nRCPT TO:<carol@elsewhere.test>\r\n"), [550, 250]);
+}
+
+#[test]
+fn a_session_keeps_the_tables_it_started_with() {
+    let dir = std::env::temp_dir().join(format!("session-tables-{}", std::process::id()));
+    std::fs::write(&dir, "bob@example.test\n").unwrap();
+    let live = Arc::new(LiveTables::load(None, Some(&dir)).unwrap());
+    let mut c = Arc::try_unwrap(cfg(false, false)).unwrap();
+    c.tables = live.clone();
+    let cfg = Arc::new(c);
+    let mut old = Driver::with(cfg.clone(), ListenerKind::Mta, "192.0.2.1");
+    old.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
+    std::fs::write(&dir, "carol@example.test\n").unwrap();
+    assert_eq!(live.reload(), 0);
+    std::fs::remove_file(&dir).unwrap();
+    let mut new = Driver::with(cfg, ListenerKind::Mta, "192.0.2.1");
+    new.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
+    assert_eq!(old.codes(b"RCPT TO:<bob@example.test>\r\nRCPT TO:<carol@example.test>\r\n"), [250, 550]);
+    assert_eq!(new.codes(b"RCPT TO:<bob@example.test>\r\nRCPT TO:<carol@example.test>\r\n"), [550, 250]);
+    assert_eq!(old.codes(b"DATA\r\nSubject: x\r\n\r\n.\r\n"), [354, 250], "the old session completes");
 }

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 
 use shared::{Job, Reply};
 
+use crate::route::TlsRequirement;
+
 /// The three fates of a recipient after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -75,6 +77,11 @@ pub struct Remote {
     pub addr: Option<SocketAddr>,
     /// The session ran over TLS.
     pub tls: bool,
+    /// The server's certificate was valid for `host` (web PKI roots plus `RELAY_TLS_CA`, or
+    /// `RELAY_SMARTHOST_CA` for the smarthost). False without TLS.
+    pub tls_verified: bool,
+    /// What the route stage required of this session's TLS.
+    pub tls_policy: TlsRequirement,
     /// The remote advertised DSN, so NOTIFY/ORCPT/RET/ENVID were passed on.
     pub dsn: bool,
 }

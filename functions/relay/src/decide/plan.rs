@@ -174,7 +174,7 @@ mod tests {
     fn attempt(job: &Job, verdicts: &[Verdict], dsn: bool) -> Attempt {
         Attempt {
             outcomes: job.recipients.iter().map(|r| r.address.clone()).zip(verdicts.iter().cloned()).collect(),
-            remote: Some(Remote { host: "mx.b.test".into(), addr: None, tls: true, dsn }),
+            remote: Some(Remote { host: "mx.b.test".into(), tls: true, dsn, ..Remote::default() }),
         }
     }
 

@@ -21,7 +21,7 @@ fn attempt(job: &Job, replies: &[(u16, &str)]) -> Attempt {
             host: "mx.b.test".into(),
             addr: Some("192.0.2.1:25".parse().unwrap()),
             tls: true,
-            dsn: false,
+            ..Remote::default()
         }),
     }
 }

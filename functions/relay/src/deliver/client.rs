@@ -5,8 +5,14 @@
 //! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
 //! read the attempt ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
-//! the same address, as Postfix does; `RELAY_TLS=required` and smarthosts never fall back.
+//! the same address, as Postfix does; `RELAY_TLS=required`, smarthosts and targets that require
+//! verified TLS (MTA-STS `enforce`, [`TlsRequirement::Verified`]) never fall back, and the last
+//! are never sent anything but over TLS with a certificate valid for the MX name.
 //! A server without 8BITMIME gets 8-bit bodies converted to 7-bit ([`crate::downgrade`]).
+//! Only a [`Hop::Smarthost`] target gets the smarthost's treatment (implicit TLS, a verified
+//! certificate, AUTH); MX hosts and routes are delivered to alike. A server whose greeting or
+//! EHLO/HELO reply gives our own name ends the attempt with a permanent loop verdict
+//! ([`loops::own_name_in`]).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -21,12 +27,12 @@ use shared::{Job, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
 
 use super::Transport;
+use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
 use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
-use crate::route::Target;
+use crate::route::{Hop, Target, TlsRequirement, loops};
 
 /// [`Transport`] over TCP with STARTTLS or implicit TLS.
 pub struct SmtpTransport {
@@ -36,16 +42,24 @@ pub struct SmtpTransport {
     command_timeout: Duration,
     data_timeout: Duration,
     smarthost: Option<Smarthost>,
-    tls: TlsConnector,
+    /// For MX hosts and routes: any certificate, checked against web PKI + `RELAY_TLS_CA` for
+    /// the log (see [`super::tls`]).
+    tls: TlsClient,
+    /// For MX hosts that must prove their name (MTA-STS `enforce`): verified in the handshake.
+    verified_tls: TlsClient,
+    /// For the smarthost: its certificate verified (web PKI + `RELAY_SMARTHOST_CA`).
+    smarthost_tls: Option<TlsClient>,
 }
 
 impl SmtpTransport {
-    /// Fails only when the smarthost's extra trust anchors cannot be read.
+    /// Fails only when extra trust anchors (`RELAY_TLS_CA`, `RELAY_SMARTHOST_CA`) cannot be read.
     pub fn new(cfg: &RelayConfig) -> Result<Self, ConfigError> {
-        let tls = match &cfg.smarthost {
-            None => super::tls::connector(),
-            Some(sh) => super::tls::verifying_connector(sh.ca.as_deref())
-                .map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+        let roots = tls::roots(cfg.tls_ca.as_deref()).map_err(|reason| ConfigError { var: "RELAY_TLS_CA", reason })?;
+        let smarthost_tls = match &cfg.smarthost {
+            None => None,
+            Some(sh) => Some(TlsClient::verifying(
+                tls::roots(sh.ca.as_deref()).map_err(|reason| ConfigError { var: "RELAY_SMARTHOST_CA", reason })?,
+            )),
         };
         Ok(Self {
             helo: cfg.helo_name.clone(),
@@ -54,7 +68,9 @@ impl SmtpTransport {
             command_timeout: cfg.command_timeout,
             data_timeout: cfg.data_timeout,
             smarthost: cfg.smarthost.clone(),
-            tls,
+            tls: TlsClient::opportunistic(roots.clone()),
+            verified_tls: TlsClient::verifying(roots),
+            smarthost_tls,
         })
     }
 }
@@ -63,11 +79,23 @@ impl SmtpTransport {
 struct Abort {
     verdict: Verdict,
     tls_failed: bool,
+    /// No other address is tried (a loop: the other addresses are most likely us too).
+    ends_attempt: bool,
 }
 
 impl From<Verdict> for Abort {
     fn from(verdict: Verdict) -> Self {
-        Self { verdict, tls_failed: false }
+        Self { verdict, tls_failed: false, ends_attempt: false }
+    }
+}
+
+impl Abort {
+    fn tls(verdict: Verdict, tls_failed: bool) -> Self {
+        Self { tls_failed, ..verdict.into() }
+    }
+
+    fn looped(verdict: Verdict) -> Self {
+        Self { ends_attempt: true, ..verdict.into() }
     }
 }
 
@@ -85,13 +113,21 @@ impl Transport for SmtpTransport {
         for target in targets {
             let mut plaintext = false;
             loop {
-                let mut remote = Remote { host: target.host.clone(), addr: Some(target.addr), ..Remote::default() };
+                let mut remote = Remote {
+                    host: target.host.clone(),
+                    addr: Some(target.addr),
+                    tls_policy: target.tls,
+                    ..Remote::default()
+                };
                 match self.session(target, job, message, &mut remote, plaintext).await {
                     Ok(outcomes) => return Attempt { outcomes, remote: Some(remote) },
                     Err(abort) => {
                         tracing::info!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr,
                             error = %abort.verdict.text(), "session failed");
-                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back();
+                        if abort.ends_attempt {
+                            return Attempt::all(job, &abort.verdict, Some(remote));
+                        }
+                        let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back(target);
                         last = (abort.verdict, Some(remote));
                         if !retry_plain {
                             break;
@@ -106,8 +142,16 @@ impl Transport for SmtpTransport {
 }
 
 impl SmtpTransport {
-    fn may_fall_back(&self) -> bool {
-        self.tls_mode == TlsMode::Opportunistic && self.smarthost.is_none()
+    fn may_fall_back(&self, target: &Target) -> bool {
+        self.tls_mode == TlsMode::Opportunistic
+            && target.hop != Hop::Smarthost
+            && target.tls != TlsRequirement::Verified
+    }
+
+    /// The smarthost's settings when `target` is the smarthost, and its TLS client.
+    fn smarthost_for(&self, target: &Target) -> Option<(&Smarthost, &TlsClient)> {
+        (target.hop == Hop::Smarthost).then_some(())?;
+        Some((self.smarthost.as_ref()?, self.smarthost_tls.as_ref()?))
     }
 
     async fn session(
@@ -124,28 +168,44 @@ impl SmtpTransport {
             .map_err(|e| Verdict::deferred("4.4.1", format!("connect to {}: {e}", target.addr)))?;
         let _ = tcp.set_nodelay(true);
         let mut c = Conn { io: Box::new(tcp), buf: Vec::new(), timeout: self.command_timeout };
-        if self.smarthost.as_ref().is_some_and(|s| s.implicit_tls) {
-            c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: false })?;
-            remote.tls = true;
+        let smarthost = self.smarthost_for(target);
+        let tls = match (smarthost, target.tls) {
+            (Some((_, smarthost_tls)), _) => smarthost_tls,
+            (None, TlsRequirement::Verified) => &self.verified_tls,
+            (None, _) => &self.tls,
+        };
+        if smarthost.is_some_and(|(s, _)| s.implicit_tls) {
+            let (conn, verified) = c.upgrade(tls, target).await.map_err(|e| Abort::tls(e, false))?;
+            (c, remote.tls, remote.tls_verified) = (conn, true, verified);
         }
         let greeting = c.read_reply().await.map_err(net)?;
         if !greeting.is_positive() {
             return Err(Verdict::from_reply(greeting).into());
         }
+        c.refuse_own_name(&greeting, &self.helo).await?;
         let mut ext = c.hello(&self.helo).await?;
         if !remote.tls && ext.starttls && !plaintext {
             let r = c.command("STARTTLS").await.map_err(net)?;
             if r.code == 220 {
-                c = c.upgrade(&self.tls, target).await.map_err(|e| Abort { verdict: e, tls_failed: true })?;
-                remote.tls = true;
+                let (conn, verified) = c.upgrade(tls, target).await.map_err(|e| Abort::tls(e, true))?;
+                (c, remote.tls, remote.tls_verified) = (conn, true, verified);
                 ext = c.hello(&self.helo).await?;
             }
         }
-        if !remote.tls && self.tls_mode == TlsMode::Required {
+        if !remote.tls && (self.tls_mode == TlsMode::Required || target.tls == TlsRequirement::Verified) {
             c.quit().await;
-            return Err(Verdict::deferred("4.7.4", "TLS is required but the server does not offer it").into());
+            let why = match target.tls {
+                TlsRequirement::Verified => "the domain's MTA-STS policy requires TLS but the server does not offer it",
+                _ => "TLS is required but the server does not offer it",
+            };
+            return Err(Verdict::deferred("4.7.4", why).into());
         }
-        if let Some(Smarthost { user: Some(user), password: Some(password), .. }) = &self.smarthost {
+        if target.tls == TlsRequirement::Report && !(remote.tls && remote.tls_verified) {
+            let failure = if remote.tls { "certificate not valid for the MX name" } else { "no TLS" };
+            tracing::warn!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr, failure,
+                "mta-sts testing: an enforce policy would refuse this session (delivering anyway)");
+        }
+        if let Some((Smarthost { user: Some(user), password: Some(password), .. }, _)) = smarthost {
             if !remote.tls {
                 c.quit().await;
                 return Err(Verdict::deferred("4.7.0", "refusing to send credentials without TLS").into());
@@ -359,16 +419,30 @@ impl Conn {
     async fn hello(&mut self, name: &str) -> Result<Extensions, Abort> {
         let r = self.command(&format!("EHLO {name}")).await.map_err(net)?;
         if r.is_positive() {
+            self.refuse_own_name(&r, name).await?;
             return Ok(Extensions::parse(&r));
         }
         if r.is_permanent() {
             let h = self.command(&format!("HELO {name}")).await.map_err(net)?;
             if h.is_positive() {
+                self.refuse_own_name(&h, name).await?;
                 return Ok(Extensions::default());
             }
             return Err(Verdict::from_reply(h).into());
         }
         Err(Verdict::from_reply(r).into())
+    }
+
+    /// A greeting or EHLO/HELO reply naming the server `helo`, our own name, is a loop: QUIT and
+    /// end the attempt.
+    async fn refuse_own_name(&mut self, reply: &Reply, helo: &str) -> Result<(), Abort> {
+        match loops::own_name_in(reply, helo) {
+            None => Ok(()),
+            Some(looped) => {
+                self.quit().await;
+                Err(Abort::looped(looped))
+            }
+        }
     }
 
     /// AUTH PLAIN, else LOGIN. A refusal defers: it is a configuration problem, not the mail's.
@@ -395,17 +469,18 @@ impl Conn {
         Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail }.into())
     }
 
-    async fn upgrade(self, connector: &TlsConnector, target: &Target) -> Result<Conn, Verdict> {
+    /// The TLS handshake; the connection and whether the certificate is valid for the host.
+    async fn upgrade(self, client: &TlsClient, target: &Target) -> Result<(Conn, bool), Verdict> {
         if !self.buf.is_empty() {
             // Bytes after the 220 were sent in plaintext and must not be read as if under TLS.
             return Err(Verdict::deferred("4.7.5", "server sent data after STARTTLS"));
         }
-        let name = super::tls::server_name(&target.host, target.addr.ip());
-        let tls = timeout(self.timeout, connector.connect(name, self.io))
+        let name = tls::server_name(&target.host, target.addr.ip());
+        let (tls, verified) = timeout(self.timeout, client.connect(name, self.io))
             .await
             .map_err(|_| Verdict::deferred("4.7.5", "TLS handshake timed out"))?
             .map_err(|e| Verdict::deferred("4.7.5", format!("TLS handshake failed: {e}")))?;
-        Ok(Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout })
+        Ok((Conn { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout }, verified))
     }
 
     async fn quit(&mut self) {

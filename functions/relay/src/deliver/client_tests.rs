@@ -8,11 +8,14 @@ use tokio::net::TcpListener;
 
 use super::*;
 
-/// What the scripted server does: its EHLO reply, its replies per RCPT address, its reply to
-/// MAIL (closing the connection after a 4xx/5xx one), and whether STARTTLS leads to garbage.
+/// What the scripted server does: its greeting (default `220 scripted ESMTP`), its EHLO reply
+/// and HELO reply (default `250 ok`), its replies per RCPT address, its reply to MAIL (closing the connection after a 4xx/5xx one),
+/// and whether STARTTLS leads to garbage.
 #[derive(Clone, Default)]
 struct Script {
+    greeting: Option<&'static str>,
     ehlo: &'static str,
+    helo: Option<&'static str>,
     rcpt: HashMap<&'static str, &'static str>,
     mail: Option<&'static str>,
     broken_starttls: bool,
@@ -49,7 +52,8 @@ async fn server(script: Script) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
 async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<Seen>>) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
-    w.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+    let greeting = script.greeting.unwrap_or("220 scripted ESMTP");
+    w.write_all(format!("{greeting}\r\n").as_bytes()).await.unwrap();
     let mut line = String::new();
     while r.read_line(&mut line).await.unwrap_or(0) > 0 {
         let cmd = line.trim_end().to_string();
@@ -58,6 +62,8 @@ async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<See
         let upper = cmd.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
             script.ehlo.to_string()
+        } else if let Some(helo) = script.helo.filter(|_| upper.starts_with("HELO")) {
+            format!("{helo}\r\n")
         } else if upper == "STARTTLS" && script.broken_starttls {
             let _ = w.write_all(b"220 go ahead\r\nthis is not a TLS handshake\r\n").await;
             return;
@@ -101,7 +107,7 @@ fn job(rcpts: &[&str]) -> Job {
 }
 
 fn target(addr: std::net::SocketAddr) -> Target {
-    Target { host: "mx.b.test".into(), addr }
+    Target::new("mx.b.test", addr, Hop::Mx)
 }
 
 const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n";
@@ -206,4 +212,76 @@ async fn a_421_before_the_close_is_kept_for_every_recipient() {
     let (addr, _) = server(Script { mail: Some("550 5.7.1 go away"), ..Script::ehlo("250 plain\r\n") }).await;
     let a = transport(&[]).deliver(&[target(addr)], &job(&["a@b.test"]), b"x\r\n").await;
     assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Failed, "5.7.1"));
+}
+
+#[tokio::test]
+async fn a_server_calling_itself_by_our_name_is_a_loop_and_ends_the_attempt() {
+    // relay.test is RELAY_HELO_NAME in the test kit's configuration.
+    let by_greeting = Script { greeting: Some("220 Relay.Test. ESMTP"), ..Script::ehlo(PIPELINED) };
+    let by_ehlo = Script::ehlo("250-relay.test hello\r\n250 PIPELINING\r\n");
+    let by_helo = Script { helo: Some("250 relay.test"), ..Script::ehlo("502 5.5.1 no EHLO\r\n") };
+    for (what, script) in [("greeting", by_greeting), ("EHLO", by_ehlo), ("HELO", by_helo)] {
+        let (looped, seen) = server(script).await;
+        let (good, good_seen) = server(Script::ehlo(PIPELINED)).await;
+        let a =
+            transport(&[]).deliver(&[target(looped), target(good)], &job(&["a@b.test", "c@b.test"]), b"x\r\n").await;
+        for (_, v) in &a.outcomes {
+            assert_eq!((v.class, v.status.as_str()), (Class::Failed, "5.4.6"), "{what}: {v:?}");
+            assert!(v.detail.contains("loops back to myself"), "{what}: {v:?}");
+        }
+        assert_eq!(a.remote.unwrap().addr, Some(looped), "{what}");
+        assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")), "{what}: no transaction");
+        assert_eq!(good_seen.lock().unwrap().connections, 0, "{what}: no other address tried after a loop");
+    }
+    // Our name after the server's own, as many servers greet their client: no loop.
+    let (addr, _) = server(Script::ehlo("250-mx.b.test Hello relay.test\r\n250 PIPELINING\r\n")).await;
+    let a = transport(&[]).deliver(&[target(addr)], &job(&["a@b.test"]), b"x\r\n").await;
+    assert_eq!(a.outcomes[0].1.class, Class::Sent, "{a:?}");
+}
+
+const AUTH: &str = "250-scripted\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n";
+
+#[tokio::test]
+async fn a_route_gets_mx_treatment_even_with_a_smarthost_configured() {
+    let cfg = [
+        ("RELAY_SMARTHOST", "smtp.provider.test:465"),
+        ("RELAY_SMARTHOST_USER", "user"),
+        ("RELAY_SMARTHOST_PASSWORD", "secret"),
+    ];
+    // The route's server offers AUTH and a broken STARTTLS: like an MX, the relay falls back to
+    // plaintext (no implicit TLS, no certificate check) and never sends the smarthost's password.
+    let (addr, seen) = server(Script { broken_starttls: true, ..Script::ehlo(AUTH) }).await;
+    let route = Target::new("mail.internal", addr, Hop::Route);
+    let a = transport(&cfg).deliver(&[route], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!(a.outcomes[0].1.class, Class::Sent, "{a:?}");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.connections, 2, "plaintext retry after the failed handshake");
+        assert!(!seen.commands.iter().any(|c| c.starts_with("AUTH")), "{:?}", seen.commands);
+    }
+
+    // The same server as the smarthost: implicit TLS (465) is attempted and fails; no fallback.
+    let (addr, seen) = server(Script::ehlo(AUTH)).await;
+    let smarthost = Target::new("smtp.provider.test", addr, Hop::Smarthost);
+    let a = transport(&cfg).deliver(&[smarthost], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"), "{a:?}");
+    assert!(seen.lock().unwrap().commands.is_empty(), "nothing sent in plaintext to the smarthost");
+}
+
+#[tokio::test]
+async fn a_verified_target_gets_nothing_in_plaintext() {
+    let verified = |addr| Target { tls: TlsRequirement::Verified, ..target(addr) };
+    let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
+    let a = transport(&[]).deliver(&[verified(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.4"));
+    assert!(a.outcomes[0].1.detail.contains("MTA-STS"), "{a:?}");
+    let remote = a.remote.unwrap();
+    assert_eq!((remote.tls, remote.tls_verified, remote.tls_policy), (false, false, TlsRequirement::Verified));
+    assert!(!seen.lock().unwrap().commands.iter().any(|c| c.starts_with("MAIL")));
+
+    // A failed handshake is not retried in plaintext, unlike opportunistic TLS.
+    let (addr, seen) = server(Script { broken_starttls: true, ..Script::ehlo(STARTTLS) }).await;
+    let a = transport(&[]).deliver(&[verified(addr)], &job(&["ok@b.test"]), b"x\r\n").await;
+    assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"));
+    assert_eq!(seen.lock().unwrap().connections, 1);
 }

@@ -1,5 +1,6 @@
-//! The DNS edge of routing: the questions routing asks ([`Resolver`]), their answers reduced to
-//! what routing needs ([`Lookup`]), and the hickory implementation. Tests answer from a table.
+//! The DNS edge of routing: the questions routing asks ([`Resolver`]: MX, addresses, and TXT for
+//! MTA-STS), their answers reduced to what routing needs ([`Lookup`]), and the hickory
+//! implementation. Tests answer from a table.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -30,6 +31,12 @@ pub trait Resolver: Send + Sync {
     async fn mx(&self, domain: &str) -> Lookup<Vec<(u16, String)>>;
     /// A and AAAA addresses of a host.
     async fn ips(&self, host: &str) -> Lookup<Vec<IpAddr>>;
+    /// TXT records of a name, each record's strings joined as one (RFC 8461 §3.1), lossy UTF-8.
+    /// The default answers "no records", for test resolvers that are not asked TXT questions.
+    async fn txt(&self, name: &str) -> Lookup<Vec<String>> {
+        let _ = name;
+        Lookup::NoData
+    }
 }
 
 /// [`Resolver`] on hickory.
@@ -66,6 +73,13 @@ fn classify<T>(e: &ResolveError) -> Lookup<T> {
     }
 }
 
+/// A domain as DNS and TLS name it: A-labels (IDNA, so `bücher.de` is `xn--bcher-kva.de`), lower
+/// case, no trailing dot. A name IDNA refuses is returned lower-cased as it is.
+pub fn ascii_domain(domain: &str) -> String {
+    let ascii = hickory_resolver::Name::from_utf8(domain).map(|n| n.to_ascii()).unwrap_or_else(|_| domain.to_string());
+    ascii.trim_end_matches('.').to_ascii_lowercase()
+}
+
 fn fqdn(name: &str) -> String {
     if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
 }
@@ -94,5 +108,28 @@ impl Resolver for HickoryResolver {
             }
             Err(e) => classify(&e),
         }
+    }
+
+    async fn txt(&self, name: &str) -> Lookup<Vec<String>> {
+        match self.0.txt_lookup(fqdn(name)).await {
+            Ok(l) => Lookup::Found(
+                l.iter()
+                    .map(|txt| txt.txt_data().iter().map(|part| String::from_utf8_lossy(part)).collect::<String>())
+                    .collect(),
+            ),
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_in_ascii() {
+        assert_eq!(ascii_domain("Example.ORG."), "example.org");
+        assert_eq!(ascii_domain("bücher.de"), "xn--bcher-kva.de");
+        assert_eq!(ascii_domain("xn--bcher-kva.de"), "xn--bcher-kva.de");
     }
 }

@@ -6,13 +6,14 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use shared::Job;
-use shared::keys::{record_key, state_key};
+use shared::keys::{mta_sts_key, record_key, state_key};
 use shared::meta::{self, MessageMeta};
 use shared::state::JobState;
 
-use super::{BatchError, Expect, Queue, Spool, StoreError, Stored};
+use super::{BatchError, Expect, PolicyStore, Queue, Spool, StoreError, Stored};
 
 /// [`Spool`] on S3.
+#[derive(Clone)]
 pub struct S3Spool {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,
@@ -113,6 +114,36 @@ impl Spool for S3Spool {
             Err(e) if status(&e) == Some(404) => Ok(false),
             Err(e) => Err(StoreError::new("HeadObject", &key, sdk_error(&e))),
         }
+    }
+}
+
+#[async_trait]
+impl PolicyStore for S3Spool {
+    async fn get_policy(&self, domain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = mta_sts_key(domain);
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(out) => {
+                let body = out.body.collect().await.map_err(|e| StoreError::new("GetObject", &key, e))?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(StoreError::new("GetObject", &key, sdk_error(&e))),
+        }
+    }
+
+    async fn put_policy(&self, domain: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        let key = mta_sts_key(domain);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(ByteStream::from(json))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::new("PutObject", &key, sdk_error(&e)))
     }
 }
 

@@ -15,7 +15,7 @@ use shared::meta::MessageMeta;
 use shared::state::JobState;
 use shared::{Job, keys};
 
-use crate::store::{BatchError, Expect, Queue, Spool, StoreError, Stored};
+use crate::store::{BatchError, Expect, PolicyStore, Queue, Spool, StoreError, Stored};
 
 /// Calls made, and failures to inject: `fail("PutState", n)` makes the next `n` such calls fail.
 #[derive(Clone, Default)]
@@ -62,7 +62,7 @@ impl Ledger {
     }
 }
 
-/// Objects by key (messages, states, records), and the ledger.
+/// Objects by key (messages, states, records, MTA-STS policies), and the ledger.
 #[derive(Clone, Default)]
 pub struct MemorySpool(pub Arc<Mutex<HashMap<String, Vec<u8>>>>, pub Ledger);
 
@@ -129,6 +129,17 @@ impl Spool for MemorySpool {
         let key = keys::record_key(queue_id, recipient);
         self.1.call("HeadRecord", &key)?;
         Ok(self.0.lock().unwrap().contains_key(&key))
+    }
+}
+
+#[async_trait]
+impl PolicyStore for MemorySpool {
+    async fn get_policy(&self, domain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().unwrap().get(&keys::mta_sts_key(domain)).cloned())
+    }
+    async fn put_policy(&self, domain: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(keys::mta_sts_key(domain), json);
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
-//! The edges a job touches: the spool bucket and the job queue as the relay sees them, behind two
-//! small traits so the handler can be tested without AWS. [`aws`] holds the real ones (S3, SQS),
+//! The edges a job touches: the spool bucket and the job queue as the relay sees them, behind
+//! small traits so the handler can be tested without AWS (and the MTA-STS policies the route
+//! stage keeps in the same bucket, [`PolicyStore`]). [`aws`] holds the real ones (S3, SQS),
 //! [`memory`] the in-memory ones for tests and the engine benchmark.
 //!
 //! Every error here is an infrastructure failure. Before a delivery the handler reports the SQS
@@ -84,4 +85,14 @@ pub trait Queue: Send + Sync {
     /// Enqueue several jobs in as few requests as possible (SendMessageBatch, ten a call); on
     /// failure, says which did not go out so only those are sent again.
     async fn send_batch(&self, jobs: &[(Job, Duration)]) -> Result<(), BatchError>;
+}
+
+/// Cached MTA-STS policies in the spool bucket, one JSON object per domain
+/// (`mta-sts/<domain>.json`), so they survive a cold start (see `route::mta_sts`).
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// The stored policy of `domain`; `None` when there is none.
+    async fn get_policy(&self, domain: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Store (replace) the policy of `domain`.
+    async fn put_policy(&self, domain: &str, json: Vec<u8>) -> Result<(), StoreError>;
 }
