@@ -34,6 +34,14 @@ def proxy():
         p.close()
 
 
+def s3_ops(proxy):
+    """The S3 operations of the spool's jobs: MTA-STS policy reads (a recipient domain's cached
+    policy, once per domain while the relay runs) are the policy cache's, left out."""
+    with proxy._lock:
+        return [op for op, path, status in proxy.requests
+                if status != "dropped" and op.startswith("s3.") and "/mta-sts/" not in path]
+
+
 def drained(spool):
     return spool.counts() == {"visible": 0, "in_flight": 0, "delayed": 0}
 
@@ -58,7 +66,7 @@ def test_first_attempt_path_makes_no_put_and_a_duplicate_after_completion_sends_
     relay = start_process("relay", "poll", env=relay_env(spool, dns, port, AWS_ENDPOINT_URL=to_relay.url))
     mx.wait_for(1, timeout=60)
     wait_until(lambda: drained(spool) and "sqs.DeleteMessageBatch" in to_relay.ops(), 30, what="job acknowledged")
-    assert to_relay.ops("s3.") == ["s3.GetObject", "s3.GetObject", "s3.DeleteObject"], \
+    assert s3_ops(to_relay) == ["s3.GetObject", "s3.GetObject", "s3.DeleteObject"], \
         "state GET (404), message GET, free DELETE — no PUT, no HEAD"
     assert not [o for o in to_relay.ops("sqs.") if o.startswith("sqs.Send")], "nothing re-enqueued"
     assert spool.keys("state/") == [] and f"spool/{qid}.eml" not in spool.keys("spool/")
@@ -70,7 +78,7 @@ def test_first_attempt_path_makes_no_put_and_a_duplicate_after_completion_sends_
     wait_until(lambda: drained(spool), 30, what="duplicate acknowledged")
     time.sleep(1)
     assert len(mx.messages()) == 1
-    assert to_relay.ops("s3.") == ["s3.GetObject", "s3.GetObject"]
+    assert s3_ops(to_relay) == ["s3.GetObject", "s3.GetObject"]
     assert [o for o in to_relay.ops() if o in ("s3.PutObject", "sqs.SendMessage", "sqs.SendMessageBatch")] == []
 
 

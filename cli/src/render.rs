@@ -38,7 +38,9 @@ impl Out {
         } else {
             t.enforce_styling();
         }
-        self.line(t.to_string().trim_end())
+        // comfy-table pads every cell of the last column too: no trailing blanks on any line.
+        let text: Vec<String> = t.lines().map(|l| l.trim_end().to_string()).collect();
+        self.line(&text.join("\n"))
     }
 }
 
