@@ -234,14 +234,15 @@ def smtp_sink(_processes, logs_dir):
 
 @pytest.fixture
 def start_process(_processes, logs_dir, tmp_path):
-    """start_process(program, *args, env=None, wait_port=None, timeout=30, name=None) -> Process.
+    """start_process(program, *args, env=None, wait_port=None, timeout=30, name=None, split_stdout=False) -> Process.
 
     program: "ingress" / "relay" (from RELAY_BIN_DIR, default target/release) or a path. The
     environment is PATH, HOME (a temp dir), RUST_LOG=info, RUST_BACKTRACE=1,
     AWS_EC2_METADATA_DISABLED=true, overlaid with `env` (a value None removes a variable) — pass
     spool.env plus the program's settings. stdout+stderr go to a log file under tmp_path.
     wait_port ("ip:port", (ip, port) or port) waits until it accepts TCP connections (and fails
-    with the log if the process exits first).
+    with the log if the process exits first). split_stdout=True keeps stdout (the EMF metrics)
+    in a file of its own: .stdout_text().
 
     .proc (Popen) .pid .name .log_path;  .log_text();  .wait_log(regex, timeout=30);
     .wait_port(addr, timeout=30);  .wait(timeout) -> exit code;  .alive();
@@ -251,7 +252,7 @@ def start_process(_processes, logs_dir, tmp_path):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
 
-    def start(program, *args, env=None, wait_port=None, timeout=30.0, name=None):
+    def start(program, *args, env=None, wait_port=None, timeout=30.0, name=None, split_stdout=False):
         path = str(program)
         if "/" not in path:
             path = str(BIN_DIR / path)
@@ -261,7 +262,9 @@ def start_process(_processes, logs_dir, tmp_path):
         name = name or os.path.basename(path) + (f"-{args[0]}" if args and not args[0].startswith("-") else "")
         n = sum(1 for p in _processes if p.name.startswith(name))
         proc_name = f"{name}-{n}" if n else name
-        proc = Process(proc_name, [path, *args], merge_env(base_env(home), env), logs_dir / f"{proc_name}.log")
+        stdout_path = logs_dir / f"{proc_name}.stdout" if split_stdout else None
+        proc = Process(proc_name, [path, *args], merge_env(base_env(home), env), logs_dir / f"{proc_name}.log",
+                       stdout_path=stdout_path)
         _processes.append(proc)
         if wait_port is not None:
             proc.wait_port(wait_port, timeout)

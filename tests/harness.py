@@ -150,17 +150,25 @@ def split_addr(addr):
 
 
 class Process:
-    """A child process with its stdout+stderr in a log file."""
+    """A child process with its stdout+stderr in a log file (or, with `stdout_path`, stdout in a
+    file of its own: the EMF metrics lines, kept apart from the logs on stderr)."""
 
-    def __init__(self, name, cmd, env, log_path, cwd=None):
+    def __init__(self, name, cmd, env, log_path, cwd=None, stdout_path=None):
         self.name = name
         self.cmd = [str(c) for c in cmd]
         self.log_path = Path(log_path)
+        self.stdout_path = Path(stdout_path) if stdout_path else None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_path, "wb") as log, open(self.stdout_path or os.devnull, "wb") as out:
+            self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                         stdout=out if self.stdout_path else log,
+                                         stderr=log if self.stdout_path else subprocess.STDOUT,
+                                         start_new_session=True)
         self.pid = self.proc.pid
+
+    def stdout_text(self):
+        """What the process wrote to stdout (only with `stdout_path`)."""
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path else ""
 
     def alive(self):
         return self.proc.poll() is None

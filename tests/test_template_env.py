@@ -415,3 +415,42 @@ def test_queue_and_function_timeouts(tpl):
     events = function["Events"]
     assert any(e["Type"] == "SQS" and "ReportBatchItemFailures" in e["Properties"]["FunctionResponseTypes"]
                for e in events.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Observability: the dashboard and alarms read the metrics the programs emit.
+
+RELAY_METRICS_RS = ROOT / "functions" / "relay" / "src" / "metrics.rs"
+INGRESS_METRICS_RS = ROOT / "functions" / "ingress" / "src" / "metrics.rs"
+
+
+def metric_names(path: Path) -> set[str]:
+    """The `pub const NAME: &str = "Metric";` names of a metrics.rs."""
+    return set(re.findall(r'pub const [A-Z_]+: &str = "([A-Z][A-Za-z]+)";', path.read_text()))
+
+
+def test_dashboard_is_json_and_shows_every_metric_the_programs_emit(tpl):
+    body, variables = tpl["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    assert names <= set(variables) | set(tpl["Parameters"]) | {"AWS::Region"}, names
+    dashboard = json.loads(re.sub(r"\$\{[^}]+\}", "1", body))
+    shown = {m[1] for w in dashboard["widgets"] for m in w["properties"].get("metrics", []) if len(m) > 1
+             and isinstance(m[1], str)}
+    emitted = metric_names(RELAY_METRICS_RS) | metric_names(INGRESS_METRICS_RS)
+    assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed"}
+    assert emitted <= shown, emitted - shown
+    alarms = dashboard["widgets"][-1]["properties"]["alarms"]
+    alarm_resources = {k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) == len(alarm_resources), "every alarm is on the dashboard"
+
+
+def test_metric_alarms_name_emitted_metrics_in_the_configured_namespace(tpl):
+    emitted = metric_names(RELAY_METRICS_RS) | metric_names(INGRESS_METRICS_RS)
+    for name in ("BounceRateAlarm", "TempFailedAlarm"):
+        props = tpl["Resources"][name]["Properties"]
+        metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m] or [props]
+        for m in metrics:
+            assert m["Namespace"] == {"Ref": "MetricsNamespace"}, name
+            assert m["MetricName"] in emitted, (name, m["MetricName"])
+    env = tpl["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}

@@ -4,7 +4,8 @@
 //! through SQS ([`job`]), the per-job state the relay leaves in S3 ([`state`]), the envelope as
 //! message-object metadata ([`meta`]), where objects live in the spool bucket ([`keys`]), how configuration is
 //! read from the environment ([`config`]), how AWS clients are built ([`aws`]), SMTP replies
-//! ([`reply`]), queue ids ([`queue_id`]) and log set-up ([`logging`]).
+//! ([`reply`]), queue ids ([`queue_id`]), log set-up ([`logging`]) and the embedded-format metrics
+//! both programs print ([`metrics`]).
 
 pub mod aws;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod job;
 pub mod keys;
 pub mod logging;
 pub mod meta;
+pub mod metrics;
 pub mod queue_id;
 pub mod reply;
 pub mod state;

@@ -41,6 +41,8 @@ impl Session {
         buf.extend_from_slice(line);
         buf.push(b'\n');
         let request = Request::parse(&mut buf.iter()).map(Request::into_owned);
+        self.mail_command =
+            matches!(request, Ok(Request::Mail { .. } | Request::Rcpt { .. } | Request::Data | Request::Bdat { .. }));
         match request {
             Ok(Request::Ehlo { host }) => self.helo(host, true),
             Ok(Request::Helo { host }) => self.helo(host, false),

@@ -39,6 +39,8 @@ pub const INGRESS_VARS: &[&str] = &[
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
+    // Observability: the namespace of the EMF metrics (shared with the relay).
+    "METRICS_NAMESPACE",
 ];
 
 /// Ingress settings.
@@ -74,6 +76,8 @@ pub struct IngressConfig {
     pub recipients_file: Option<PathBuf>,
     /// Messages per user (or client address) and duration.
     pub rate_limit: Option<RateSpec>,
+    /// CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -184,6 +188,7 @@ impl IngressConfig {
             )?,
             recipients_file,
             rate_limit,
+            metrics_namespace: shared::metrics::namespace(&r)?,
         })
     }
 }
@@ -211,6 +216,7 @@ mod tests {
         assert_eq!(c.postmaster, "postmaster@mx.example.org");
         assert!(!c.proxy_protocol);
         assert_eq!(c.spool_mode, SpoolMode::S3);
+        assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
     }
 
@@ -246,6 +252,7 @@ mod tests {
             (&[("INGRESS_RECIPIENTS_FILE", "/nonexistent")], "INGRESS_RECIPIENTS_FILE"),
             // A recipient table without relay domains would govern nothing.
             (&[("INGRESS_RECIPIENTS_FILE", "Cargo.toml")], "INGRESS_RECIPIENTS_FILE"),
+            (&[("METRICS_NAMESPACE", "AWS/Mail")], "METRICS_NAMESPACE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),

@@ -2,7 +2,8 @@
 //!
 //! Reads bytes into the session, carries out its actions in order (replies are batched and
 //! flushed before any wait, which is all PIPELINING needs), and watches the idle timeout and
-//! the shutdown signal. This is the only place that touches the socket of a session.
+//! the shutdown signal. This is the only place that touches the socket of a session. What the
+//! session counted goes to the metrics after every round of actions and when it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use shared::metrics::Metrics;
 
 use crate::session::{Action, Session};
 use crate::spool::Spool;
@@ -34,10 +37,17 @@ pub struct Deps {
     pub spool: Arc<dyn Spool>,
     pub tls: Option<TlsAcceptor>,
     pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Run a session on `stream` until it closes.
-pub async fn serve(mut stream: Box<dyn Io>, mut session: Session, deps: &Deps, mut phase: watch::Receiver<Phase>) {
+pub async fn serve(stream: Box<dyn Io>, mut session: Session, deps: &Deps, phase: watch::Receiver<Phase>) {
+    converse(stream, &mut session, deps, phase).await;
+    session.take_tally().record(&deps.metrics);
+}
+
+/// Read, act, reply until the session closes or the connection fails.
+async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, mut phase: watch::Receiver<Phase>) {
     let peer = session.peer;
     let mut buf = vec![0u8; 16 * 1024];
     let mut out: Vec<u8> = Vec::with_capacity(512);
@@ -94,6 +104,7 @@ pub async fn serve(mut stream: Box<dyn Io>, mut session: Session, deps: &Deps, m
                 }
             }
         }
+        session.take_tally().record(&deps.metrics);
         if flush(&mut stream, &mut out).await.is_err() {
             return;
         }

@@ -3,6 +3,8 @@
 //! * [`session`] + [`commands`] — the protocol as a pure state machine (bytes in, actions out);
 //! * [`body`], [`policy`], [`received`], [`replies`], [`budget`] — the rules it applies;
 //! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
+//! * [`metrics`] — what the ingress counts (Accepted, Rejected, TempFailed); [`health`] — the
+//!   container's health check (`ingress health`);
 //! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
 //! * [`tables`] — the AUTH file and recipient table, re-read on SIGHUP.
 
@@ -12,7 +14,9 @@ pub mod budget;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod received;

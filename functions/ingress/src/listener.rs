@@ -1,7 +1,7 @@
 //! Listeners, connection limits and graceful shutdown.
 //!
 //! Each configured address gets an accept loop. A connection over the total or per-IP limit
-//! is told `421 4.7.0` and closed before any session exists. On shutdown the loops stop
+//! is told `421 4.7.0` (and counted as `TempFailed`) and closed before any session exists. On shutdown the loops stop
 //! accepting, sessions are told to drain (finish the transaction in flight, then `421 4.3.2`),
 //! and after the grace period the rest are closed.
 
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::IngressConfig;
+use shared::metrics::Metrics;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -105,7 +106,7 @@ pub struct Server {
 impl Server {
     /// Bind every listener and load TLS material, the AUTH file and the recipient table;
     /// errors name the variable.
-    pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>) -> Result<Self, String> {
+    pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>, metrics: Arc<Metrics>) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
@@ -144,7 +145,7 @@ impl Server {
             listeners,
             session_cfg,
             tables,
-            deps: Arc::new(Deps { spool, tls, timeout: cfg.timeout }),
+            deps: Arc::new(Deps { spool, tls, timeout: cfg.timeout, metrics }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
             proxy_protocol: cfg.proxy_protocol,
@@ -234,6 +235,7 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
     let ip = addr.ip();
     let Some(_guard) = limits.try_acquire(ip) else {
         tracing::warn!(event = "connect", client = %ip, result = "rejected", reason = "connection limit");
+        deps.metrics.count(crate::metrics::TEMP_FAILED, 1);
         let _ = sock.write_all(replies::too_many_connections().to_string().as_bytes()).await;
         let _ = sock.shutdown().await;
         return;

@@ -1,5 +1,7 @@
 //! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM; SIGHUP re-reads
-//! the AUTH file and the recipient table.
+//! the AUTH file and the recipient table. The metrics are flushed every 10 s while there is
+//! activity and once more on the way out. `ingress health` is the container's health check
+//! (see `ingress::health`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,10 +10,14 @@ use ingress::config::{IngressConfig, SpoolMode};
 use ingress::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
 use ingress::tables::LiveTables;
+use shared::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("health") {
+        return health().await;
+    }
     shared::logging::init();
     let cfg = match IngressConfig::from_env() {
         Ok(c) => c,
@@ -34,7 +40,9 @@ async fn main() -> ExitCode {
             Arc::new(DiscardSpool)
         }
     };
-    let server = match Server::bind(&cfg, spool).await {
+    let metrics = Metrics::stdout(&cfg.metrics_namespace, ingress::metrics::SERVICE, ingress::metrics::METRICS);
+    tokio::spawn(metrics.clone().run());
+    let server = match Server::bind(&cfg, spool, metrics.clone()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");
@@ -48,7 +56,29 @@ async fn main() -> ExitCode {
         }
     });
     server.run(shutdown_signal()).await;
+    metrics.flush();
     ExitCode::SUCCESS
+}
+
+/// `ingress health`: exit 0 when the MTA listener greets, 1 otherwise (one line on stderr).
+async fn health() -> ExitCode {
+    let probe = match ingress::health::Probe::from_vars(&shared::config::ProcessEnv) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ingress health: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match ingress::health::check(&probe).await {
+        Ok(greeting) => {
+            eprintln!("ingress health: ok: {greeting}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ingress health: unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Re-read the files off the reactor (they are small, but reading is still blocking I/O).

@@ -17,7 +17,7 @@ use relay::deliver::SmtpTransport;
 use relay::handler::{Deps, SystemClock, handle};
 use relay::route::HickoryResolver;
 use relay::route::mta_sts::{HttpsFetcher, MtaSts};
-use relay::store::memory::{MemoryQueue, MemorySpool};
+use relay::store::memory::{MemoryEvents, MemoryQueue, MemorySpool};
 use shared::{Job, Recipient, keys, queue_id};
 
 #[tokio::main]
@@ -40,6 +40,9 @@ async fn main() {
         spool: Box::new(spool.clone()),
         queue: Box::new(queue.clone()),
         clock: Box::new(SystemClock),
+        // Events are built and counted as in production; only their queue is in memory.
+        events: Some(Box::new(MemoryEvents::default())),
+        metrics: shared::metrics::Metrics::memory(relay::metrics::SERVICE, relay::metrics::METRICS).0,
         config,
     };
     let started = Instant::now();

@@ -49,6 +49,9 @@ pub const RELAY_VARS: &[&str] = &[
     // MTA-STS and verified TLS to MX hosts
     "RELAY_MTA_STS",
     "RELAY_TLS_CA",
+    // Observability: delivery events and the metrics' namespace.
+    "RELAY_EVENTS_QUEUE_URL",
+    "METRICS_NAMESPACE",
 ];
 
 /// How to reach the smarthost.
@@ -107,6 +110,10 @@ pub struct RelayConfig {
     /// PEM file of extra trust anchors for the certificates the relay verifies besides the
     /// smarthost's: MTA-STS policy hosts and MX hosts under an `enforce` policy (`RELAY_TLS_CA`).
     pub tls_ca: Option<PathBuf>,
+    /// SQS queue that receives a delivery event per recipient outcome.
+    pub events_queue_url: Option<String>,
+    /// CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
 }
 
 impl RelayConfig {
@@ -184,6 +191,8 @@ impl RelayConfig {
             store_retry: r.duration("RELAY_STORE_RETRY", "60s")?,
             mta_sts: r.choice("RELAY_MTA_STS", true, &[("on", true), ("off", false)])?,
             tls_ca: r.path("RELAY_TLS_CA")?,
+            events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
+            metrics_namespace: shared::metrics::namespace(&r)?,
         })
     }
 }
@@ -274,6 +283,7 @@ mod tests {
         assert!(c.mta_sts, "MTA-STS is on by default");
         assert_eq!(c.tls_ca, None);
         assert!(!RelayConfig::from_vars(&vars(&[("RELAY_MTA_STS", "off")])).unwrap().mta_sts);
+        assert_eq!((c.events_queue_url.as_deref(), c.metrics_namespace.as_str()), (None, "SmtpRelay"));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -302,6 +312,7 @@ mod tests {
             (&[("RELAY_STORE_RETRY", "a while")], "RELAY_STORE_RETRY"),
             (&[("RELAY_MTA_STS", "enforce")], "RELAY_MTA_STS"),
             (&[("RELAY_TLS_CA", "/nonexistent.pem")], "RELAY_TLS_CA"),
+            (&[("METRICS_NAMESPACE", "no spaces")], "METRICS_NAMESPACE"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();

@@ -18,24 +18,33 @@
 //! it would make SQS redeliver it and the message go out twice. Only S3/SQS failures — and jobs
 //! that cannot be read, so the DLQ gets them — become `batchItemFailures`; delivery problems
 //! are handled by re-enqueueing.
+//!
+//! Each recipient outcome also becomes a delivery [`Event`]; a batch's events are counted into
+//! the [`metrics`](crate::metrics) and published once, at the end of the batch, when an events
+//! queue is configured. A Delivery is reported as soon as the remote accepted; the other
+//! outcomes only once their plan was carried out in full — a job whose plan failed part-way
+//! comes back from SQS and reports them then, so they are not reported twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RelayConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::metrics::Metrics;
 use shared::state::JobState;
 use shared::{Job, RcptState, queue_id};
 use tokio::time::Instant;
 
 use crate::decide::backoff::store_retry_wait;
 use crate::decide::dsn;
+use crate::decide::events::{self, Event};
 use crate::decide::fence::{self, Check};
 use crate::decide::outcome::Attempt;
 use crate::decide::plan::{self, Plan};
 use crate::decide::record;
 use crate::deliver::Transport;
 use crate::route::{self, MtaSts, Resolver};
-use crate::store::{Expect, Queue, Spool, StoreError, Stored};
+use crate::store::{EventSink, Expect, Queue, Spool, StoreError, Stored};
 
 /// Unix seconds, injectable for tests.
 pub trait Clock: Send + Sync {
@@ -61,6 +70,9 @@ pub struct Deps {
     pub mta_sts: MtaSts,
     pub transport: Box<dyn Transport>,
     pub clock: Box<dyn Clock>,
+    /// `RELAY_EVENTS_QUEUE_URL`'s queue, when set.
+    pub events: Option<Box<dyn EventSink>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a record goes back to SQS.
@@ -95,18 +107,24 @@ pub async fn handle_until(event: SqsEvent, deps: &Deps, deadline: Option<Instant
             None => groups.push((key, vec![record])),
         }
     }
-    let failures = futures::future::join_all(groups.into_iter().map(|(_, records)| async move {
-        let mut failed = Vec::new();
+    let results = futures::future::join_all(groups.into_iter().map(|(_, records)| async move {
+        let (mut failed, mut events) = (Vec::new(), Vec::new());
         for record in records {
             let id = record.message_id.clone().unwrap_or_default();
-            if let Err(e) = process_record(record, deps, deadline).await {
+            if let Err(e) = process_record(record, deps, deadline, &mut events).await {
                 tracing::error!(message_id = %id, error = %e, "job failed; SQS will redeliver it");
                 failed.push(id);
             }
         }
-        failed
+        (failed, events)
     }))
     .await;
+    let (failures, events): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+    let events: Vec<Event> = events.into_iter().flatten().collect();
+    crate::metrics::record(&deps.metrics, &events);
+    if let (Some(sink), false) = (&deps.events, events.is_empty()) {
+        sink.publish(events).await;
+    }
     let mut response = SqsBatchResponse::default();
     response.set_failures(failures.into_iter().flatten());
     response
@@ -124,15 +142,21 @@ fn group_key(record: &SqsMessage) -> String {
         .unwrap_or_else(|_| record.message_id.clone().unwrap_or_default())
 }
 
-async fn process_record(record: &SqsMessage, deps: &Deps, deadline: Option<Instant>) -> Result<(), Failure> {
+async fn process_record(
+    record: &SqsMessage,
+    deps: &Deps,
+    deadline: Option<Instant>,
+    out: &mut Vec<Event>,
+) -> Result<(), Failure> {
     let job = Job::from_json(record.body.as_deref().unwrap_or_default()).map_err(|e| Failure::Poison(e.to_string()))?;
     if !queue_id::is_queue_id(&job.queue_id) {
         return Err(Failure::Poison(format!("bad queue id {:?}", job.queue_id)));
     }
-    process(job, deps, deadline).await.map_err(Failure::from)
+    process(job, deps, deadline, out).await.map_err(Failure::from)
 }
 
-async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>) -> Result<(), StoreError> {
+/// One job; its events go to `out`.
+async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>, out: &mut Vec<Event>) -> Result<(), StoreError> {
     let now = deps.clock.now();
     if let Some(delay) = plan::wait(&job, now) {
         deps.queue.send(&job, delay).await?;
@@ -182,7 +206,14 @@ async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>) -> Result
     let now = deps.clock.now();
     let plan = plan::plan(&job, &attempt, now, &deps.config);
     log(&job, &attempt, &plan);
-    execute(&job, &message, &attempt, plan, stored, deps, Retrier::new(deps, deadline), now).await
+    let outcomes = events::build(&job, &attempt, &plan, now, &deps.config);
+    let mut recorded = false;
+    let retrier = Retrier::new(deps, deadline);
+    let carried_out = execute(&job, &message, &attempt, plan, stored, deps, retrier, now, &mut recorded).await;
+    // Once the state is written the outcomes stand: a redelivered copy only redoes the tail and
+    // reports nothing, so they are reported now.
+    out.extend(outcomes.into_iter().filter(|e| carried_out.is_ok() || recorded || e.is_delivery()));
+    carried_out
 }
 
 /// Schema-1 jobs were guarded by per-recipient records: skip recipients that have one.
@@ -278,6 +309,7 @@ async fn execute(
     deps: &Deps,
     retrier: Retrier,
     now: i64,
+    recorded: &mut bool,
 ) -> Result<(), StoreError> {
     if job.is_bounce() && !plan.bounced.is_empty() {
         tracing::warn!(queue_id = %job.queue_id, "undeliverable bounce dropped (null sender)");
@@ -299,6 +331,7 @@ async fn execute(
         Some(state) => Some(write_state(job, state, stored.map(|s| s.etag), deps, &retrier).await?),
         None => None,
     };
+    *recorded = written.is_some();
     if let Some(state) = &written {
         send_all(record::sends(state, ours.as_deref(), now), deps, &retrier).await?;
     }

@@ -16,7 +16,7 @@ use shared::{Job, Reply, keys};
 use super::*;
 use crate::decide::outcome::{Remote, Verdict};
 use crate::route::{Lookup, Target, TlsRequirement};
-use crate::store::memory::{Ledger, MemoryQueue, MemorySpool};
+use crate::store::memory::{Ledger, MemoryEvents, MemoryQueue, MemorySpool};
 use crate::testkit::{self, FakeFetcher, QID};
 
 const NOW: i64 = 1_800_000_000;
@@ -99,6 +99,8 @@ struct World {
     ledger: Ledger,
     smtp: FakeSmtp,
     clock: Arc<AtomicI64>,
+    events: MemoryEvents,
+    emf: shared::metrics::Memory,
     deps: Deps,
 }
 
@@ -134,6 +136,8 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
     }
     let smtp = FakeSmtp { replies: Arc::new(Mutex::new(map)), ..FakeSmtp::default() };
     let clock = Arc::new(AtomicI64::new(NOW));
+    let events = MemoryEvents::default();
+    let (metrics, emf) = shared::metrics::Metrics::memory(crate::metrics::SERVICE, crate::metrics::METRICS);
     let fetcher = FakeFetcher::default();
     fetcher.set("sts.test", Ok("version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n"));
     fetcher.set("unlisted.test", Ok("version: STSv1\nmode: enforce\nmx: elsewhere.test\nmax_age: 86400\n"));
@@ -145,9 +149,11 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
         resolver: Box::new(FakeDns),
         transport: Box::new(smtp.clone()),
         clock: Box::new(TestClock(clock.clone())),
+        events: Some(Box::new(events.clone())),
+        metrics,
     };
     spool.0.lock().unwrap().insert(keys::message_key(QID), b"Subject: hi\r\n\r\nbody\r\n".to_vec());
-    World { spool, queue, ledger, smtp, clock, deps }
+    World { spool, queue, ledger, smtp, clock, events, emf, deps }
 }
 
 fn job(domain: &str, rcpts: &[&str]) -> Job {
@@ -481,6 +487,93 @@ async fn a_domain_whose_best_mx_is_this_relay_bounces_once_without_smtp() {
     );
     drop(spool);
     assert_eq!(w.state("in.test").unwrap().recipient("bob@in.test").unwrap().state, Delivery::Bounced);
+}
+
+/// Failed SQS: every send is refused.
+/// `(eventType, recipient)` of each published event, per publication.
+fn published(w: &World) -> Vec<Vec<(String, String)>> {
+    let batches = w.events.0.lock().unwrap().clone();
+    batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|e| {
+                    let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+                    let rcpt = [&v["delivery"]["recipients"][0], &v["bounce"]["bouncedRecipients"][0]["emailAddress"]]
+                        .into_iter()
+                        .chain([&v["deliveryDelay"]["delayedRecipients"][0]["emailAddress"]])
+                        .find_map(|r| r.as_str())
+                        .unwrap()
+                        .to_string();
+                    (v["eventType"].as_str().unwrap().to_string(), rcpt)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[tokio::test]
+async fn each_outcome_is_one_event_and_one_count_published_once_per_batch() {
+    let w = world(&[("later@b.test", 450, "4.2.0 busy"), ("no@b.test", 550, "5.1.1 unknown")]);
+    let other = Job { queue_id: "01JOTHERQUEUEID00000000000".into(), ..job("c.test", &["carol@c.test"]) };
+    let ev = event(&[job("b.test", &["ok@b.test", "later@b.test", "no@b.test"]).to_json(), other.to_json()]);
+    assert!(handle(ev, &w.deps).await.batch_item_failures.is_empty());
+    let mut events = published(&w);
+    assert_eq!(events.len(), 1, "one publication for the batch");
+    events[0].sort();
+    assert_eq!(
+        events[0],
+        pairs(&[
+            ("Bounce", "no@b.test"),
+            ("Delivery", "carol@c.test"),
+            ("Delivery", "ok@b.test"),
+            ("DeliveryDelay", "later@b.test")
+        ])
+    );
+
+    w.deps.metrics.flush();
+    let lines = w.emf.0.lock().unwrap().clone();
+    let emf: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!((&emf["Sent"], &emf["Deferred"], &emf["Bounced"]), (&2.into(), &1.into(), &1.into()));
+    assert_eq!(emf["DeliveryDelay"], serde_json::json!([10.0, 10.0]), "first seen 10 s before NOW");
+    assert_eq!(emf["Service"], "relay");
+
+    // The same jobs again: every recipient is done or re-enqueued, so nothing new to report.
+    let again = event(&[job("b.test", &["ok@b.test", "no@b.test"]).to_json()]);
+    handle(again, &w.deps).await;
+    assert_eq!(published(&w).len(), 1, "no events for recipients skipped by their records");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_that_fails_part_way_reports_only_its_deliveries() {
+    // The state write never succeeds: the outcomes are not recorded, the job comes back.
+    let w = world_with(
+        &[("later@b.test", 450, "4.2.0 busy"), ("no@b.test", 550, "5.1.1 unknown")],
+        &[("RELAY_STORE_RETRY", "5s")],
+    );
+    w.ledger.fail("PutState", u32::MAX);
+    let ev = event(&[job("b.test", &["ok@b.test", "later@b.test", "no@b.test"]).to_json()]);
+    let r = handle(ev, &w.deps).await;
+    assert_eq!(r.batch_item_failures.len(), 1, "SQS will bring the job back");
+    assert_eq!(published(&w), [pairs(&[("Delivery", "ok@b.test")])], "the bounce and the delay come with the retry");
+    w.deps.metrics.flush();
+    let emf: serde_json::Value = serde_json::from_str(&w.emf.0.lock().unwrap()[0]).unwrap();
+    assert_eq!((&emf["Sent"], &emf["Deferred"], &emf["Bounced"]), (&1.into(), &0.into(), &0.into()));
+}
+
+#[tokio::test]
+async fn without_an_events_queue_metrics_still_count() {
+    let mut w = world(&[]);
+    w.deps.events = None;
+    handle(event(&[job("b.test", &["bob@b.test"]).to_json()]), &w.deps).await;
+    assert!(w.events.0.lock().unwrap().is_empty());
+    w.deps.metrics.flush();
+    let emf: serde_json::Value = serde_json::from_str(&w.emf.0.lock().unwrap()[0]).unwrap();
+    assert_eq!(emf["Sent"], 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! A job goes through the stages in folder order: [`route`] (where to), [`deliver`] (the SMTP
 //! client), [`decide`] (what follows, pure), and [`handler`] carries out the decision against the
 //! [`store`] edges (S3, SQS). [`poll`] drives the same handler as a long-poll consumer; [`config`]
-//! reads the relay's settings.
+//! reads the relay's settings; [`metrics`] names what the relay counts.
 //!
 //! Functional core, imperative shell: [`decide`], the wire format in [`deliver::wire`], the MX
 //! ordering in [`route::mx`] and the loop rules in [`route::loops`] are pure and unit-tested; the
@@ -14,6 +14,7 @@ pub mod config;
 pub mod decide;
 pub mod deliver;
 pub mod handler;
+pub mod metrics;
 pub mod poll;
 pub mod route;
 pub mod store;

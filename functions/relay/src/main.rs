@@ -1,5 +1,7 @@
 //! `relay`: under AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else `relay poll`.
-//! Only wiring lives here; see the library for what the relay does.
+//! Only wiring lives here; see the library for what the relay does. Metrics are flushed at the
+//! end of every Lambda invocation (the process may be frozen or ended right after it), every
+//! 10 s while `relay poll` is busy, and when it stops.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use relay::deliver::SmtpTransport;
 use relay::handler::{Deps, SystemClock, handle_until};
 use relay::route::HickoryResolver;
 use relay::route::mta_sts::{HttpsFetcher, MtaSts};
-use relay::store::{S3Spool, SqsQueue};
+use relay::store::{EventSink, S3Spool, SqsEvents, SqsQueue};
+use shared::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -50,6 +53,12 @@ async fn main() -> ExitCode {
         }
     };
     let clients = shared::aws::clients().await;
+    let metrics = Metrics::stdout(&config.metrics_namespace, relay::metrics::SERVICE, relay::metrics::METRICS);
+    tokio::spawn(metrics.clone().run());
+    let events = config
+        .events_queue_url
+        .clone()
+        .map(|queue_url| -> Box<dyn EventSink> { Box::new(SqsEvents { client: clients.sqs.clone(), queue_url }) });
     let spool = S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() };
     let deps = Arc::new(Deps {
         mta_sts: MtaSts::new(Box::new(spool.clone()), Box::new(HttpsFetcher::new(policy_roots))),
@@ -58,6 +67,8 @@ async fn main() -> ExitCode {
         resolver: Box::new(resolver),
         transport: Box::new(transport),
         clock: Box::new(SystemClock),
+        events,
+        metrics: metrics.clone(),
         config,
     });
     if lambda {
@@ -66,7 +77,11 @@ async fn main() -> ExitCode {
             // The invocation's deadline bounds the store retries after a delivery.
             let left = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
             let deadline = tokio::time::Instant::now() + left;
-            async move { Ok::<_, lambda_runtime::Error>(handle_until(event.payload, &deps, Some(deadline)).await) }
+            async move {
+                let response = handle_until(event.payload, &deps, Some(deadline)).await;
+                deps.metrics.flush();
+                Ok::<_, lambda_runtime::Error>(response)
+            }
         });
         if let Err(e) = lambda_runtime::run(service).await {
             eprintln!("relay: lambda runtime: {e}");
@@ -74,7 +89,9 @@ async fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    match relay::poll::run(&deps, &clients.sqs).await {
+    let polled = relay::poll::run(&deps, &clients.sqs).await;
+    metrics.flush();
+    match polled {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relay: {e}");

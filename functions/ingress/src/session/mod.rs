@@ -17,6 +17,7 @@ use smtp_proto::request::receiver::DataReceiver;
 
 use crate::body::{Body, BodyError, count_received};
 use crate::budget::{MemoryBudget, Reservation};
+use crate::metrics::Tally;
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
 use crate::policy::senders::{self, SenderList};
@@ -169,6 +170,10 @@ pub struct Session {
     skipping_line: bool,
     scratch: Vec<u8>,
     actions: VecDeque<Action>,
+    /// The line being answered is a well-formed MAIL, RCPT, DATA or BDAT: its replies (and the
+    /// replies to the message that follows) are counted.
+    pub(crate) mail_command: bool,
+    tally: Tally,
 }
 
 impl Session {
@@ -190,6 +195,8 @@ impl Session {
             skipping_line: false,
             scratch: Vec::new(),
             actions: VecDeque::new(),
+            mail_command: false,
+            tally: Tally::default(),
         };
         s.actions.push_back(Action::Reply(replies::greeting(&s.cfg.hostname)));
         s
@@ -198,6 +205,11 @@ impl Session {
     /// The next thing to do, if any.
     pub fn next_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// What the session counted since the last call (see [`crate::metrics`]).
+    pub fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
     }
 
     /// The AUTH file and recipient table this session uses (a snapshot taken when it started).
@@ -270,6 +282,7 @@ impl Session {
         match result {
             Ok(()) => {
                 tracing::info!(event = "queued", queue_id, client = %self.peer);
+                self.tally.accepted += 1;
                 self.reply(replies::queued(queue_id));
             }
             Err(e) => {
@@ -282,6 +295,9 @@ impl Session {
 
     /// Queue a reply, counting errors; too many closes the session.
     pub(crate) fn reply(&mut self, r: Reply) {
+        if self.mail_command {
+            self.tally.reply(r.code);
+        }
         let is_error = r.code >= 500;
         self.actions.push_back(Action::Reply(r));
         if is_error {
@@ -337,6 +353,7 @@ impl Session {
             return false;
         };
         let mut line: Vec<u8> = self.input.drain(..=lf).collect();
+        self.mail_command = false;
         if std::mem::take(&mut self.skipping_line) || line.len() > MAX_LINE {
             self.reply(replies::line_too_long());
             return true;

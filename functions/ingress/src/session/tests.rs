@@ -565,6 +565,44 @@ fn random_scripts_are_framing_independent_and_store_clean_messages() {
     }
 }
 
+#[test]
+fn metrics_count_queued_messages_and_refusals_of_mail_commands_only() {
+    use crate::metrics::Tally;
+    let tally = |accepted, rejected, temp_failed| Tally { accepted, rejected, temp_failed };
+    let mut d = ready();
+    // Protocol errors and other commands are not refusals of mail.
+    d.send(b"NOOP\r\nFOO\r\nMAIL FROM alice\r\nVRFY bob\r\nTURN\r\n");
+    d.send(&[b'X'; MAX_LINE + 10]);
+    d.send(b"\r\n");
+    assert_eq!(d.s.take_tally(), tally(0, 0, 0));
+
+    // 554 at RCPT (relay denied) counts once; the accepted message once.
+    assert_eq!(
+        d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<b@example.test>\r\n"),
+        [250, 554, 250]
+    );
+    assert_eq!(d.codes(b"DATA\r\n"), [354]);
+    assert_eq!(d.codes(b"Subject: x\r\n\r\nhi\r\n.\r\n"), [250]);
+    assert_eq!(d.s.take_tally(), tally(1, 1, 0));
+    assert_eq!(d.s.take_tally(), tally(0, 0, 0), "taking resets");
+
+    // A failed hand-off is a 451: TempFailed, not Accepted. A refusal after it still counts.
+    d.store_ok = false;
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    assert_eq!(d.codes(b"hi\r\n.\r\n"), [451]);
+    assert_eq!(d.codes(b"DATA\r\n"), [503]);
+    assert_eq!(d.s.take_tally(), tally(0, 1, 1));
+
+    // Too big at the end of BDAT LAST: a rejected message.
+    let mut d = ready();
+    d.store_ok = true;
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n");
+    let mut chunk = b"BDAT 1100 LAST\r\n".to_vec();
+    chunk.extend_from_slice(&[b'a'; 1100]);
+    assert_eq!(d.codes(&chunk), [552]);
+    assert_eq!(d.s.take_tally(), tally(0, 1, 0));
+}
+
 // ---- Sender ownership, the rate limit and the recipient table (policy/) -----------------------
 
 use crate::auth::AuthDb;

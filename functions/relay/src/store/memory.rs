@@ -1,4 +1,4 @@
-//! In-memory [`Spool`] and [`Queue`]: the unit tests' S3 and SQS, and the store behind the
+//! In-memory [`Spool`], [`Queue`] and [`EventSink`]: the unit tests' S3 and SQS, and the store behind the
 //! delivery-engine benchmark (`examples/engine_bench.rs`), which measures the relay's own
 //! delivery rate without a storage service in the way. Not for production: nothing persists.
 //!
@@ -15,7 +15,8 @@ use shared::meta::MessageMeta;
 use shared::state::JobState;
 use shared::{Job, keys};
 
-use crate::store::{BatchError, Expect, PolicyStore, Queue, Spool, StoreError, Stored};
+use crate::decide::events::Event;
+use crate::store::{BatchError, EventSink, Expect, PolicyStore, Queue, Spool, StoreError, Stored};
 
 /// Calls made, and failures to inject: `fail("PutState", n)` makes the next `n` such calls fail.
 #[derive(Clone, Default)]
@@ -161,5 +162,16 @@ impl Queue for MemoryQueue {
             .map_err(|error| BatchError { unsent: (0..jobs.len()).collect(), error })?;
         self.0.lock().unwrap().extend(jobs.iter().cloned());
         Ok(())
+    }
+}
+
+/// Every publication of delivery events (one per batch), in order.
+#[derive(Clone, Default)]
+pub struct MemoryEvents(pub Arc<Mutex<Vec<Vec<Event>>>>);
+
+#[async_trait]
+impl EventSink for MemoryEvents {
+    async fn publish(&self, events: Vec<Event>) {
+        self.0.lock().unwrap().push(events);
     }
 }
