@@ -12,20 +12,8 @@ use shared::state::{Delivery, JobState, RcptStatus, STATE_SCHEMA_VERSION};
 
 /// The state of a job nobody has attempted yet, from the message's metadata.
 pub fn from_meta(queue_id: &str, domain: &str, meta: &MessageMeta, now: i64) -> JobState {
-    let recipients = meta
-        .recipients
-        .iter()
-        .filter(|a| domain_of(a) == domain)
-        .map(|a| RcptStatus {
-            address: a.clone(),
-            state: Delivery::Queued,
-            attempts: 0,
-            last_reply: None,
-            remote: None,
-            next_attempt: None,
-            updated: now,
-        })
-        .collect();
+    let recipients =
+        meta.recipients.iter().filter(|a| domain_of(a) == domain).map(|a| RcptStatus::queued(a.clone(), now)).collect();
     JobState {
         v: STATE_SCHEMA_VERSION,
         queue_id: queue_id.to_string(),

@@ -108,6 +108,21 @@ pub struct RcptStatus {
     pub updated: i64,
 }
 
+impl RcptStatus {
+    /// A recipient nobody has attempted yet.
+    pub fn queued(address: impl Into<String>, now: i64) -> Self {
+        RcptStatus {
+            address: address.into(),
+            state: Delivery::Queued,
+            attempts: 0,
+            last_reply: None,
+            remote: None,
+            next_attempt: None,
+            updated: now,
+        }
+    }
+}
+
 /// Why a state document could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -132,17 +147,13 @@ impl JobState {
                 .recipients
                 .iter()
                 .map(|r| RcptStatus {
-                    address: r.address.clone(),
                     state: match r.state {
                         crate::RcptState::Pending => Delivery::Queued,
                         crate::RcptState::Delivered => Delivery::Sent,
                         crate::RcptState::Failed => Delivery::Bounced,
                     },
-                    attempts: 0,
                     last_reply: r.last_reply.clone(),
-                    remote: None,
-                    next_attempt: None,
-                    updated: now,
+                    ..RcptStatus::queued(r.address.clone(), now)
                 })
                 .collect(),
             job_id: Some(job.id()),

@@ -62,15 +62,7 @@ pub fn after_attempt(
         let idx = match state.recipients.iter().position(|r| r.address == line.recipient) {
             Some(i) => i,
             None => {
-                let new = RcptStatus {
-                    address: line.recipient.clone(),
-                    state: Delivery::Queued,
-                    attempts: 0,
-                    last_reply: None,
-                    remote: None,
-                    next_attempt: None,
-                    updated: now,
-                };
+                let new = RcptStatus::queued(line.recipient.clone(), now);
                 state.recipients.push(new);
                 state.recipients.len() - 1
             }
