@@ -3,13 +3,22 @@
 # part of the test suite, run by hand). Drives, with Postfix's smtp-source at the same
 # concurrency: the ingress with INGRESS_SPOOL=discard, Postfix's smtp-sink, and the ingress with
 # LocalStack S3 + SQS; then the raw S3 PUT + SQS send rate against the same LocalStack
-# (examples/spool_bench.rs), end-of-DATA->250 latency and RSS per idle connection.
+# (examples/spool_bench.rs), end-of-DATA->250 latency and RSS per idle connection; then the
+# streaming figures below.
+# tests/bench_ingress.sh streaming [CLIENTS] [SIZE] — only those: large messages streamed in
+# parts. CLIENTS (50) clients each send one SIZE-byte (20 MB) message at once: the ingress's peak
+# RSS and end-of-DATA->250, with the discard spool (parts dropped as they are handed over: the
+# ingress alone) and with LocalStack S3 (multipart uploads) + SQS; before that, one client at a
+# time for the latency without contention.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source infra/local/env.sh
+only=""
+if [ "${1:-}" = "streaming" ]; then only=streaming; shift; BIG_CLIENTS="${1:-50}" BIG_SIZE="${2:-20000000}"; set --; fi
+BIG_CLIENTS="${BIG_CLIENTS:-50}" BIG_SIZE="${BIG_SIZE:-20000000}"
 SESSIONS="${1:-20}" MESSAGES="${2:-5000}" SIZE="${3:-2000}"
 IDLE="${IDLE_CONNECTIONS:-5000}"
-cargo build --release --workspace --examples -q
+cargo build --release --workspace --bins --examples -q
 infra/local/localstack.sh start >/dev/null
 eval "$("$VENV_PY" infra/local/resources.py bench-spool bench-jobs | sed 's/^/export /')" \
     || { echo "could not create bench resources" >&2; exit 1; }
@@ -40,6 +49,28 @@ start_ingress() {  # start_ingress PORT EXTRA_ENV... -> pid on stdout
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done
 }
 
+# streaming: large messages (one part in memory per session, whatever the message size).
+streaming() {
+    echo "== streaming: $BIG_CLIENTS clients x $BIG_SIZE bytes at once (parts of 5 MiB)"
+    local spool p pid
+    for spool in discard s3; do
+        p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=$spool); pids+=("$pid")
+        for _ in 1 2 3; do
+            printf '%-16s ' "ingress ($spool)"
+            "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" 1 "$BIG_SIZE" "$pid"
+        done
+        printf '%-16s ' "ingress ($spool)"
+        "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" "$BIG_CLIENTS" "$BIG_SIZE" "$pid"
+        kill "$pid"
+    done
+    # A gigabyte of bench mail in the shared LocalStack: delete it.
+    PYTHONPATH=infra/local "$VENV_PY" -c 'import sys, resources; s3, _ = resources.clients(); b = sys.argv[1]
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix="spool/"):
+    keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+    keys and s3.delete_objects(Bucket=b, Delete={"Objects": keys})' "$SPOOL_BUCKET"
+}
+if [ "$only" = streaming ]; then streaming; exit 0; fi
+
 echo "== $SESSIONS sessions, $MESSAGES messages of $SIZE bytes"
 p=$(free_port); sink_pid=$(smtp-sink -u nobody -c "127.0.0.1:$p" 1000 >/dev/null 2>&1 & echo $!); pids+=("$sink_pid"); sleep 0.5
 rate "postfix smtp-sink" "127.0.0.1:$p" "$sink_pid"
@@ -53,3 +84,5 @@ p=$(free_port); pid=$(start_ingress "$p"); pids+=("$pid")
 MESSAGES=$(( MESSAGES / 5 )) rate "ingress (LocalStack S3+SQS)" "127.0.0.1:$p" "$pid"
 "$VENV_PY" tests/bench_smtp_client.py latency "127.0.0.1:$p" "$SESSIONS" 400 "$SIZE"
 target/release/examples/spool_bench $(( MESSAGES / 5 )) "$SESSIONS" "$SIZE"
+
+streaming

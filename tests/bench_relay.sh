@@ -16,9 +16,12 @@
 # 4. Engine rate: the same N jobs through examples/engine_bench — the relay's real handler, SMTP
 #    client and smarthost routing in batches of 10 like one `relay poll`, with an in-memory spool
 #    and queue in place of LocalStack — into a fresh smtp-sink: the relay's own delivery rate,
-#    which on this machine LocalStack (single-threaded Python) hides.
+#    which on this machine LocalStack (single-threaded Python) hides. Run twice: with connection
+#    reuse at its defaults, and without (RELAY_MAX_MESSAGES_PER_CONNECTION=1, one session a job).
 # 5. Binary size, the relay's CPU and peak RSS, Postfix's CPU (its master and all its daemons).
-# 6. Cost per message: S3/SQS requests and $ per million on the first-attempt path, ingress
+# 6. Sessions per 1000 deliveries to the one destination: smtp-sink's session counter for the
+#    relay runs, Postfix's own log (deliveries without conn_use= opened their connection).
+# 7. Cost per message: S3/SQS requests and $ per million on the first-attempt path, ingress
 #    included, counted in a private LocalStack's request log (tests/bench_cost.sh).
 #
 # Needs: LocalStack running (infra/local/localstack.sh start), the venv (infra/local/setup.sh),
@@ -237,19 +240,29 @@ RELAY_US=$((relay_done_us - relay_ready_us))
 RELAY_TLS="$(grep -F '"status":"sent"' "$WORK/relay.log" | grep -cF '"tls":true' || true)"
 
 # ---------------------------------------------------------------- engine rate (no LocalStack)
-start_sink "$WORK/sink-engine.log"
-ENGINE_OUT="$(RELAY_SMARTHOST="127.0.0.1:$SINK_PORT" "$VENV_PY" - "$ENGINE" "$N" "$WORK/message.eml" \
-    2>"$WORK/engine.log" <<'EOF'
+# engine_run NAME [VAR=VALUE...]: engine_bench into a fresh sink; sets <NAME>_OUT, _RATE, _CPU_MS,
+# _SINK_MSGS and _SINK_SESS.
+engine_run() {
+    local name="$1" out
+    shift
+    start_sink "$WORK/sink-$name.log"
+    out="$(env RELAY_SMARTHOST="127.0.0.1:$SINK_PORT" "$@" "$VENV_PY" - "$ENGINE" "$N" "$WORK/message.eml" \
+        2>"$WORK/$name.log" <<'EOF'
 import resource, subprocess, sys
 out = subprocess.run(sys.argv[1:], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(out, "|", round((r.ru_utime + r.ru_stime) * 1000))
 EOF
-)" || { tail -5 "$WORK/engine.log" >&2; die "engine_bench failed"; }
-ENGINE_RATE="$(sed -n 's|.* = \([0-9]*\)/s;.*|\1|p' <<<"$ENGINE_OUT")"
-ENGINE_CPU_MS="${ENGINE_OUT##*| }"
-nap 0.3
-ENGINE_SINK_MSGS="$(sink_counter "$WORK/sink-engine.log" mesg)"
+)" || { tail -5 "$WORK/$name.log" >&2; die "engine_bench ($name) failed"; }
+    nap 0.3
+    printf -v "${name}_OUT" '%s' "${out% |*}"
+    printf -v "${name}_RATE" '%s' "$(sed -n 's|.* = \([0-9]*\)/s;.*|\1|p' <<<"$out")"
+    printf -v "${name}_CPU_MS" '%s' "${out##*| }"
+    printf -v "${name}_SINK_MSGS" '%s' "$(sink_counter "$WORK/sink-$name.log" mesg)"
+    printf -v "${name}_SINK_SESS" '%s' "$(sink_counter "$WORK/sink-$name.log" sess)"
+}
+engine_run ENGINE
+engine_run SINGLE RELAY_MAX_MESSAGES_PER_CONNECTION=1
 
 # ---------------------------------------------------------------- Postfix rate
 start_sink "$WORK/sink-postfix.log"
@@ -359,7 +372,11 @@ echo "relay poll:     $N in $(secs "$RELAY_US")s = $RELAY_RATE/s (one worker, Lo
     "sink counted $RELAY_SINK_MSGS messages in $RELAY_SINK_SESS sessions)"
 echo "Postfix $PF_VERSION: $N in $(secs "$PF_US")s = $PF_RATE/s (postqueue -f of $N deferred messages -> smtp-sink;" \
     "sink counted $PF_SINK_MSGS; $PF_PROCS smtp processes, $PF_CONNS connections, $PF_REUSED deliveries on a reused one)"
-echo "relay engine:   ${ENGINE_OUT% |*} (engine_bench: in-memory spool+queue -> smtp-sink; sink counted ${ENGINE_SINK_MSGS:-?})"
+echo "relay engine:   $ENGINE_OUT (engine_bench: in-memory spool+queue -> smtp-sink; sink counted" \
+    "${ENGINE_SINK_MSGS:-?} messages in ${ENGINE_SINK_SESS:-?} sessions; RELAY_DESTINATION_CONCURRENCY" \
+    "${RELAY_DESTINATION_CONCURRENCY:-5}, RELAY_MAX_MESSAGES_PER_CONNECTION ${RELAY_MAX_MESSAGES_PER_CONNECTION:-100})"
+echo "engine, 1/conn: $SINGLE_OUT (RELAY_MAX_MESSAGES_PER_CONNECTION=1: a session per job, as before reuse;" \
+    "sink counted ${SINGLE_SINK_MSGS:-?} messages in ${SINGLE_SINK_SESS:-?} sessions)"
 echo "Postfix settings: relayhost = [127.0.0.1]:PORT; smtp_tls_security_level = may; defer_transports = smtp (released by postqueue -f); $PF_SETTINGS"
 echo "TLS:            relay $RELAY_TLS of $N deliveries over TLS (RELAY_SMARTHOST_TLS=starttls), Postfix $PF_TLS TLS" \
     "sessions (smtp_tls_security_level = may); smtp-sink advertises no STARTTLS, so both send plaintext"
@@ -380,13 +397,19 @@ echo "peak RSS:       relay ${RELAY_HWM} kB (VmHWM); Postfix not measured (many 
 echo "message size:   relay sends the $(stat -c %s "$WORK/message.eml")-byte object as is; Postfix ${PF_SIZE:-?} bytes (its cleanup adds Received:, Date:, Message-ID:)"
 echo
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf '%-22s %14s %14s %14s\n' "" "relay poll" "relay engine" "Postfix"
-printf '%-22s %14s %14s %14s\n' "deliveries/s" "$RELAY_RATE" "$ENGINE_RATE" "$PF_RATE"
-printf '%-22s %14s %14s %14s\n' "ratio to Postfix" "$(ratio "$RELAY_RATE" "$PF_RATE")" "$(ratio "$ENGINE_RATE" "$PF_RATE")" "1.00"
-printf '%-22s %14s %14s %14s\n' "CPU ms/delivery" "$(ms_per "$RELAY_TICKS" "$N")" \
-    "$(awk -v c="$ENGINE_CPU_MS" -v n="$N" 'BEGIN { printf "%.2f", c / n }')" "$(ms_per "$PF_TICKS" "$N")"
-printf '%-22s %14s %14s %14s\n' "start-up median (ms)" "$SU_MED" "-" "-"
-printf '%-22s %14s %14s %14s\n' "binary size" "$SIZE_MB" "-" "-"
+per_k() { awk -v s="$1" -v n="$N" 'BEGIN { if (s == "") print "?"; else printf "%.1f", s * 1000 / n }'; }
+cpu_per() { awk -v c="$1" -v n="$N" 'BEGIN { printf "%.2f", c / n }'; }
+row() { printf '%-24s %14s %14s %14s %14s\n' "$@"; }
+row "" "relay poll" "relay engine" "engine 1/conn" "Postfix"
+row "deliveries/s" "$RELAY_RATE" "$ENGINE_RATE" "$SINGLE_RATE" "$PF_RATE"
+row "ratio to Postfix" "$(ratio "$RELAY_RATE" "$PF_RATE")" "$(ratio "$ENGINE_RATE" "$PF_RATE")" \
+    "$(ratio "$SINGLE_RATE" "$PF_RATE")" "1.00"
+row "CPU ms/delivery" "$(ms_per "$RELAY_TICKS" "$N")" "$(cpu_per "$ENGINE_CPU_MS")" "$(cpu_per "$SINGLE_CPU_MS")" \
+    "$(ms_per "$PF_TICKS" "$N")"
+row "sessions/1000 deliveries" "$(per_k "$RELAY_SINK_SESS")" "$(per_k "$ENGINE_SINK_SESS")" \
+    "$(per_k "$SINGLE_SINK_SESS")" "$(per_k "$PF_CONNS")"
+row "start-up median (ms)" "$SU_MED" "-" "-" "-"
+row "binary size" "$SIZE_MB" "-" "-" "-"
 
 # ---------------------------------------------------------------- cost per message (issue 12 §4)
 # S3/SQS requests and dollars per million messages on the first-attempt path, from a private

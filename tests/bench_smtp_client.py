@@ -3,6 +3,9 @@
   latency HOST:PORT SESSIONS MESSAGES SIZE   p50/p99 of end-of-DATA -> 250, with SESSIONS
                                               concurrent pipelining-free clients
   idle HOST:PORT COUNT PID                   RSS growth of PID per idle connection
+  big HOST:PORT CLIENTS SIZE PID             CLIENTS clients each send one SIZE-byte message at
+                                              once: peak RSS of PID (sampled every 10 ms, and
+                                              VmHWM), end-of-DATA -> 250 latency, throughput
 """
 
 import asyncio
@@ -20,24 +23,42 @@ async def _reply(reader):
             return line
 
 
-async def _session(host, port, n, body, out):
+async def _connect(host, port):
     reader, writer = await asyncio.open_connection(host, port)
     await _reply(reader)
     writer.write(b"EHLO bench.example\r\n")
     await _reply(reader)
-    for _ in range(n):
-        for cmd in (b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.test>\r\n", b"DATA\r\n"):
-            writer.write(cmd)
-            await _reply(reader)
-        writer.write(body)
-        t = time.perf_counter()
-        writer.write(b".\r\n")
-        line = await _reply(reader)
-        out.append((time.perf_counter() - t) * 1000)
-        assert line.startswith(b"250"), line
+    return reader, writer
+
+
+async def _send_message(reader, writer, body, out, ready=None):
+    """One transaction; appends its end-of-DATA -> 250 time (ms) to out. With `ready` (an
+    Event), the body waits for it after the 354."""
+    for cmd in (b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.test>\r\n", b"DATA\r\n"):
+        writer.write(cmd)
+        await _reply(reader)
+    if ready:
+        await ready.wait()
+    writer.write(body)
+    await writer.drain()
+    t = time.perf_counter()
+    writer.write(b".\r\n")
+    line = await _reply(reader)
+    out.append((time.perf_counter() - t) * 1000)
+    assert line.startswith(b"250"), line
+
+
+async def _quit(writer):
     writer.write(b"QUIT\r\n")
     await writer.drain()
     writer.close()
+
+
+async def _session(host, port, n, body, out):
+    reader, writer = await _connect(host, port)
+    for _ in range(n):
+        await _send_message(reader, writer, body, out)
+    await _quit(writer)
 
 
 async def latency(addr, sessions, messages, size):
@@ -52,9 +73,9 @@ async def latency(addr, sessions, messages, size):
           f"p50 {pct(0.5):.2f} ms, p99 {pct(0.99):.2f} ms")
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -77,11 +98,52 @@ async def idle(addr, count, pid):
         w.close()
 
 
+def big_message(size):
+    """A dot-stuffed DATA payload of about `size` bytes of 78-character lines, without the final dot."""
+    line = b"".join(bytes([33 + (i * 7) % 90]) for i in range(76)) + b"\r\n"
+    return b"Subject: big\r\n\r\n" + line * (size // len(line))
+
+
+async def _big_session(host, port, body, start, out):
+    reader, writer = await _connect(host, port)
+    await _send_message(reader, writer, body, out, ready=start)
+    await _quit(writer)
+
+
+async def big(addr, clients, size, pid):
+    host, port = addr.rsplit(":", 1)
+    body = big_message(size)
+    start, out, peak = asyncio.Event(), [], [0]
+    idle = rss_kib(pid)
+
+    async def sample():
+        while True:
+            peak[0] = max(peak[0], rss_kib(pid))
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.create_task(sample())
+    sessions = [asyncio.create_task(_big_session(host, int(port), body, start, out)) for _ in range(clients)]
+    await asyncio.sleep(0.5)
+    t = time.perf_counter()
+    start.set()  # every client at its DATA: all bodies at once
+    await asyncio.gather(*sessions)
+    secs = time.perf_counter() - t
+    sampler.cancel()
+    out.sort()
+    mib = lambda kib: kib / 1024  # noqa: E731
+    print(f"{clients} clients x {len(body) / 1e6:.1f} MB at once: {secs:.1f} s ({clients * len(body) / 1e6 / secs:.0f} MB/s); "
+          f"ingress RSS idle {mib(idle):.1f} MiB, peak {mib(peak[0]):.1f} MiB sampled, "
+          f"VmHWM {mib(rss_kib(pid, 'VmHWM')):.1f} MiB; "
+          f"end-of-DATA->250 p50 {out[len(out) // 2]:.0f} ms, max {out[-1]:.0f} ms")
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     if cmd == "latency":
         asyncio.run(latency(args[0], int(args[1]), int(args[2]), int(args[3])))
     elif cmd == "idle":
         asyncio.run(idle(args[0], int(args[1]), int(args[2])))
+    elif cmd == "big":
+        asyncio.run(big(args[0], int(args[1]), int(args[2]), int(args[3])))
     else:
         sys.exit(__doc__)

@@ -285,7 +285,8 @@ def start_dns(records, zone, log_dir, host="127.0.0.1"):
 class CaptureServer:
     """infra/local/capture.py on ip:port; see that file for the reply-rule syntax."""
 
-    def __init__(self, ip, port, replies, log_dir, tls=None, auth=(), hostname=None, auth_plaintext=False):
+    def __init__(self, ip, port, replies, log_dir, tls=None, auth=(), hostname=None, auth_plaintext=False,
+                 close_after=None):
         self.ip, self.port, self.addr = ip, port, f"{ip}:{port}"
         self.dir = Path(log_dir) / f"capture-{ip}-{port}"
         if isinstance(replies, dict):
@@ -301,6 +302,8 @@ class CaptureServer:
             cmd += ["--auth", cred]
         if auth_plaintext:
             cmd += ["--auth-plaintext"]
+        if close_after:
+            cmd += ["--close-after", str(close_after)]
         self.process = Process(f"capture-{self.addr}", cmd, os.environ.copy(), Path(log_dir) / f"capture-{ip}-{port}.log")
         self.process.wait_log(r"capture: listening", timeout=15)
 
@@ -309,6 +312,8 @@ class CaptureServer:
         rcpt_options, rcpts, helo, tls, auth_user, peer, seq) plus data (exact bytes)."""
         out = []
         for meta_path in self.dir.glob("*.json"):
+            if meta_path.name.startswith("."):
+                continue  # being written (capture.py writes .tmp-* and renames it)
             meta = json.loads(meta_path.read_text())
             eml = self.dir / meta["eml"]
             if eml.exists():
@@ -324,10 +329,31 @@ class CaptureServer:
         except AssertionError as e:
             raise AssertionError(f"{e}; got {len(self.messages())}; events: {self.events()}") from None
 
-    def events(self):
+    def events(self, file="events.jsonl"):
         """Every RCPT and end of DATA seen, with the reply given: [{event, rcpt|rcpt_tos, reply, ...}]."""
-        path = self.dir / "events.jsonl"
+        path = self.dir / file
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def sessions(self):
+        """Every connection in connect order: [{peer: (ip, port), opened, closed}] (closed is None
+        while it is open), from the server's own connect/disconnect events."""
+        out, open_ = [], {}
+        for e in self.events("sessions.jsonl"):
+            peer = tuple(e.get("peer", ()))
+            if e["event"] == "connect":
+                open_[peer] = {"peer": peer, "opened": e["time"], "closed": None}
+                out.append(open_[peer])
+            elif e["event"] == "disconnect" and peer in open_:
+                open_.pop(peer)["closed"] = e["time"]
+        return out
+
+    def max_concurrent(self):
+        """The most connections the server had open at the same time."""
+        now = most = 0
+        for e in self.events("sessions.jsonl"):
+            now += {"connect": 1, "disconnect": -1}.get(e["event"], 0)
+            most = max(most, now)
+        return most
 
     def stop(self):
         return self.process.stop()

@@ -108,6 +108,26 @@ def test_capture_server_data_reply_and_starttls(capture_server):
     assert msg["tls"] is True and b"Subject: 2" in msg["data"]
 
 
+def test_capture_server_counts_sessions_and_applies_ranges_and_close_after(capture_server):
+    cap = capture_server(replies=["DATA#2-2=421 4.7.28 rate limited"], close_after=2)
+    with smtplib.SMTP(cap.ip, cap.port, timeout=10) as a, smtplib.SMTP(cap.ip, cap.port, timeout=10) as b:
+        a.sendmail("a@example.org", ["1@example.test"], b"Subject: 1\r\n\r\nx\r\n")
+        with pytest.raises(smtplib.SMTPDataError) as refused:  # the 2nd end of DATA
+            b.sendmail("a@example.org", ["2@example.test"], b"Subject: 2\r\n\r\nx\r\n")
+        assert refused.value.smtp_code == 421
+        a.sendmail("a@example.org", ["3@example.test"], b"Subject: 3\r\n\r\nx\r\n")  # the 3rd: accepted
+        with pytest.raises(smtplib.SMTPServerDisconnected):  # a's 2nd message closed its session
+            a.noop()
+    with smtplib.SMTP(cap.ip, cap.port, timeout=10) as c:
+        c.sendmail("a@example.org", ["4@example.test"], b"Subject: 4\r\n\r\nx\r\n")
+    assert [m["rcpt_tos"] for m in cap.wait_for(3)] == [["1@example.test"], ["3@example.test"], ["4@example.test"]]
+    data = [e["reply"][:3] for e in cap.events() if e["event"] == "data"]
+    assert data == ["250", "421", "250", "250"]
+    sessions = wait_until(lambda: all(s["closed"] for s in cap.sessions()) and cap.sessions(), 10, what="closes")
+    assert len(sessions) == 3 and len({s["peer"] for s in sessions}) == 3
+    assert cap.max_concurrent() == 2
+
+
 def test_smtp_sink_accepts_and_injects_faults(smtp_sink, loopback_hosts):
     (ip,), port = loopback_hosts(1)
     sink = smtp_sink(ip, port)

@@ -553,6 +553,8 @@ def test_lambda_handler_reports_only_the_unreadable_record(mail_world, spool, st
     assert body == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
     [m] = mx.wait_for(1, timeout=10)
     assert m["data"] == MESSAGE
+    # The process is frozen between invocations: the invocation closed its session (QUIT).
+    wait_until(lambda: [s for s in mx.sessions() if s["closed"]], 3, what="the session closed with the invocation")
 
 
 @pytest.mark.parametrize("sink_options,env,expect", [

@@ -5,17 +5,25 @@ Owns the capture directory format:
   DIR/<timestamp>-<n>.json  sidecar: mail_from, mail_options, rcpt_tos, rcpts (address + options),
                             rcpt_options, peer, helo, tls, auth_user, size, seq
   DIR/events.jsonl          one line per RCPT and per end of DATA with the reply given
+  DIR/sessions.jsonl        one line per connect and per disconnect (event, peer, time): how many
+                            sessions a client opened and how many at once
 Both files are written under a dot-name and renamed (the .json first), so a reader that sees
 an .eml sees complete files.
 
 Accepts 8-bit and SMTPUTF8 mail (advertises 8BITMIME and SMTPUTF8). Reply rules make it misbehave:
   --reply 'bob@example.test=550 5.1.1 no such user'   every RCPT TO:<bob@example.test>
   --reply 'bob@example.test#2=450 4.2.0 try later'    only the first 2 such RCPTs, then accepted
+  --reply 'DATA#2-3=421 4.7.28 rate limited'          only the 2nd and 3rd ends of DATA
   --reply '@example.test=...'  any address in the domain;  --reply '*=...'  any address
   --reply 'DATA=451 4.3.0 try later'                   the reply to the end of DATA (not stored)
 
+A reply rule's count is of the times its key came up (over all sessions). A 421 reply closes
+the session after it is sent (RFC 5321 §3.8). --close-after N closes each session right after its
+Nth accepted message (a server that limits messages per connection, or drops an idle one).
+
   python capture.py --listen 127.0.0.1:2526 --dir .local/mail [--reply RULE]...
          [--hostname NAME] [--tls-cert PEM --tls-key PEM] [--auth USER:PASS]... [--auth-plaintext]
+         [--close-after N]
 """
 
 import argparse
@@ -35,37 +43,48 @@ class Rule:
     def __init__(self, spec):
         key, sep, reply = spec.partition("=")
         if not sep or not reply[:3].isdigit():
-            raise argparse.ArgumentTypeError(f"expected KEY[#N]=CODE TEXT, got {spec!r}")
+            raise argparse.ArgumentTypeError(f"expected KEY[#N|#M-N]=CODE TEXT, got {spec!r}")
         key, _, times = key.partition("#")
         self.key = key.strip().lower()
-        self.times = int(times) if times else None
+        first, _, last = times.partition("-")
+        try:
+            self.first, self.last = (int(first), int(last)) if last else (1, int(first) if first else None)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected #N or #M-N after the key, got {spec!r}") from None
         self.reply = reply.strip()
-        self.used = 0
+        self.seen = 0
 
     def matches(self, key):
-        if self.times is not None and self.used >= self.times:
-            return False
         if self.key == "data" or key == "data":
-            return self.key == key
-        return self.key in ("*", key) or (self.key.startswith("@") and key.endswith(self.key))
+            if self.key != key:
+                return False
+        elif not (self.key in ("*", key) or (self.key.startswith("@") and key.endswith(self.key))):
+            return False
+        self.seen += 1
+        return self.first <= self.seen and (self.last is None or self.seen <= self.last)
 
 
 class Handler:
-    def __init__(self, directory, rules, auth):
+    def __init__(self, directory, rules, auth, close_after=None):
         self.dir = directory
         self.rules = rules
         self.auth = auth
+        self.close_after = close_after
         self.seq = itertools.count(1)
 
     def _rule(self, key):
         for rule in self.rules:
             if rule.matches(key):
-                rule.used += 1
                 return rule.reply
         return None
 
-    def _event(self, **fields):
-        with open(os.path.join(self.dir, "events.jsonl"), "a") as f:
+    @staticmethod
+    def _close_after_reply(server):
+        # Runs once the reply is written (the handler returns before aiosmtpd sends it).
+        asyncio.get_running_loop().call_soon(server.transport.close)
+
+    def _event(self, file="events.jsonl", **fields):
+        with open(os.path.join(self.dir, file), "a") as f:
             f.write(json.dumps({"time": time.time(), **fields}) + "\n")
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -77,6 +96,8 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self._rule(address.lower()) or "250 2.1.5 OK"
         self._event(event="rcpt", peer=list(session.peer), mail_from=envelope.mail_from, rcpt=address, reply=reply)
+        if reply.startswith("421"):
+            self._close_after_reply(server)
         if reply.startswith("2"):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -90,6 +111,8 @@ class Handler:
         self._event(event="data", peer=list(session.peer), mail_from=envelope.mail_from,
                     rcpt_tos=envelope.rcpt_tos, reply=reply or "250")
         if reply:
+            if reply.startswith("421"):
+                self._close_after_reply(server)
             return reply
         n = next(self.seq)
         now = time.time()
@@ -112,6 +135,9 @@ class Handler:
         }
         self._write(name + ".json", json.dumps(meta, indent=1).encode())
         self._write(name + ".eml", data)
+        session.accepted = getattr(session, "accepted", 0) + 1
+        if self.close_after and session.accepted >= self.close_after:
+            self._close_after_reply(server)
         return f"250 2.0.0 OK queued as {name}"
 
     def _write(self, name, data):
@@ -125,6 +151,23 @@ class Handler:
         return AuthResult(success=ok)
 
 
+class CaptureSMTP(SMTP):
+    """aiosmtpd's server, logging when each connection opens and closes."""
+
+    def connection_made(self, transport):
+        first = not hasattr(self, "capture_peer")  # STARTTLS hands the protocol a second transport
+        super().connection_made(transport)
+        if first:
+            self.capture_peer = list(transport.get_extra_info("peername")[:2])
+            self.event_handler._event("sessions.jsonl", event="connect", peer=self.capture_peer)
+
+    def connection_lost(self, error):
+        if hasattr(self, "capture_peer") and not getattr(self, "capture_lost", False):
+            self.capture_lost = True
+            self.event_handler._event("sessions.jsonl", event="disconnect", peer=self.capture_peer)
+        super().connection_lost(error)
+
+
 async def serve(args):
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]")
@@ -133,14 +176,14 @@ async def serve(args):
     for cred in args.auth:
         user, _, password = cred.partition(":")
         auth[user.encode()] = password.encode()
-    handler = Handler(args.dir, args.reply, auth)
+    handler = Handler(args.dir, args.reply, auth, args.close_after)
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
 
     def factory():
-        return SMTP(
+        return CaptureSMTP(
             handler,
             hostname=args.hostname,
             decode_data=False,
@@ -170,6 +213,7 @@ def main():
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASS", help="offer AUTH PLAIN/LOGIN")
     p.add_argument("--auth-plaintext", action="store_true", help="allow AUTH without TLS")
+    p.add_argument("--close-after", type=int, metavar="N", help="close each session after its Nth accepted message")
     p.add_argument("--verbose", action="store_true", help="log every SMTP command")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")

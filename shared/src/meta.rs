@@ -2,7 +2,8 @@
 //! message nobody has touched yet, or one completed on its first attempt (which leaves no state
 //! object), without any extra request on the delivery path.
 //!
-//! Keys (S3 adds `x-amz-meta-`): `sender`, `received` (Unix seconds), `size`, `jobs`, `rcpts`
+//! Keys (S3 adds `x-amz-meta-`): `sender`, `received` (Unix seconds), `size` (when known when
+//! the object is created), `jobs`, `rcpts`
 //! (comma-separated) and, when the list did not fit, `rcpts-omitted` (how many were left out).
 //! S3 allows 2 KB of user metadata (keys and values); [`encode`] stays under
 //! [`MAX_METADATA_BYTES`] by truncating the recipient list. Values are percent-encoded outside
@@ -69,9 +70,12 @@ pub fn encode(meta: &MessageMeta) -> Vec<(String, String)> {
     let mut pairs = vec![
         ("sender".to_string(), enc(&meta.sender)),
         ("received".to_string(), meta.received.to_string()),
-        ("size".to_string(), meta.size.to_string()),
         ("jobs".to_string(), meta.jobs.to_string()),
     ];
+    // A streamed message's metadata is written before its size is known (0: left out).
+    if meta.size > 0 {
+        pairs.push(("size".to_string(), meta.size.to_string()));
+    }
     let size = |pairs: &[(String, String)]| pairs.iter().map(|(k, v)| PREFIX_LEN + k.len() + v.len()).sum::<usize>();
     let total = meta.recipients.len() + meta.omitted;
     // Room for the list, keeping space for an `rcpts-omitted` pair with the largest count.

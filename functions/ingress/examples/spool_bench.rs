@@ -11,6 +11,7 @@ use std::time::Instant;
 use ingress::budget::MemoryBudget;
 use ingress::session::{Envelope, Incoming};
 use ingress::spool::{AwsSpool, Spool};
+use ingress::upload::Content;
 use shared::{BodyType, DsnParams, Recipient};
 
 #[tokio::main]
@@ -44,7 +45,8 @@ async fn main() {
                             smtputf8: false,
                         },
                         received_from: "bench ([127.0.0.1])".into(),
-                        message: vec![b'x'; size],
+                        content: Content::Whole(vec![b'x'; size]),
+                        size: size as u64,
                         reservation: budget.reservation(),
                     };
                     let t = Instant::now();

@@ -51,7 +51,7 @@ impl Session {
             Ok(Request::Data) => self.data(),
             Ok(Request::Bdat { chunk_size, is_last }) => self.bdat(chunk_size, is_last),
             Ok(Request::Rset) => {
-                self.txn = None;
+                self.end_txn();
                 self.reply(replies::ok());
             }
             Ok(Request::Noop { .. }) => self.reply(replies::ok()),
@@ -73,7 +73,7 @@ impl Session {
 
     fn helo(&mut self, host: String, esmtp: bool) {
         tracing::info!(event = "helo", client = %self.peer, helo = %host, esmtp);
-        self.txn = None;
+        self.end_txn();
         self.helo = Some(Helo { name: host, esmtp });
         let host = &self.cfg.hostname;
         if !esmtp {
@@ -148,17 +148,14 @@ impl Session {
         }
         let queue_id = shared::queue_id::new_queue_id();
         tracing::info!(event = "mail", queue_id, client = %self.peer, from = %from.address, size = from.size, user = self.user.as_deref().unwrap_or(""));
-        self.txn = Some(Txn {
-            env: Envelope {
-                queue_id,
-                sender: from.address,
-                recipients: Vec::new(),
-                dsn: DsnParams { ret, envid: from.env_id },
-                body_type,
-                smtputf8,
-            },
-            bdat: None,
-        });
+        self.txn = Some(Txn::new(Envelope {
+            queue_id,
+            sender: from.address,
+            recipients: Vec::new(),
+            dsn: DsnParams { ret, envid: from.env_id },
+            body_type,
+            smtputf8,
+        }));
         self.reply(replies::sender_ok());
     }
 
@@ -167,7 +164,7 @@ impl Session {
         let Some(txn) = self.txn.as_ref() else {
             return self.reply(replies::bad_sequence("need MAIL before RCPT"));
         };
-        if txn.bdat.is_some() {
+        if txn.bdat {
             return self.reply(replies::bad_sequence("RCPT during BDAT"));
         }
         if to.flags & UNOFFERED_RCPT_FLAGS != 0 {
@@ -231,24 +228,28 @@ impl Session {
         if let Some(r) = self.body_refusal() {
             return self.reply(r);
         }
-        if self.txn.as_ref().is_some_and(|t| t.bdat.is_some()) {
+        if self.txn.as_ref().is_some_and(|t| t.bdat) {
             return self.reply(replies::bad_sequence("DATA during BDAT"));
         }
         let body = self.new_body();
+        self.txn.as_mut().expect("checked").body = Some(body);
         self.reply(replies::start_data());
-        self.mode = Mode::Data(DataReceiver::new(), body);
+        self.scratch.clear();
+        self.mode = Mode::Data(DataReceiver::new());
     }
 
     fn bdat(&mut self, chunk_size: usize, last: bool) {
         if let Some(r) = self.body_refusal() {
             // The chunk still has to be read (and dropped) before the reply.
-            self.txn = None;
+            self.end_txn();
             self.mode = Mode::Bdat { left: chunk_size, last, reject: Some(r) };
             return;
         }
-        if self.txn.as_ref().is_some_and(|t| t.bdat.is_none()) {
+        if self.txn.as_ref().is_some_and(|t| !t.bdat) {
             let body = self.new_body();
-            self.txn.as_mut().expect("checked").bdat = Some(Ok(body));
+            let txn = self.txn.as_mut().expect("checked");
+            txn.body = Some(body);
+            txn.bdat = true;
         }
         self.mode = Mode::Bdat { left: chunk_size, last, reject: None };
     }
@@ -267,7 +268,7 @@ impl Session {
             single_rcpt: (txn.env.recipients.len() == 1).then(|| txn.env.recipients[0].address.as_str()),
             now: chrono::Utc::now(),
         };
-        Body::new(trace.render(), self.cfg.max_message_size, self.cfg.budget.reservation())
+        Body::new(&trace.render(), self.cfg.max_message_size, self.cfg.part_size, self.cfg.budget.reservation())
     }
 
     fn starttls(&mut self) {

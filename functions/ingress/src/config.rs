@@ -36,12 +36,21 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_MEMORY_LIMIT",
     "INGRESS_SHUTDOWN_GRACE",
     "INGRESS_SPOOL",
+    // Streaming large messages to S3 (multipart upload).
+    "INGRESS_PART_SIZE",
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
 ];
+
+/// S3's smallest part of a multipart upload (all but the last), and the default part size.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's most parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
 
 /// Ingress settings.
 #[derive(Debug, Clone)]
@@ -72,6 +81,9 @@ pub struct IngressConfig {
     pub shutdown_grace: Duration,
     /// Where accepted mail goes.
     pub spool_mode: SpoolMode,
+    /// Messages up to this size are stored with one PUT; larger ones are streamed as a
+    /// multipart upload of parts this size, one held in memory per session at a time.
+    pub part_size: usize,
     /// The valid recipients of the relay domains (re-read on SIGHUP).
     pub recipients_file: Option<PathBuf>,
     /// Messages per user (or client address) and duration.
@@ -146,6 +158,24 @@ impl IngressConfig {
                 return Err(err(var, "must be at least 1"));
             }
         }
+        let part_size: u64 = r.parse("INGRESS_PART_SIZE", MIN_PART_SIZE)?;
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+            return Err(err(
+                "INGRESS_PART_SIZE",
+                format!(
+                    "must be between {MIN_PART_SIZE} (5 MiB) and {MAX_PART_SIZE} (5 GiB), S3's part sizes, got {part_size}"
+                ),
+            ));
+        }
+        if part_size > memory_limit {
+            return Err(err("INGRESS_PART_SIZE", format!("must not exceed INGRESS_MEMORY_LIMIT ({memory_limit})")));
+        }
+        if max_message_size.div_ceil(part_size) > MAX_PARTS {
+            return Err(err(
+                "INGRESS_PART_SIZE",
+                format!("INGRESS_MAX_MESSAGE_SIZE needs more than S3's {MAX_PARTS} parts of {part_size} bytes"),
+            ));
+        }
         let relay_domains: Vec<String> =
             r.list("RELAY_DOMAINS").iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
         let recipients_file = r.path("INGRESS_RECIPIENTS_FILE")?;
@@ -186,6 +216,7 @@ impl IngressConfig {
                 SpoolMode::S3,
                 &[("s3", SpoolMode::S3), ("discard", SpoolMode::Discard)],
             )?,
+            part_size: part_size as usize,
             recipients_file,
             rate_limit,
             metrics_namespace: shared::metrics::namespace(&r)?,
@@ -216,6 +247,7 @@ mod tests {
         assert_eq!(c.postmaster, "postmaster@mx.example.org");
         assert!(!c.proxy_protocol);
         assert_eq!(c.spool_mode, SpoolMode::S3);
+        assert_eq!(c.part_size, 5 * 1024 * 1024);
         assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
     }
@@ -246,6 +278,10 @@ mod tests {
             (&[("INGRESS_HOSTNAME", "bad host")], "INGRESS_HOSTNAME"),
             (&[("INGRESS_SUBMISSION_LISTEN", "127.0.0.1:587")], "INGRESS_SUBMISSION_LISTEN"),
             (&[("INGRESS_SPOOL", "memory")], "INGRESS_SPOOL"),
+            (&[("INGRESS_PART_SIZE", "1048576")], "INGRESS_PART_SIZE"),
+            (&[("INGRESS_PART_SIZE", "6000000000")], "INGRESS_PART_SIZE"),
+            (&[("INGRESS_PART_SIZE", "8388608"), ("INGRESS_MEMORY_LIMIT", "6291456")], "INGRESS_PART_SIZE"),
+            (&[("INGRESS_MAX_MESSAGE_SIZE", "60000000000")], "INGRESS_PART_SIZE"),
             (&[("INGRESS_RATE_LIMIT", "200")], "INGRESS_RATE_LIMIT"),
             (&[("INGRESS_RATE_LIMIT", "0/1m")], "INGRESS_RATE_LIMIT"),
             (&[("INGRESS_RATE_LIMIT", "10/0s")], "INGRESS_RATE_LIMIT"),

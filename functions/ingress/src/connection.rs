@@ -2,7 +2,10 @@
 //!
 //! Reads bytes into the session, carries out its actions in order (replies are batched and
 //! flushed before any wait, which is all PIPELINING needs), and watches the idle timeout and
-//! the shutdown signal. This is the only place that touches the socket of a session. What the
+//! the shutdown signal. This is the only place that touches the socket of a session. Spool
+//! calls (open an upload, upload a part, abort, store) are awaited in line, so no bytes are
+//! read meanwhile: a session holds one part of a message, and TCP makes the client wait.
+//! However the connection ends, the uploads the session leaves open are aborted. What the
 //! session counted goes to the metrics after every round of actions and when it ends.
 
 use std::sync::Arc;
@@ -43,6 +46,9 @@ pub struct Deps {
 /// Run a session on `stream` until it closes.
 pub async fn serve(stream: Box<dyn Io>, mut session: Session, deps: &Deps, phase: watch::Receiver<Phase>) {
     converse(stream, &mut session, deps, phase).await;
+    for upload in session.connection_lost() {
+        deps.spool.abort(upload).await;
+    }
     session.take_tally().record(&deps.metrics);
 }
 
@@ -87,9 +93,20 @@ async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, m
                     };
                     session.auth_result(&user, ok);
                 }
+                Action::BeginUpload(env) => {
+                    let result = deps.spool.begin(&env).await;
+                    session.upload_begun(result);
+                }
+                Action::UploadPart(part) => {
+                    let result = deps.spool.upload_part(*part).await;
+                    session.part_uploaded(result);
+                }
+                Action::AbortUpload(upload) => deps.spool.abort(upload).await,
                 Action::Store(msg) => {
                     // Let the client see the replies before ours, then do the slow part.
                     if flush(&mut stream, &mut out).await.is_err() {
+                        // The client is gone and never sees a 250: nothing is queued.
+                        session.unperformed(Action::Store(msg));
                         return;
                     }
                     let queue_id = msg.env.queue_id.clone();

@@ -138,6 +138,7 @@ impl Server {
             tls_available: tls.is_some(),
             auth_available: cfg.auth_file.is_some(),
             budget: MemoryBudget::new(cfg.memory_limit),
+            part_size: cfg.part_size,
             tables: tables.clone(),
             rate_limit: cfg.rate_limit.clone().map(RateLimit::new),
         });

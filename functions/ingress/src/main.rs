@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("health") {
         return health().await;
     }
+    ingress::alloc::return_part_buffers_to_the_system();
     shared::logging::init();
     let cfg = match IngressConfig::from_env() {
         Ok(c) => c,

@@ -158,6 +158,16 @@ pub fn from_not_owned(address: &str, user: &str) -> Reply {
 pub fn from_missing(user: &str) -> Reply {
     Reply::new(550, "5.7.1", format!("No From: header address; user {user} may send only as its own addresses"))
 }
+pub fn header_too_long_to_check(user: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        format!(
+            "Header section over {} bytes: From: cannot be checked for user {user}",
+            crate::header::MAX_HEADER_SECTION
+        ),
+    )
+}
 pub fn unknown_recipient(address: &str) -> Reply {
     Reply::new(550, "5.1.1", format!("<{address}>: Recipient address rejected: User unknown in relay recipient table"))
 }

@@ -1,6 +1,7 @@
 //! Jobs per domain, and the hand-off's failure paths against a scripted S3 + SQS endpoint
 //! (plain HTTP on loopback, spoken to by the real SDK clients): refused SQS entries are sent
-//! again, and the message is withdrawn only when no job went out.
+//! again, the message is withdrawn only when no job went out, and a multipart upload is
+//! completed with every part's checksum — or aborted when any step of it fails.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,18 +14,23 @@ use crate::budget::MemoryBudget;
 use crate::session::Envelope;
 use shared::{BodyType, DsnParams, Recipient};
 
+fn envelope(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        queue_id: "01JD0000000000000000000000".into(),
+        sender: "alice@example.org".into(),
+        recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+        dsn: DsnParams::default(),
+        body_type: BodyType::EightBitMime,
+        smtputf8: false,
+    }
+}
+
 fn incoming(rcpts: &[&str]) -> Incoming {
     Incoming {
-        env: Envelope {
-            queue_id: "01JD0000000000000000000000".into(),
-            sender: "alice@example.org".into(),
-            recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
-            dsn: DsnParams::default(),
-            body_type: BodyType::EightBitMime,
-            smtputf8: false,
-        },
+        env: envelope(rcpts),
         received_from: "client ([192.0.2.1])".into(),
-        message: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+        content: Content::Whole(b"Subject: x\r\n\r\nhi\r\n".to_vec()),
+        size: 18,
         reservation: MemoryBudget::new(1 << 20).reservation(),
     }
 }
@@ -50,14 +56,14 @@ fn one_job_per_domain_carrying_the_envelope() {
 
 #[test]
 fn metadata_carries_the_envelope_for_trace() {
-    let jobs = jobs_for(&incoming(&["b@one.test", "c@two.test", "d@ONE.test"]), 1000);
-    let m = message_metadata(&jobs, 18, 1000);
-    let back = shared::meta::decode(&m).unwrap();
-    assert_eq!((back.sender.as_str(), back.received, back.size, back.jobs), ("alice@example.org", 1000, 18, 2));
+    let msg = incoming(&["b@one.test", "c@two.test", "d@ONE.test"]);
+    let back = shared::meta::decode(&message_metadata(&msg.env, 1000)).unwrap();
+    assert_eq!((back.sender.as_str(), back.received, back.jobs), ("alice@example.org", 1000, 2));
+    assert_eq!(back.jobs as usize, jobs_for(&msg, 1000).len(), "the count the jobs carry");
     assert_eq!(back.recipients, ["b@one.test", "d@ONE.test", "c@two.test"], "in job order");
     let many: Vec<String> = (0..200).map(|i| format!("user{i}@example.test")).collect();
-    let jobs = jobs_for(&incoming(&many.iter().map(String::as_str).collect::<Vec<_>>()), 1000);
-    let back = shared::meta::decode(&message_metadata(&jobs, 18, 1000)).unwrap();
+    let env = envelope(&many.iter().map(String::as_str).collect::<Vec<_>>());
+    let back = shared::meta::decode(&message_metadata(&env, 1000)).unwrap();
     assert_eq!(back.recipients.len() + back.omitted, 200);
     assert!(back.omitted > 0, "2 KB cannot hold 200 addresses");
 }
@@ -65,36 +71,58 @@ fn metadata_carries_the_envelope_for_trace() {
 /// One SendMessageBatch answer: the entry ids to refuse, and whether as the sender's fault.
 type Refusals = (&'static [&'static str], bool);
 
-/// A loopback endpoint playing S3 (PUT, DELETE: 200) and SQS (SendMessageBatch answered from
-/// `script` in order, everything accepted once it runs out). `calls` logs what was asked.
+/// A loopback endpoint playing S3 (PUT, DELETE, and the multipart calls CREATE, PART n,
+/// COMPLETE n,m,..., ABORT: all succeed unless named in `s3_failures`) and SQS
+/// (SendMessageBatch answered from `script` in order, everything accepted once it runs out).
+/// `calls` logs what was asked; `heads` keeps each request's head.
 struct FakeAws {
     url: String,
     calls: Arc<Mutex<Vec<String>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+/// What the fake is scripted to do.
+#[derive(Clone)]
+struct Script {
+    sqs: Arc<Mutex<std::vec::IntoIter<Refusals>>>,
+    /// S3 calls (as logged) to answer with a non-retryable error.
+    s3_failures: Arc<Vec<&'static str>>,
 }
 
 impl FakeAws {
     async fn start(script: Vec<Refusals>) -> Self {
+        Self::scripted(script, &[]).await
+    }
+
+    async fn scripted(sqs: Vec<Refusals>, s3_failures: &[&'static str]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let (log, script) = (calls.clone(), Arc::new(Mutex::new(script.into_iter())));
+        let (calls, heads) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let (log, heads_log) = (calls.clone(), heads.clone());
+        let script = Script { sqs: Arc::new(Mutex::new(sqs.into_iter())), s3_failures: Arc::new(s3_failures.to_vec()) };
         tokio::spawn(async move {
             loop {
                 let (mut sock, _) = listener.accept().await.unwrap();
-                let (log, script) = (log.clone(), script.clone());
+                let (log, heads_log, script) = (log.clone(), heads_log.clone(), script.clone());
                 tokio::spawn(async move {
                     while let Some((head, body)) = read_request(&mut sock).await {
-                        let reply = answer(&head, &body, &log, &script);
-                        let http = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{reply}",
-                            reply.len()
-                        );
+                        heads_log.lock().unwrap().push(head.clone());
+                        let (status, headers, reply) = answer(&head, &body, &log, &script);
+                        let http =
+                            format!("HTTP/1.1 {status}\r\n{headers}content-length: {}\r\n\r\n{reply}", reply.len());
                         sock.write_all(http.as_bytes()).await.unwrap();
                     }
                 });
             }
         });
-        Self { url, calls }
+        Self { url, calls, heads }
+    }
+
+    /// The head of the first request whose log entry starts with `call`.
+    fn head_of(&self, call: &str) -> String {
+        let calls = self.calls();
+        let i = calls.iter().position(|c| c.starts_with(call)).unwrap_or_else(|| panic!("no {call} in {calls:?}"));
+        self.heads.lock().unwrap()[i].to_ascii_lowercase()
     }
 
     fn spool(&self) -> AwsSpool {
@@ -155,17 +183,63 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, Vec<u
     Some((head, body))
 }
 
-fn answer(head: &str, body: &[u8], log: &Mutex<Vec<String>>, script: &Mutex<std::vec::IntoIter<Refusals>>) -> String {
-    let method = head.split(' ').next().unwrap_or_default().to_string();
-    if method != "POST" {
-        log.lock().unwrap().push(method);
-        return String::new();
+/// (status line, extra headers, body) for one request.
+fn answer(head: &str, body: &[u8], log: &Mutex<Vec<String>>, script: &Script) -> (String, String, String) {
+    let mut words = head.split(' ');
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    if method == "POST" && target == "/" {
+        return ("200 OK".into(), "content-type: application/x-amz-json-1.0\r\n".into(), answer_sqs(body, log, script));
     }
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    let text = String::from_utf8_lossy(body);
+    let call = match (method, param("uploadId"), param("partNumber")) {
+        ("POST", None, _) if query.starts_with("uploads") => "CREATE".to_string(),
+        ("PUT", Some(_), Some(n)) => format!("PART {n}"),
+        ("POST", Some(_), _) => {
+            let numbers: Vec<&str> = text.split("<PartNumber>").skip(1).filter_map(|p| p.split('<').next()).collect();
+            let checksums = text.matches("<ChecksumCRC32>").count();
+            format!("COMPLETE {} (checksums: {checksums})", numbers.join(","))
+        }
+        ("DELETE", Some(_), _) => "ABORT".to_string(),
+        (m, _, _) => m.to_string(),
+    };
+    log.lock().unwrap().push(call.clone());
+    if script.s3_failures.iter().any(|f| call.starts_with(f)) {
+        let error = "<Error><Code>InvalidRequest</Code><Message>scripted failure</Message></Error>";
+        return ("400 Bad Request".into(), "content-type: application/xml\r\n".into(), error.into());
+    }
+    let xml = "content-type: application/xml\r\n".to_string();
+    match call.split(' ').next().unwrap_or_default() {
+        "CREATE" => (
+            "200 OK".into(),
+            xml,
+            "<InitiateMultipartUploadResult><Bucket>spool</Bucket><Key>k</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>".into(),
+        ),
+        "PART" => {
+            // Like S3: the part's ETag, and the checksum the request carried.
+            let crc = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-amz-checksum-crc32:").map(|v| v.trim().to_string()))
+                .unwrap_or_default();
+            ("200 OK".into(), format!("etag: \"etag-{}\"\r\nx-amz-checksum-crc32: {crc}\r\n", &call[5..]), String::new())
+        }
+        "COMPLETE" => (
+            "200 OK".into(),
+            xml,
+            "<CompleteMultipartUploadResult><Bucket>spool</Bucket><Key>k</Key><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>".into(),
+        ),
+        "ABORT" | "DELETE" => ("204 No Content".into(), String::new(), String::new()),
+        _ => ("200 OK".into(), String::new(), String::new()),
+    }
+}
+
+fn answer_sqs(body: &[u8], log: &Mutex<Vec<String>>, script: &Script) -> String {
     let request: serde_json::Value = serde_json::from_slice(body).unwrap();
     let ids: Vec<String> =
         request["Entries"].as_array().unwrap().iter().map(|e| e["Id"].as_str().unwrap().into()).collect();
     log.lock().unwrap().push(format!("SEND {}", ids.join(",")));
-    let (refused, sender_fault) = script.lock().unwrap().next().unwrap_or((&[], false));
+    let (refused, sender_fault) = script.sqs.lock().unwrap().next().unwrap_or((&[], false));
     let ok: Vec<_> = ids
         .iter()
         .filter(|id| !refused.contains(&id.as_str()))
@@ -211,4 +285,79 @@ async fn a_sender_fault_is_not_retried() {
     let aws = FakeAws::start(vec![(&["j0", "j1"], true)]).await;
     aws.spool().store(incoming(TWO_DOMAINS)).await.unwrap_err();
     assert_eq!(aws.calls(), ["PUT", "SEND j0,j1", "DELETE"]);
+}
+
+/// A message of two parts: the upload opened and its first part uploaded through the spool.
+async fn two_part_message(spool: &AwsSpool) -> Incoming {
+    let env = envelope(&["b@one.test"]);
+    let upload = spool.begin(&env).await.unwrap();
+    assert_eq!(upload.key, "spool/01JD0000000000000000000000.eml");
+    let part = Part { upload: upload.clone(), number: 1, bytes: vec![b'a'; 64] };
+    let tag = spool.upload_part(part).await.unwrap();
+    assert_eq!(tag.etag, "\"etag-1\"");
+    assert!(tag.crc32.is_some(), "the part's checksum is kept for the completion");
+    Incoming {
+        env,
+        received_from: "client ([192.0.2.1])".into(),
+        content: Content::Multipart { upload, parts: vec![tag], last: b"tail\r\n".to_vec() },
+        size: 70,
+        reservation: MemoryBudget::new(1 << 20).reservation(),
+    }
+}
+
+#[tokio::test]
+async fn a_multipart_message_is_completed_with_every_parts_checksum_then_queued() {
+    let aws = FakeAws::start(vec![]).await;
+    let spool = aws.spool();
+    let msg = two_part_message(&spool).await;
+    spool.store(msg).await.unwrap();
+    assert_eq!(aws.calls(), ["CREATE", "PART 1", "PART 2", "COMPLETE 1,2 (checksums: 2)", "SEND j0"]);
+    let create = aws.head_of("CREATE");
+    assert!(create.contains("content-type: message/rfc822"), "{create}");
+    assert!(create.contains("x-amz-checksum-algorithm: crc32"), "{create}");
+    assert!(aws.head_of("PART 2").contains("x-amz-checksum-crc32:"));
+}
+
+/// Store a two-part message against an endpoint scripted with these failures and refusals.
+async fn store_two_parts(s3_failures: &[&'static str], sqs: Vec<Refusals>) -> (Vec<String>, Result<(), String>) {
+    let aws = FakeAws::scripted(sqs, s3_failures).await;
+    let spool = aws.spool();
+    let msg = two_part_message(&spool).await;
+    let result = spool.store(msg).await;
+    (aws.calls(), result)
+}
+
+#[tokio::test]
+async fn a_failed_last_part_aborts_the_upload() {
+    let (calls, result) = store_two_parts(&["PART 2"], vec![]).await;
+    assert!(result.unwrap_err().contains("upload part 2"));
+    assert_eq!(calls, ["CREATE", "PART 1", "PART 2", "ABORT"], "no completion, no job");
+}
+
+#[tokio::test]
+async fn a_failed_completion_aborts_and_withdraws_the_key() {
+    let (calls, result) = store_two_parts(&["COMPLETE"], vec![]).await;
+    assert!(result.unwrap_err().contains("S3 complete"));
+    assert_eq!(calls, ["CREATE", "PART 1", "PART 2", "COMPLETE 1,2 (checksums: 2)", "ABORT", "DELETE"]);
+}
+
+#[tokio::test]
+async fn a_multipart_message_whose_jobs_all_fail_is_withdrawn() {
+    let refuse_all: Refusals = (&["j0"], false);
+    let (calls, result) = store_two_parts(&[], vec![refuse_all; 3]).await;
+    assert!(result.unwrap_err().contains("try again"));
+    assert_eq!(calls[calls.len() - 4..], ["SEND j0", "SEND j0", "SEND j0", "DELETE"]);
+}
+
+#[tokio::test]
+async fn failures_to_open_upload_a_part_or_abort_are_reported_or_logged() {
+    let aws = FakeAws::scripted(vec![], &["CREATE", "PART", "ABORT"]).await;
+    let spool = aws.spool();
+    let err = spool.begin(&envelope(&["b@one.test"])).await.unwrap_err();
+    assert!(err.contains("S3 create upload spool/01JD0000000000000000000000.eml"), "{err}");
+    let upload = Upload { queue_id: "Q".into(), key: "spool/Q.eml".into(), id: "up-1".into() };
+    let err = spool.upload_part(Part { upload: upload.clone(), number: 3, bytes: vec![1] }).await.unwrap_err();
+    assert!(err.contains("upload part 3 of spool/Q.eml"), "{err}");
+    spool.abort(upload).await; // logged, not returned: the lifecycle rule is the backstop
+    assert_eq!(aws.calls(), ["CREATE", "PART 3", "ABORT"]);
 }

@@ -7,6 +7,8 @@
 //! variables set (RELAY_SMARTHOST, RELAY_HELO_NAME, …; SPOOL_* must be set but are unused).
 //! Exits non-zero unless every job completed (its message deleted, no state written) and nothing
 //! was re-enqueued.
+//! Sessions are reused as in production (`RELAY_DESTINATION_CONCURRENCY` and friends apply);
+//! `RELAY_MAX_MESSAGES_PER_CONNECTION=1` measures one session per job.
 
 use std::time::Instant;
 
@@ -51,6 +53,7 @@ async fn main() {
         assert!(failed.is_empty(), "batch item failures: {}", failed.len());
     }
     let secs = started.elapsed().as_secs_f64();
+    deps.transport.shutdown().await; // QUIT the idle sessions, as `relay poll` does on SIGTERM
     let objects = spool.0.lock().unwrap();
     let sent = jobs.iter().filter(|j| !objects.contains_key(&j.message_key)).count();
     let states = objects.keys().filter(|k| k.starts_with(keys::STATE_PREFIX)).count();

@@ -52,6 +52,11 @@ pub const RELAY_VARS: &[&str] = &[
     // Observability: delivery events and the metrics' namespace.
     "RELAY_EVENTS_QUEUE_URL",
     "METRICS_NAMESPACE",
+    // Connection reuse and throttling (deliver::pool, deliver::throttle).
+    "RELAY_DESTINATION_CONCURRENCY",
+    "RELAY_MAX_MESSAGES_PER_CONNECTION",
+    "RELAY_CONNECTION_IDLE",
+    "RELAY_THROTTLE_BACKOFF",
 ];
 
 /// How to reach the smarthost.
@@ -114,6 +119,16 @@ pub struct RelayConfig {
     pub events_queue_url: Option<String>,
     /// CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
+    /// SMTP sessions open at once per next hop in this process (`route::next_hop`).
+    pub destination_concurrency: usize,
+    /// Transactions one session carries before it is closed (1 = no reuse).
+    pub max_messages_per_connection: u32,
+    /// How long `relay poll` keeps an idle session for the next batch; under Lambda, zero:
+    /// sessions are closed at the end of each invocation.
+    pub connection_idle: Duration,
+    /// How long a destination that asked us to slow down is left alone, per consecutive
+    /// throttling episode; the last entry repeats.
+    pub throttle_backoff: Vec<Duration>,
 }
 
 impl RelayConfig {
@@ -125,12 +140,7 @@ impl RelayConfig {
         let r = Reader(vars);
         let helo_name = r.hostname("RELAY_HELO_NAME")?;
         let dns_servers = r.addrs("RELAY_DNS_SERVERS", None)?;
-        let retry_schedule = r
-            .opt("RELAY_RETRY_SCHEDULE")
-            .unwrap_or_else(|| "2m,5m,10m,15m,30m,1h,2h,4h".to_string())
-            .split(',')
-            .map(|d| parse_duration(d).map_err(|e| err("RELAY_RETRY_SCHEDULE", e)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let retry_schedule = schedule(&r, "RELAY_RETRY_SCHEDULE", "2m,5m,10m,15m,30m,1h,2h,4h")?;
         let smarthost = match r.opt("RELAY_SMARTHOST") {
             None => None,
             Some(hp) => {
@@ -193,6 +203,10 @@ impl RelayConfig {
             tls_ca: r.path("RELAY_TLS_CA")?,
             events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
             metrics_namespace: shared::metrics::namespace(&r)?,
+            destination_concurrency: at_least_one(&r, "RELAY_DESTINATION_CONCURRENCY", 5)?,
+            max_messages_per_connection: at_least_one(&r, "RELAY_MAX_MESSAGES_PER_CONNECTION", 100)?,
+            connection_idle: r.duration("RELAY_CONNECTION_IDLE", "5s")?,
+            throttle_backoff: schedule(&r, "RELAY_THROTTLE_BACKOFF", "1m,2m,4m,8m,16m,30m")?,
         })
     }
 }
@@ -256,6 +270,31 @@ fn parse_routes(value: &str, own_names: &[String]) -> Result<Vec<Route>, String>
     Ok(routes)
 }
 
+/// A comma list of durations (a retry schedule); `default` when unset.
+fn schedule(r: &Reader, var: &'static str, default: &str) -> Result<Vec<Duration>, ConfigError> {
+    r.opt(var)
+        .unwrap_or_else(|| default.to_string())
+        .split(',')
+        .map(|d| parse_duration(d).map_err(|e| err(var, e)))
+        .collect()
+}
+
+/// A count that must be at least 1.
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(
+    r: &Reader,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let n = r.parse(var, default)?;
+    if n < T::from(1) {
+        return Err(err(var, "must be at least 1"));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -284,6 +323,10 @@ mod tests {
         assert_eq!(c.tls_ca, None);
         assert!(!RelayConfig::from_vars(&vars(&[("RELAY_MTA_STS", "off")])).unwrap().mta_sts);
         assert_eq!((c.events_queue_url.as_deref(), c.metrics_namespace.as_str()), (None, "SmtpRelay"));
+        assert_eq!((c.destination_concurrency, c.max_messages_per_connection), (5, 100));
+        assert_eq!(c.connection_idle, Duration::from_secs(5));
+        assert_eq!(c.throttle_backoff.first(), Some(&Duration::from_secs(60)));
+        assert_eq!(c.throttle_backoff.last(), Some(&Duration::from_secs(1800)));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -313,6 +356,12 @@ mod tests {
             (&[("RELAY_MTA_STS", "enforce")], "RELAY_MTA_STS"),
             (&[("RELAY_TLS_CA", "/nonexistent.pem")], "RELAY_TLS_CA"),
             (&[("METRICS_NAMESPACE", "no spaces")], "METRICS_NAMESPACE"),
+            (&[("RELAY_DESTINATION_CONCURRENCY", "0")], "RELAY_DESTINATION_CONCURRENCY"),
+            (&[("RELAY_DESTINATION_CONCURRENCY", "many")], "RELAY_DESTINATION_CONCURRENCY"),
+            (&[("RELAY_MAX_MESSAGES_PER_CONNECTION", "0")], "RELAY_MAX_MESSAGES_PER_CONNECTION"),
+            (&[("RELAY_MAX_MESSAGES_PER_CONNECTION", "-1")], "RELAY_MAX_MESSAGES_PER_CONNECTION"),
+            (&[("RELAY_CONNECTION_IDLE", "briefly")], "RELAY_CONNECTION_IDLE"),
+            (&[("RELAY_THROTTLE_BACKOFF", "1m,later")], "RELAY_THROTTLE_BACKOFF"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();

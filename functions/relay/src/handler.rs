@@ -125,6 +125,7 @@ pub async fn handle_until(event: SqsEvent, deps: &Deps, deadline: Option<Instant
     if let (Some(sink), false) = (&deps.events, events.is_empty()) {
         sink.publish(events).await;
     }
+    deps.transport.end_batch().await;
     let mut response = SqsBatchResponse::default();
     response.set_failures(failures.into_iter().flatten());
     response
@@ -241,6 +242,8 @@ fn log(job: &Job, attempt: &Attempt, plan: &Plan) {
             tls = remote.tls,
             tls_verified = remote.tls_verified,
             tls_policy = remote.tls_policy.as_str(),
+            conn_use = remote.conn_use,
+            throttled = attempt.throttled.is_some(),
             reply = %l.reply,
             attempt = job.attempt + 1,
             delay = l.delay,

@@ -46,13 +46,15 @@ type Hook = Arc<dyn Fn() + Send + Sync>;
 type Replies = HashMap<String, Vec<(u16, &'static str)>>;
 
 /// Replies per recipient address, used up in order (then 250); records who was sent what, to
-/// which targets; runs `during` while "delivering" (to change the store under a job's feet).
+/// which targets, and the batches ended; runs `during` while "delivering" (to change the store
+/// under a job's feet).
 #[derive(Clone, Default)]
 struct FakeSmtp {
     replies: Arc<Mutex<Replies>>,
     calls: Arc<Mutex<Vec<Vec<String>>>>,
     during: Arc<Mutex<Option<Hook>>>,
     targets: Arc<Mutex<Vec<Vec<Target>>>>,
+    batches_ended: Arc<Mutex<usize>>,
 }
 
 #[async_trait]
@@ -73,15 +75,13 @@ impl Transport for FakeSmtp {
                 (a, Verdict::from_reply(Reply::parse(code, text)))
             })
             .collect();
-        Attempt {
-            outcomes,
-            remote: Some(Remote {
-                host: targets[0].host.clone(),
-                addr: Some(targets[0].addr),
-                tls: true,
-                ..Remote::default()
-            }),
-        }
+        let remote =
+            Remote { host: targets[0].host.clone(), addr: Some(targets[0].addr), tls: true, ..Remote::default() };
+        Attempt { outcomes, remote: Some(remote), throttled: None }
+    }
+
+    async fn end_batch(&self) {
+        *self.batches_ended.lock().unwrap() += 1;
     }
 }
 
@@ -201,6 +201,7 @@ async fn first_attempt_success_only_deletes_and_a_duplicate_sends_nothing() {
     assert!(run(&w, &[&j]).await.is_empty(), "the duplicate is acknowledged");
     assert_eq!(w.smtp_calls(), 1, "the duplicate must not reach SMTP");
     assert_eq!((w.ledger.count("PutState"), w.ledger.count("SendMessageBatch")), (0, 0));
+    assert_eq!(*w.smtp.batches_ended.lock().unwrap(), 2, "the transport hears the end of every batch");
 }
 
 #[tokio::test]

@@ -24,13 +24,18 @@ async fn main() -> ExitCode {
         eprintln!("usage: relay poll    (or run under AWS Lambda with an SQS event source)");
         return ExitCode::from(2);
     }
-    let config = match RelayConfig::from_env() {
+    let mut config = match RelayConfig::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("relay: {e}");
             return ExitCode::from(2);
         }
     };
+    if lambda {
+        // The process is frozen between invocations: idle sessions would only time out at the
+        // server. The handler's end-of-batch hook closes them instead.
+        config.connection_idle = std::time::Duration::ZERO;
+    }
     let resolver = match HickoryResolver::new(&config.dns_servers) {
         Ok(r) => r,
         Err(e) => {

@@ -79,6 +79,7 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
         delete_done(sqs, url, &messages, &failed).await;
     }
     tracing::info!("stopping on signal");
+    deps.transport.shutdown().await;
     Ok(())
 }
 

@@ -1,11 +1,15 @@
 //! The SMTP session as a pure state machine: bytes in, [`Action`]s out.
 //!
 //! The connection shell feeds whatever it read with [`Session::receive`] and carries out the
-//! actions in order: write a reply, upgrade to TLS, check a password, store a message, close.
-//! Actions that need I/O put the session in a waiting mode until the shell reports back
-//! ([`Session::tls_started`], [`Session::auth_result`], [`Session::stored`]); input that
-//! arrived meanwhile (PIPELINING) stays buffered and is processed afterwards, in order, so
-//! replies never overtake each other. The command handlers are in [`crate::commands`].
+//! actions in order: write a reply, upgrade to TLS, check a password, open an upload, upload a
+//! part, abort an upload, store a message, close. Actions that need I/O put the session in a
+//! waiting mode until the shell reports back ([`Session::tls_started`],
+//! [`Session::auth_result`], [`Session::upload_begun`], [`Session::part_uploaded`],
+//! [`Session::stored`]); input that arrived meanwhile (PIPELINING) stays buffered and is
+//! processed afterwards, in order, so replies never overtake each other. When the connection
+//! ends the shell calls [`Session::connection_lost`] and aborts the uploads it names. The
+//! command handlers are in [`crate::commands`]; receiving a message (DATA, BDAT, the parts of a
+//! large one) is in [`message`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,19 +19,21 @@ use std::sync::Arc;
 use shared::{BodyType, DsnParams, Recipient, Reply};
 use smtp_proto::request::receiver::DataReceiver;
 
-use crate::body::{Body, BodyError, count_received};
+use crate::body::Body;
 use crate::budget::{MemoryBudget, Reservation};
 use crate::metrics::Tally;
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
-use crate::policy::senders::{self, SenderList};
+use crate::policy::senders::SenderList;
 use crate::replies;
 use crate::tables::{LiveTables, Tables};
+use crate::upload::{Content, Part, PartTag, Upload};
+
+mod message;
 
 /// Longest command line accepted (Postfix's `line_length_limit`).
 pub const MAX_LINE: usize = 2048;
-/// More `Received:` fields than this is a loop (Postfix's `hopcount_limit`).
-pub const MAX_HOPS: usize = 50;
+pub use crate::header::MAX_HOPS;
 
 /// Which listener accepted the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +59,8 @@ pub struct SessionConfig {
     /// An AUTH file is configured: AUTH can be offered (under TLS).
     pub auth_available: bool,
     pub budget: Arc<MemoryBudget>,
+    /// Bytes per multipart-upload part; a message that fits in one is stored with one PUT.
+    pub part_size: usize,
     /// The AUTH file and recipient table in force; each session takes a snapshot at its start.
     pub tables: Arc<LiveTables>,
     /// `INGRESS_RATE_LIMIT`, checked at MAIL.
@@ -87,7 +95,16 @@ pub enum Action {
         user: String,
         password: Secret,
     },
-    /// Store the message durably, then call [`Session::stored`].
+    /// The message being received outgrew one part: open a multipart upload for it, then call
+    /// [`Session::upload_begun`].
+    BeginUpload(Box<Envelope>),
+    /// Upload this full part of the message being received, then call
+    /// [`Session::part_uploaded`]. Input waits meanwhile, so a session holds one part at most.
+    UploadPart(Box<Part>),
+    /// Abandon this upload: its message will not be accepted. Nothing to report back.
+    AbortUpload(Upload),
+    /// Store the message durably (its single PUT, or its last part and the completion of its
+    /// upload) and queue it, then call [`Session::stored`].
     Store(Box<Incoming>),
     /// Write pending replies and close the connection.
     Close,
@@ -111,9 +128,12 @@ pub struct Incoming {
     pub env: Envelope,
     /// `helo ([ip])`, for DSNs and logs.
     pub received_from: String,
-    /// The message as stored: our trace field, then the client's normalised data.
-    pub message: Vec<u8>,
-    /// Holds the message's bytes against the memory budget until the shell drops it.
+    /// The message as stored (our trace field, then the client's normalised data): whole, or
+    /// the end of its multipart upload.
+    pub content: Content,
+    /// Bytes of the stored message.
+    pub size: u64,
+    /// Holds the bytes still in memory against the budget until the shell drops it.
     pub reservation: Reservation,
 }
 
@@ -128,15 +148,26 @@ pub(crate) struct Helo {
 #[derive(Debug)]
 pub(crate) struct Txn {
     pub env: Envelope,
-    /// BDAT in progress: the body so far, or `None` once a chunk failed (the rest is discarded).
-    pub bdat: Option<Result<Body, Reply>>,
+    /// The message, from its first byte (DATA's or the first BDAT chunk's) to its end.
+    pub body: Option<Body>,
+    /// The message comes in BDAT chunks.
+    pub bdat: bool,
+    /// The message's multipart upload, once opened, and its parts uploaded so far.
+    pub upload: Option<Upload>,
+    pub parts: Vec<PartTag>,
+}
+
+impl Txn {
+    pub fn new(env: Envelope) -> Self {
+        Self { env, body: None, bdat: false, upload: None, parts: Vec::new() }
+    }
 }
 
 /// What the bytes arriving next mean.
 pub(crate) enum Mode {
     Command,
-    /// DATA: until `<CRLF>.<CRLF>`.
-    Data(DataReceiver, Body),
+    /// DATA: until `<CRLF>.<CRLF>` (the body is the transaction's).
+    Data(DataReceiver),
     /// A BDAT chunk of `left` more bytes; `reject` when the command was refused and the chunk
     /// is read only to be dropped.
     Bdat {
@@ -148,7 +179,8 @@ pub(crate) enum Mode {
     AuthPlain,
     /// AUTH LOGIN waiting for the user name, or the password after it.
     AuthLogin(Option<String>),
-    /// The shell is doing I/O for us (TLS, password check, storage).
+    /// The shell is doing I/O for us (TLS, password check, storage). Parts are uploaded
+    /// without leaving DATA or BDAT: see [`Session::spooling`].
     Waiting,
     Closed,
 }
@@ -168,7 +200,10 @@ pub struct Session {
     input: Vec<u8>,
     /// Bytes of an over-long line are being skipped up to its LF.
     skipping_line: bool,
-    scratch: Vec<u8>,
+    /// DATA's output before it reaches the body (see `process_data`).
+    pub(crate) scratch: Vec<u8>,
+    /// The shell is opening the upload or uploading a part: input waits.
+    spooling: bool,
     actions: VecDeque<Action>,
     /// The line being answered is a well-formed MAIL, RCPT, DATA or BDAT: its replies (and the
     /// replies to the message that follows) are counted.
@@ -194,6 +229,7 @@ impl Session {
             input: Vec::new(),
             skipping_line: false,
             scratch: Vec::new(),
+            spooling: false,
             actions: VecDeque::new(),
             mail_command: false,
             tally: Tally::default(),
@@ -257,7 +293,7 @@ impl Session {
         tracing::info!(event = "tls", client = %self.peer, version = %info.version, cipher = %info.cipher);
         self.tls = Some(info);
         self.helo = None;
-        self.txn = None;
+        self.end_txn();
         self.mode = Mode::Command;
         self.process();
     }
@@ -313,6 +349,7 @@ impl Session {
         if self.is_closed() {
             return;
         }
+        self.end_txn();
         self.actions.push_back(Action::Reply(r));
         self.actions.push_back(Action::Close);
         self.mode = Mode::Closed;
@@ -323,6 +360,42 @@ impl Session {
         self.actions.push_back(a);
     }
 
+    /// End the transaction, if any (RSET, HELO, STARTTLS, close): its upload is aborted.
+    pub(crate) fn end_txn(&mut self) {
+        if let Some(upload) = self.txn.take().and_then(|t| t.upload) {
+            tracing::info!(event = "aborted", queue_id = %upload.queue_id, client = %self.peer, reason = "transaction ended");
+            self.push_action(Action::AbortUpload(upload));
+        }
+    }
+
+    /// An action the shell took but could not carry out (the connection failed first): it goes
+    /// back to the front of the queue, so [`connection_lost`](Self::connection_lost) sees it.
+    pub fn unperformed(&mut self, a: Action) {
+        self.actions.push_front(a);
+    }
+
+    /// The connection is gone (client closed, read or write failed, or the session closed):
+    /// nothing more happens in this session. Returns every upload it leaves open — the
+    /// transaction's, and those of actions the shell did not carry out — for the shell to abort.
+    pub fn connection_lost(&mut self) -> Vec<Upload> {
+        let mut open: Vec<Upload> = Vec::new();
+        let pending = self.actions.drain(..).filter_map(|a| match a {
+            Action::AbortUpload(u) => Some(u),
+            Action::UploadPart(p) => Some(p.upload),
+            Action::Store(m) => m.content.upload().cloned(),
+            _ => None,
+        });
+        for u in pending.chain(self.txn.take().and_then(|t| t.upload)) {
+            if !open.contains(&u) {
+                tracing::info!(event = "aborted", queue_id = %u.queue_id, client = %self.peer, reason = "connection lost");
+                open.push(u);
+            }
+        }
+        self.mode = Mode::Closed;
+        self.input.clear();
+        open
+    }
+
     /// Drop input that arrived before a TLS upgrade (RFC 3207 §5: plaintext injection).
     pub(crate) fn discard_input(&mut self) {
         self.input.clear();
@@ -331,6 +404,9 @@ impl Session {
     /// Consume buffered input until more is needed or the shell must act.
     fn process(&mut self) {
         loop {
+            if self.spooling || self.spool_body() {
+                return;
+            }
             let progressed = match &mut self.mode {
                 Mode::Waiting | Mode::Closed => return,
                 Mode::Command | Mode::AuthPlain | Mode::AuthLogin(_) => self.process_line(),
@@ -372,114 +448,6 @@ impl Session {
             _ => self.command(&line),
         }
         true
-    }
-
-    fn process_data(&mut self) -> bool {
-        let Mode::Data(receiver, body) = &mut self.mode else { unreachable!() };
-        let mut iter = self.input.iter();
-        self.scratch.clear();
-        let done = receiver.ingest(&mut iter, &mut self.scratch);
-        let consumed = self.input.len() - iter.as_slice().len();
-        body.push(&self.scratch);
-        self.input.drain(..consumed);
-        if !done {
-            return false;
-        }
-        let Mode::Data(_, body) = std::mem::replace(&mut self.mode, Mode::Command) else { unreachable!() };
-        self.finish_message(Ok(body));
-        true
-    }
-
-    fn process_bdat(&mut self) -> bool {
-        let Mode::Bdat { left, last, reject } = &mut self.mode else { unreachable!() };
-        let take = (*left).min(self.input.len());
-        let (left_now, last) = (*left - take, *last);
-        *left = left_now;
-        let reject = if left_now == 0 { reject.take() } else { None };
-        if let Some(Some(Ok(body))) = self.txn.as_mut().map(|t| t.bdat.as_mut()) {
-            body.push(&self.input[..take]);
-        }
-        self.input.drain(..take);
-        if left_now > 0 {
-            return false;
-        }
-        self.mode = Mode::Command;
-        match reject {
-            Some(r) => self.reply(r),
-            None => self.end_of_chunk(last),
-        }
-        true
-    }
-
-    /// A BDAT chunk is complete.
-    fn end_of_chunk(&mut self, last: bool) {
-        let Some(txn) = self.txn.as_mut() else { return };
-        let state = txn.bdat.take().expect("an accepted BDAT has a body");
-        match state {
-            Ok(body) if body.size() > self.cfg.max_message_size => {
-                txn.bdat = Some(Err(replies::too_big()));
-                self.bdat_failed(last);
-            }
-            Ok(body) if last => self.finish_message(Ok(body)),
-            Ok(body) => {
-                let n = body.size() as usize;
-                txn.bdat = Some(Ok(body));
-                self.reply(replies::chunk_ok(n));
-            }
-            Err(r) => {
-                txn.bdat = Some(Err(r));
-                self.bdat_failed(last);
-            }
-        }
-    }
-
-    /// Reply with the transaction's BDAT error; after LAST the transaction is over.
-    pub(crate) fn bdat_failed(&mut self, last: bool) {
-        let r = match self.txn.as_ref().and_then(|t| t.bdat.as_ref()) {
-            Some(Err(r)) => r.clone(),
-            _ => replies::bad_sequence("BDAT"),
-        };
-        if last {
-            self.txn = None;
-        }
-        self.reply(r);
-    }
-
-    /// End of DATA or BDAT LAST: check the body and hand the message to the shell.
-    pub(crate) fn finish_message(&mut self, body: Result<Body, Reply>) {
-        let txn = self.txn.take().expect("a message ends inside a transaction");
-        let result = body.and_then(|b| {
-            b.finish().map_err(|e| match e {
-                BodyError::TooBig => replies::too_big(),
-                BodyError::MemoryFull => replies::memory_full(),
-                BodyError::Nul => replies::bare_newline(),
-            })
-        });
-        let (message, reservation) = match result {
-            Ok(m) => m,
-            Err(r) => {
-                tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, reply = %r.one_line());
-                return self.reply(r);
-            }
-        };
-        if count_received(&message) > MAX_HOPS + 1 {
-            tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, reason = "hops");
-            return self.reply(replies::too_many_hops());
-        }
-        if let Some((user, list)) = self.sender_list()
-            && let Err(r) = senders::check_from_header(user, list, senders::header_section(&message))
-        {
-            tracing::warn!(event = "rejected", queue_id = %txn.env.queue_id, client = %self.peer, user, reason = "from_not_owned", reply = %r.one_line());
-            return self.reply(r);
-        }
-        let helo = self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("unknown");
-        self.mode = Mode::Waiting;
-        self.actions.push_back(Action::Store(Box::new(Incoming {
-            env: txn.env,
-            received_from: format!("{helo} ([{}])", self.peer),
-            message,
-            reservation,
-        })));
     }
 }
 

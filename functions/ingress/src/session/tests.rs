@@ -1,6 +1,8 @@
 //! Table tests of the session state machine: every command in every state, the hostile DATA
-//! sequences, STARTTLS injection, AUTH and BDAT — all without a socket.
+//! sequences, STARTTLS injection, AUTH and BDAT, and large messages streamed in parts — all
+//! without a socket.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::*;
@@ -9,6 +11,10 @@ use crate::budget::MemoryBudget;
 const HOST: &str = "mx.example.test";
 
 fn cfg(kind_tls: bool, auth: bool) -> Arc<SessionConfig> {
+    cfg_parts(kind_tls, auth, 1 << 20)
+}
+
+fn cfg_parts(kind_tls: bool, auth: bool, part_size: usize) -> Arc<SessionConfig> {
     Arc::new(SessionConfig {
         hostname: HOST.into(),
         policy: Policy {
@@ -22,17 +28,80 @@ fn cfg(kind_tls: bool, auth: bool) -> Arc<SessionConfig> {
         tls_available: kind_tls,
         auth_available: auth,
         budget: MemoryBudget::new(1 << 20),
+        part_size,
         tables: Arc::new(LiveTables::fixed(Tables::default())),
         rate_limit: None,
     })
 }
 
+/// The spool as the driver plays it: multipart uploads by id, with their parts.
+#[derive(Default)]
+struct FakeSpool {
+    open: HashMap<String, Vec<(i32, Vec<u8>)>>,
+    aborted: Vec<String>,
+    completed: Vec<String>,
+    /// Every action the spool was asked to carry out, in order (`begin`, `part N`, `abort`,
+    /// `store`).
+    log: Vec<String>,
+    /// Fail the upload of this part number.
+    fail_part: Option<i32>,
+    /// Fail to open uploads.
+    fail_begin: bool,
+}
+
+impl FakeSpool {
+    fn begin(&mut self, env: &Envelope) -> Result<Upload, String> {
+        self.log.push("begin".into());
+        if self.fail_begin {
+            return Err("S3 down".into());
+        }
+        let id = format!("u{}", self.open.len() + self.aborted.len() + self.completed.len());
+        self.open.insert(id.clone(), Vec::new());
+        Ok(Upload { queue_id: env.queue_id.clone(), key: shared::keys::message_key(&env.queue_id), id })
+    }
+
+    fn part(&mut self, part: Part) -> Result<PartTag, String> {
+        self.log.push(format!("part {}", part.number));
+        let parts = self.open.get_mut(&part.upload.id).expect("a part for an open upload");
+        assert_eq!(part.number as usize, parts.len() + 1, "parts in order");
+        if self.fail_part == Some(part.number) {
+            return Err("S3 down".into());
+        }
+        parts.push((part.number, part.bytes));
+        Ok(PartTag { number: part.number, etag: format!("e{}", part.number), crc32: None })
+    }
+
+    fn abort(&mut self, upload: Upload) {
+        self.log.push("abort".into());
+        assert!(self.open.remove(&upload.id).is_some(), "abort of an open upload");
+        self.aborted.push(upload.id);
+    }
+
+    /// The stored bytes of a message: its parts (checked against the tags) and the rest.
+    fn complete(&mut self, content: &Content) -> Vec<u8> {
+        self.log.push("store".into());
+        match content {
+            Content::Whole(bytes) => bytes.clone(),
+            Content::Multipart { upload, parts, last } => {
+                let uploaded = self.open.remove(&upload.id).expect("completion of an open upload");
+                let numbers: Vec<i32> = parts.iter().map(|t| t.number).collect();
+                assert_eq!(numbers, (1..=uploaded.len() as i32).collect::<Vec<_>>(), "every part named once");
+                self.completed.push(upload.id.clone());
+                uploaded.into_iter().flat_map(|(_, b)| b).chain(last.iter().copied()).collect()
+            }
+        }
+    }
+}
+
 /// A session driven the way the shell drives it: stores succeed, AUTH accepts alice/secret,
-/// STARTTLS "succeeds" instantly. Returns the transcript of replies and what was stored.
+/// STARTTLS "succeeds" instantly, parts go to a [`FakeSpool`]. Keeps the transcript of replies,
+/// what was stored, and each stored message's bytes.
 struct Driver {
     s: Session,
     replies: Vec<String>,
     stored: Vec<Incoming>,
+    messages: Vec<Vec<u8>>,
+    spool: FakeSpool,
     store_ok: bool,
     closed: bool,
 }
@@ -44,13 +113,31 @@ impl Driver {
 
     fn with(cfg: Arc<SessionConfig>, kind: ListenerKind, peer: &str) -> Self {
         let s = Session::new(cfg, kind, peer.parse().unwrap(), None);
-        let mut d = Self { s, replies: Vec::new(), stored: Vec::new(), store_ok: true, closed: false };
+        let mut d = Self {
+            s,
+            replies: Vec::new(),
+            stored: Vec::new(),
+            messages: Vec::new(),
+            spool: FakeSpool::default(),
+            store_ok: true,
+            closed: false,
+        };
         d.pump();
         d
     }
 
     fn mta() -> Self {
         Self::new(ListenerKind::Mta, "192.0.2.1", false, false)
+    }
+
+    /// An MTA session, after EHLO, whose messages (up to 10 000 bytes) are cut into parts of
+    /// `part_size` bytes.
+    fn streaming(part_size: usize) -> Self {
+        let mut c = Arc::try_unwrap(cfg_parts(false, false, part_size)).unwrap();
+        c.max_message_size = 10_000;
+        let mut d = Self::with(Arc::new(c), ListenerKind::Mta, "192.0.2.1");
+        assert_eq!(d.codes(b"EHLO client.example\r\n"), [250]);
+        d
     }
 
     fn pump(&mut self) {
@@ -65,14 +152,34 @@ impl Driver {
                     let ok = user == "alice" && password.0 == "secret";
                     self.s.auth_result(&user, ok)
                 }
+                Action::BeginUpload(env) => {
+                    let upload = self.spool.begin(&env);
+                    self.s.upload_begun(upload)
+                }
+                Action::UploadPart(part) => {
+                    let result = self.spool.part(*part);
+                    self.s.part_uploaded(result)
+                }
+                Action::AbortUpload(upload) => self.spool.abort(upload),
                 Action::Store(m) => {
                     let id = m.env.queue_id.clone();
                     let ok = self.store_ok;
+                    let bytes = self.spool.complete(&m.content);
+                    assert_eq!(m.size, bytes.len() as u64, "size of the stored message");
+                    self.messages.push(bytes);
                     self.stored.push(*m);
                     self.s.stored(&id, if ok { Ok(()) } else { Err("S3 down".into()) })
                 }
             }
         }
+    }
+
+    /// The connection drops: abort what the session leaves open. Then no upload is left.
+    fn hang_up(&mut self) {
+        for u in self.s.connection_lost() {
+            self.spool.abort(u);
+        }
+        assert!(self.spool.open.is_empty(), "uploads left open: {:?}", self.spool.open.keys());
     }
 
     /// Feed bytes; return the replies they produced, one per string.
@@ -86,6 +193,31 @@ impl Driver {
     /// Feed bytes; return the reply codes they produced.
     fn codes(&mut self, bytes: &[u8]) -> Vec<u16> {
         self.send(bytes).iter().map(|r| r[..3].parse().unwrap()).collect()
+    }
+}
+
+/// A stored message without our trace field (its first field, with its continuation lines).
+fn client_data(message: &[u8]) -> &[u8] {
+    assert!(message.starts_with(b"Received: "));
+    let mut at = 0;
+    loop {
+        at += message[at..].windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        if message.get(at) != Some(&b'\t') {
+            return &message[at..];
+        }
+    }
+}
+
+/// Every line of `message` ends in CRLF, and it holds no NUL.
+fn assert_clean(message: &[u8], what: &str) {
+    for (i, b) in message.iter().enumerate() {
+        assert!(*b != 0, "{what}: NUL stored");
+        if *b == b'\n' {
+            assert_eq!(message[i - 1], b'\r', "{what}: bare LF stored");
+        }
+        if *b == b'\r' {
+            assert_eq!(message.get(i + 1), Some(&b'\n'), "{what}: bare CR stored");
+        }
     }
 }
 
@@ -148,7 +280,7 @@ fn a_full_transaction_with_dot_unstuffing_and_8bit() {
     assert!(r[0].starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
     let m = &d.stored[0];
     assert!(r[0].contains(&m.env.queue_id));
-    let text = String::from_utf8(m.message.clone()).unwrap();
+    let text = String::from_utf8(d.messages[0].clone()).unwrap();
     assert!(text.starts_with("Received: from client.example ([192.0.2.1])\r\n\tby mx.example.test"), "{text}");
     assert!(text.ends_with("Subject: hi\r\n\r\n.leading dot\r\nh\u{e9}llo\r\n"), "{text}");
     assert_eq!(m.env.sender, "alice@example.org");
@@ -292,8 +424,7 @@ fn data_with(seq: &[u8]) -> (Vec<String>, Option<Vec<u8>>) {
     body.extend_from_slice(seq);
     body.extend_from_slice(b"MAIL FROM:<evil@example.org>\r\nline2\r\n.\r\n");
     let r = d.send(&body);
-    let stored = d.stored.first().map(|m| {
-        let s = &m.message;
+    let stored = d.messages.first().map(|s| {
         let start = s.windows(11).position(|w| w == b"Subject: t\r").unwrap();
         s[start..].to_vec()
     });
@@ -325,15 +456,7 @@ fn hostile_end_of_data_sequences_never_end_the_data() {
         assert!(replies[0].starts_with("250 2.0.0"), "{seq:?}: {replies:?}");
         let stored = stored.unwrap();
         assert!(stored.windows(28).any(|w| w == b"MAIL FROM:<evil@example.org>"), "{seq:?}");
-        // Stored data has only CRLF line endings.
-        for (i, b) in stored.iter().enumerate() {
-            if *b == b'\n' {
-                assert_eq!(stored[i - 1], b'\r', "{seq:?}: bare LF stored");
-            }
-            if *b == b'\r' {
-                assert_eq!(stored.get(i + 1), Some(&b'\n'), "{seq:?}: bare CR stored");
-            }
-        }
+        assert_clean(&stored, &format!("{seq:?}"));
     }
 }
 
@@ -453,8 +576,7 @@ fn bdat_chunks_last_and_errors() {
     assert_eq!(d.codes(b"DATA\r\n"), [503], "DATA during BDAT");
     let r = d.send(b"BDAT 6 LAST\r\nhello\n");
     assert!(r[0].starts_with("250 2.0.0 Ok: queued as"), "{r:?}");
-    let m = &d.stored[0].message;
-    assert!(m.ends_with(b"Subject: x\r\n\r\nhello\r\n"));
+    assert!(d.messages[0].ends_with(b"Subject: x\r\n\r\nhello\r\n"));
 
     // BDAT without a transaction: the chunk is read and dropped, then 503.
     assert_eq!(d.codes(b"BDAT 5 LAST\r\nNOOP\n"), [503]);
@@ -492,8 +614,9 @@ fn memory_budget_exhaustion_is_451_4_3_1() {
 }
 
 /// Random scripts built from SMTP fragments, hostile sequences and noise: the session never
-/// panics, stores only CRLF-clean messages, and gives the same replies however the bytes are
-/// split into reads (framing must not depend on packet boundaries).
+/// panics, stores only CRLF-clean messages, and gives the same replies and stores the same
+/// bytes however the input is split into reads and however the message is cut into parts
+/// (framing must depend on neither packet nor part boundaries). No upload is left open.
 #[test]
 fn random_scripts_are_framing_independent_and_store_clean_messages() {
     use rand::rngs::StdRng;
@@ -514,6 +637,7 @@ fn random_scripts_are_framing_independent_and_store_clean_messages() {
         b"STARTTLS\r\n",
         b"AUTH PLAIN\r\n",
         b"line of text\r\n",
+        b"Received: x\r\n",
         b".\r\n",
         b"..\r\n",
         b"\r\n.\r\n",
@@ -527,32 +651,27 @@ fn random_scripts_are_framing_independent_and_store_clean_messages() {
         b"QUIT\r\n",
     ];
     let mut rng = StdRng::seed_from_u64(0x5eed);
-    for round in 0..300 {
+    for round in 0..400 {
         let mut script = Vec::new();
-        for _ in 0..rng.random_range(1..40) {
+        for _ in 0..rng.random_range(1..60) {
             script.extend_from_slice(FRAGMENTS[rng.random_range(0..FRAGMENTS.len())]);
         }
-        let run = |chunks: &[&[u8]]| {
-            let mut d = Driver::new(ListenerKind::Mta, "192.0.2.1", false, false);
+        let run = |chunks: &[&[u8]], part_size: usize| {
+            let mut d = Driver::with(cfg_parts(false, false, part_size), ListenerKind::Mta, "192.0.2.1");
             for c in chunks {
                 d.send(c);
             }
-            for m in &d.stored {
-                let body = &m.message;
-                for (i, b) in body.iter().enumerate() {
-                    assert!(*b != 0, "NUL stored");
-                    if *b == b'\n' {
-                        assert_eq!(body[i - 1], b'\r', "bare LF stored");
-                    }
-                    if *b == b'\r' {
-                        assert_eq!(body.get(i + 1), Some(&b'\n'), "bare CR stored");
-                    }
-                }
+            d.hang_up();
+            for m in &d.messages {
+                assert_clean(m, &format!("round {round}"));
             }
-            // Queue ids differ between runs; everything else must not.
-            d.replies.iter().map(|r| r.split("queued as").next().unwrap_or_default().to_string()).collect::<Vec<_>>()
+            // Queue ids and dates differ between runs; everything else must not.
+            let replies: Vec<String> =
+                d.replies.iter().map(|r| r.split("queued as").next().unwrap_or_default().to_string()).collect();
+            let data: Vec<Vec<u8>> = d.messages.iter().map(|m| client_data(m).to_vec()).collect();
+            (replies, data)
         };
-        let whole = run(&[&script]);
+        let whole = run(&[&script], 1 << 20);
         let mut pieces = Vec::new();
         let mut rest = script.as_slice();
         while !rest.is_empty() {
@@ -561,7 +680,251 @@ fn random_scripts_are_framing_independent_and_store_clean_messages() {
             pieces.push(a);
             rest = b;
         }
-        assert_eq!(whole, run(&pieces), "round {round}: {:?}", String::from_utf8_lossy(&script));
+        let what = String::from_utf8_lossy(&script);
+        assert_eq!(whole, run(&pieces, 1 << 20), "round {round}: split reads: {what:?}");
+        let part_size = rng.random_range(1..48);
+        assert_eq!(whole, run(&pieces, part_size), "round {round}: parts of {part_size}: {what:?}");
+    }
+}
+
+/// A message of `lines` lines of text, sent with DATA in one piece.
+fn data_message(lines: usize) -> Vec<u8> {
+    let mut m = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..lines {
+        m.extend_from_slice(format!("line {i:04} of the message\r\n").as_bytes());
+    }
+    m
+}
+
+fn begin_data(d: &mut Driver) {
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"), [250, 250, 354]);
+}
+
+#[test]
+fn a_message_larger_than_a_part_streams_in_parts_and_is_stored_the_same() {
+    let msg = data_message(30);
+    let mut whole = Driver::streaming(1 << 20);
+    begin_data(&mut whole);
+    assert_eq!(whole.codes(&[msg.as_slice(), b".\r\n"].concat()), [250]);
+    assert!(matches!(whole.stored[0].content, Content::Whole(_)));
+    assert_eq!(whole.spool.log, ["store"]);
+
+    let mut d = Driver::streaming(100);
+    begin_data(&mut d);
+    assert_eq!(d.codes(&[msg.as_slice(), b".\r\n"].concat()), [250]);
+    let Content::Multipart { parts, last, .. } = &d.stored[0].content else { panic!("multipart expected") };
+    assert_eq!(parts.len() * 100 + last.len(), d.messages[0].len(), "parts of 100 bytes, then the rest");
+    // The last part is what was left at the end: at most a part and the last push.
+    assert!(!last.is_empty() && last.len() <= 3 * 100 + 2, "{}", last.len());
+    assert_eq!(d.spool.log[0], "begin");
+    assert_eq!(d.spool.log.last().unwrap(), "store");
+    assert_eq!(client_data(&d.messages[0]), client_data(&whole.messages[0]));
+    assert_eq!(client_data(&d.messages[0]), msg.as_slice());
+    assert_eq!(d.spool.completed.len(), 1);
+}
+
+#[test]
+fn input_waits_while_a_part_is_with_the_shell() {
+    let mut s = Session::new(cfg_parts(false, false, 64), ListenerKind::Mta, "192.0.2.1".parse().unwrap(), None);
+    s.receive(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n");
+    while let Some(Action::Reply(_)) = s.next_action() {}
+    let mut msg = b"DATA\r\n".to_vec();
+    msg.extend_from_slice(&data_message(20));
+    msg.extend_from_slice(b".\r\nNOOP\r\n");
+    s.receive(&msg);
+    let env = loop {
+        match s.next_action() {
+            Some(Action::Reply(r)) => assert_eq!(r.code, 354),
+            Some(Action::BeginUpload(env)) => break env,
+            other => panic!("the upload opens first, got {other:?}"),
+        }
+    };
+    assert!(s.next_action().is_none(), "nothing more until the upload is open");
+    let upload = Upload { queue_id: env.queue_id.clone(), key: "spool/x.eml".into(), id: "u".into() };
+    s.upload_begun(Ok(upload.clone()));
+    for n in 1..=3 {
+        match s.next_action() {
+            Some(Action::UploadPart(p)) => {
+                assert_eq!((p.number, p.bytes.len(), &p.upload), (n, 64, &upload));
+            }
+            other => panic!("part {n} expected, got {other:?}"),
+        }
+        assert!(s.next_action().is_none(), "input waits for part {n}");
+        s.part_uploaded(Ok(PartTag { number: n, etag: format!("e{n}"), crc32: None }));
+    }
+}
+
+#[test]
+fn a_failed_part_aborts_the_upload_and_the_end_of_data_is_451() {
+    let mut d = Driver::streaming(100);
+    d.spool.fail_part = Some(2);
+    begin_data(&mut d);
+    let r = d.send(&[data_message(40).as_slice(), b".\r\n"].concat());
+    assert_eq!(r, ["451 4.3.0 Temporary failure storing message, try again later\r\n"]);
+    assert_eq!(d.spool.log, ["begin", "part 1", "part 2", "abort"], "no part after the failure");
+    assert!(d.stored.is_empty());
+    assert_eq!(d.codes(b"NOOP\r\n"), [250], "the session goes on");
+}
+
+#[test]
+fn a_failure_to_open_the_upload_is_451_and_leaves_nothing() {
+    let mut d = Driver::streaming(100);
+    d.spool.fail_begin = true;
+    begin_data(&mut d);
+    let r = d.send(&[data_message(40).as_slice(), b".\r\n"].concat());
+    assert_eq!(r, ["451 4.3.0 Temporary failure storing message, try again later\r\n"]);
+    assert_eq!(d.spool.log, ["begin"], "tried once, nothing after");
+    assert!(d.spool.open.is_empty() && d.stored.is_empty());
+}
+
+/// A message of several parts with `bad` in its third part: the upload is aborted as soon as
+/// `bad` arrives, before the end of the data, and the end of data gets `want`.
+fn refused_mid_stream(bad: &[u8], want: &str) {
+    let mut d = Driver::streaming(100);
+    begin_data(&mut d);
+    let mut head = b"Subject: big\r\n".to_vec();
+    head.extend(b"X-Pad: 0123456789012345678901234567890123456789\r\n".repeat(5));
+    d.send(&head);
+    assert!(d.spool.log.len() >= 3 && !d.spool.log.contains(&"abort".to_string()), "{:?}", d.spool.log);
+    let before = d.spool.log.len();
+    d.send(bad);
+    assert_eq!(d.spool.log.last().unwrap(), "abort", "aborted at once: {:?}", d.spool.log);
+    let after = d.spool.log.len();
+    let r = d.send(&[data_message(30).as_slice(), b".\r\n"].concat());
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].starts_with(want), "{r:?}");
+    assert_eq!(d.spool.log.len(), after, "nothing after the abort: {:?}", &d.spool.log[before..]);
+    assert!(d.spool.open.is_empty());
+}
+
+#[test]
+fn nul_after_the_first_parts_aborts_the_upload_at_once() {
+    refused_mid_stream(b"X-Nul: a\0b\r\n", "550 5.6.0");
+}
+
+#[test]
+fn too_many_hops_past_a_part_boundary_abort_the_upload_at_once() {
+    refused_mid_stream(&b"Received: x\r\n".repeat(MAX_HOPS + 1), "554 5.4.6");
+}
+
+#[test]
+fn the_size_limit_mid_stream_aborts_the_upload_at_once() {
+    refused_mid_stream(&[b'x'; 10_000], "552 5.3.4");
+}
+
+/// A BDAT transaction with its first chunk spanning two parts; the upload is open.
+fn bdat_in_parts() -> Driver {
+    let mut d = Driver::streaming(50);
+    d.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n");
+    let chunk = data_message(5);
+    let r = d.send(&[format!("BDAT {}\r\n", chunk.len()).as_bytes(), &chunk].concat());
+    assert_eq!(r, [format!("250 2.0.0 {} octets received\r\n", chunk.len())]);
+    assert!(d.spool.log.starts_with(&["begin".into(), "part 1".into()]), "{:?}", d.spool.log);
+    d
+}
+
+#[test]
+fn bdat_streams_in_parts() {
+    let mut d = bdat_in_parts();
+    let r = d.send(b"BDAT 6 LAST\r\nhello\n");
+    assert!(r[0].starts_with("250 2.0.0 Ok: queued as"), "{r:?}");
+    assert!(matches!(d.stored[0].content, Content::Multipart { .. }));
+    assert!(client_data(&d.messages[0]).ends_with(b"line 0004 of the message\r\nhello\r\n"));
+}
+
+#[test]
+fn ending_the_transaction_mid_bdat_aborts_the_upload() {
+    for cmd in [&b"RSET\r\n"[..], b"EHLO again\r\n", b"QUIT\r\n"] {
+        let mut d = bdat_in_parts();
+        d.send(cmd);
+        assert_eq!(d.spool.log.last().unwrap(), "abort", "{}", String::from_utf8_lossy(cmd));
+        assert!(d.spool.open.is_empty());
+    }
+    let mut d = bdat_in_parts();
+    d.s.timeout();
+    d.pump();
+    assert_eq!(d.spool.log.last().unwrap(), "abort", "idle timeout");
+    assert!(d.closed);
+}
+
+#[test]
+fn a_lost_connection_names_the_open_upload() {
+    // Mid-DATA.
+    let mut d = Driver::streaming(100);
+    begin_data(&mut d);
+    d.send(&data_message(20));
+    assert_eq!(d.spool.open.len(), 1);
+    d.hang_up();
+    assert_eq!(d.spool.aborted.len(), 1);
+    // Mid-BDAT, between chunks.
+    let mut d = bdat_in_parts();
+    d.hang_up();
+    assert_eq!(d.spool.aborted.len(), 1);
+    // A message whose Store the shell could not carry out (the client left first).
+    let mut s = Session::new(cfg_parts(false, false, 100), ListenerKind::Mta, "192.0.2.1".parse().unwrap(), None);
+    s.receive(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    s.receive(&[data_message(20).as_slice(), b".\r\n"].concat());
+    let upload = loop {
+        match s.next_action().expect("actions up to the Store") {
+            Action::BeginUpload(env) => {
+                s.upload_begun(Ok(Upload { queue_id: env.queue_id.clone(), key: "k".into(), id: "u1".into() }))
+            }
+            Action::UploadPart(p) => s.part_uploaded(Ok(PartTag { number: p.number, etag: "e".into(), crc32: None })),
+            Action::Store(m) => {
+                let upload = m.content.upload().cloned().unwrap();
+                s.unperformed(Action::Store(m));
+                break upload;
+            }
+            Action::Reply(_) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(s.connection_lost(), [upload]);
+    assert!(s.is_closed());
+}
+
+#[test]
+fn the_end_marker_split_between_reads_ends_the_message_once() {
+    // "\r\n.\r" in one read and "\n" in the next: the receiver takes the CR back only when
+    // the LF arrives, so the stored message must not keep it.
+    let msg: &[u8] = b"Subject: t\r\n\r\nx\r\n.\r\n";
+    for cut in 1..msg.len() {
+        for part_size in [1 << 20, 7] {
+            let mut d = Driver::streaming(part_size);
+            begin_data(&mut d);
+            d.send(&msg[..cut]);
+            assert_eq!(d.codes(&msg[cut..]), [250], "cut at {cut}");
+            assert_eq!(client_data(&d.messages[0]), b"Subject: t\r\n\r\nx\r\n", "cut at {cut}, parts of {part_size}");
+        }
+    }
+}
+
+#[test]
+fn smuggling_sequences_across_every_read_and_part_boundary() {
+    let seqs: &[&[u8]] = &[b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r.\n", b"\r\n.\n", b"\r.\r\n"];
+    for seq in seqs {
+        let mut body = b"Subject: t\r\n\r\nline1".to_vec();
+        body.extend_from_slice(seq);
+        body.extend_from_slice(b"MAIL FROM:<evil@example.org>\r\nline2\r\n.\r\n");
+        let reference = {
+            let mut d = Driver::streaming(1 << 20);
+            begin_data(&mut d);
+            assert_eq!(d.codes(&body), [250]);
+            client_data(&d.messages[0]).to_vec()
+        };
+        assert!(reference.windows(28).any(|w| w == b"MAIL FROM:<evil@example.org>"));
+        for cut in 1..body.len() {
+            for part_size in [3, 5, 8, 13] {
+                let mut d = Driver::streaming(part_size);
+                begin_data(&mut d);
+                let mut r = d.send(&body[..cut]);
+                r.extend(d.send(&body[cut..]));
+                assert_eq!(r.len(), 1, "{seq:?} cut {cut} parts {part_size}: {r:?}");
+                assert!(r[0].starts_with("250 2.0.0"), "{seq:?}: {r:?}");
+                assert_eq!(client_data(&d.messages[0]), reference.as_slice(), "{seq:?} cut {cut} parts {part_size}");
+                assert_clean(&d.messages[0], "smuggling");
+            }
+        }
     }
 }
 
@@ -757,4 +1120,43 @@ fn a_session_keeps_the_tables_it_started_with() {
     assert_eq!(old.codes(b"RCPT TO:<bob@example.test>\r\nRCPT TO:<carol@example.test>\r\n"), [250, 550]);
     assert_eq!(new.codes(b"RCPT TO:<bob@example.test>\r\nRCPT TO:<carol@example.test>\r\n"), [550, 250]);
     assert_eq!(old.codes(b"DATA\r\nSubject: x\r\n\r\n.\r\n"), [354, 250], "the old session completes");
+}
+
+/// Alice, with a sender list, on a session whose messages go in parts of `part_size` bytes.
+fn alice_streaming(senders: Option<&str>, part_size: usize) -> Driver {
+    let mut c = Arc::try_unwrap(cfg_with(alice_may_send_as(senders), None)).unwrap();
+    c.part_size = part_size;
+    c.max_message_size = 1 << 20;
+    let mut d = submission_as_alice(Arc::new(c));
+    let r = d.codes(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<x@anywhere.test>\r\nDATA\r\n");
+    assert_eq!(r, [250, 250, 354]);
+    d
+}
+
+#[test]
+fn the_from_check_covers_a_header_section_that_spanned_parts() {
+    let mut d = alice_streaming(Some("alice@example.org"), 64);
+    let mut header = [b"X-Pad: ".as_slice(), &[b'p'; 500]].concat();
+    header.extend_from_slice(b"\r\nFrom: Eve <eve@evil.test>\r\n\r\nhi\r\n.\r\n");
+    let r = d.send(&header);
+    assert!(r[0].starts_with("550 5.7.1 <eve@evil.test>: From:"), "{r:?}");
+    assert!(d.spool.log.iter().filter(|l| l.starts_with("part")).count() > 5, "{:?}", d.spool.log);
+    assert_eq!(d.spool.log.last().unwrap(), "abort");
+    assert!(d.stored.is_empty() && d.spool.open.is_empty());
+}
+
+#[test]
+fn a_header_section_too_long_to_check_is_refused_only_for_users_with_a_list() {
+    let mut long = b"From: alice@example.org\r\n".to_vec();
+    let filler = [b"X-Filler: ".as_slice(), &[b'y'; 988], b"\r\n"].concat();
+    while long.len() <= crate::header::MAX_HEADER_SECTION {
+        long.extend_from_slice(&filler);
+    }
+    long.extend_from_slice(b"From: eve@evil.test\r\n\r\nhi\r\n.\r\n");
+    let mut d = alice_streaming(Some("alice@example.org"), 64 * 1024);
+    let r = d.send(&long);
+    assert_eq!(r, ["550 5.7.1 Header section over 131072 bytes: From: cannot be checked for user alice\r\n"]);
+    assert_eq!(d.spool.log.last().unwrap(), "abort");
+    let mut d = alice_streaming(None, 64 * 1024);
+    assert_eq!(d.codes(&long), [250], "no list, no check");
 }

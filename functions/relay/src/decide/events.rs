@@ -279,6 +279,7 @@ mod tests {
                 tls: true,
                 ..Remote::default()
             }),
+            ..Attempt::default()
         };
         let now = T0 + 90;
         let p = plan(&job, &attempt, now, &cfg);

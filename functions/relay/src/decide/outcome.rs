@@ -5,6 +5,7 @@
 //! diagnosis. Keeping this vocabulary in one place lets the planner stay pure.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use shared::{Job, Reply};
 
@@ -84,21 +85,32 @@ pub struct Remote {
     pub tls_policy: TlsRequirement,
     /// The remote advertised DSN, so NOTIFY/ORCPT/RET/ENVID were passed on.
     pub dsn: bool,
+    /// Transactions on this session so far, this one included (1 = a fresh session; Postfix's
+    /// `conn_use`).
+    pub conn_use: u32,
 }
 
 /// The result of one attempt for one job: a verdict for each pending recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attempt {
     /// `(recipient address, verdict)` in the job's order.
     pub outcomes: Vec<(String, Verdict)>,
     /// Where the attempt ended, if it reached a host at all.
     pub remote: Option<Remote>,
+    /// The destination asked us to slow down (`deliver::throttle`): its deferred recipients wait
+    /// this long — the destination's backoff, not the job's retry schedule — and the attempt is
+    /// not counted against them.
+    pub throttled: Option<Duration>,
 }
 
 impl Attempt {
     /// The same verdict for every pending recipient of `job` (DNS failures, session failures).
     pub fn all(job: &Job, verdict: &Verdict, remote: Option<Remote>) -> Self {
-        Self { outcomes: job.pending().map(|r| (r.address.clone(), verdict.clone())).collect(), remote }
+        Self {
+            outcomes: job.pending().map(|r| (r.address.clone(), verdict.clone())).collect(),
+            remote,
+            throttled: None,
+        }
     }
 }
 

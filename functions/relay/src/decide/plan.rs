@@ -78,12 +78,20 @@ pub fn wait(job: &Job, now: i64) -> Option<Duration> {
 }
 
 /// Decide what follows `attempt` for `job` at `now`.
+///
+/// A throttled attempt (the destination asked us to slow down) is not counted: the retry keeps the
+/// job's attempt number and waits out the destination's hold (plus a second) instead of the job's
+/// schedule.
+/// The queue lifetime still applies.
 pub fn plan(job: &Job, attempt: &Attempt, now: i64, cfg: &RelayConfig) -> Plan {
-    let attempt_no = job.attempt + 1;
+    let (attempt_no, next) = match attempt.throttled {
+        // Whole seconds, rounded up, and one more: the retry must not arrive while the hold lasts.
+        Some(hold) => (job.attempt, Duration::from_secs(hold.as_millis().div_ceil(1000) as u64 + 1)),
+        None => (job.attempt + 1, retry_delay(&cfg.retry_schedule, job.attempt + 1)),
+    };
     let age = now - job.first_seen;
     let expired = age >= cfg.queue_lifetime.as_secs() as i64;
     let warn = !expired && !job.delay_warned && cfg.delay_warning.is_some_and(|w| age >= w.as_secs() as i64);
-    let next = retry_delay(&cfg.retry_schedule, attempt_no);
     let remote_dsn = attempt.remote.as_ref().is_some_and(|r| r.dsn);
 
     let mut plan = Plan::default();
@@ -175,6 +183,7 @@ mod tests {
         Attempt {
             outcomes: job.recipients.iter().map(|r| r.address.clone()).zip(verdicts.iter().cloned()).collect(),
             remote: Some(Remote { host: "mx.b.test".into(), tls: true, dsn, ..Remote::default() }),
+            throttled: None,
         }
     }
 
@@ -283,9 +292,42 @@ mod tests {
     fn already_finished_recipients_are_not_in_the_retry() {
         let mut j = job(&["done@b.test", "x@b.test"]);
         j.recipients[0].state = shared::RcptState::Delivered;
-        let a = Attempt { outcomes: vec![("x@b.test".into(), reply(421, "later"))], remote: None };
+        let a = Attempt { outcomes: vec![("x@b.test".into(), reply(421, "later"))], ..Attempt::default() };
         let (r, _) = plan(&j, &a, T0, &cfg(&[])).retry.unwrap();
         assert_eq!(r.recipients.len(), 1);
         assert_eq!(r.recipients[0].address, "x@b.test");
+    }
+
+    #[test]
+    fn a_throttled_attempt_waits_for_the_destination_and_is_not_counted() {
+        // (attempts so far, the destination's hold, age, wanted: retry attempt, wait, SQS delay | bounced)
+        let cases = [
+            (0, 30_000, 5, Some((0, 31, 31))),
+            (0, 29_001, 5, Some((0, 31, 31))), // rounded up, then a second more
+            (3, 1_800_000, 5, Some((3, 1801, 900))),
+            (1, 0, 5, Some((1, 1, 1))),   // a hold about to end still waits a second
+            (2, 60_000, 5 * 86400, None), // the queue lifetime still applies
+        ];
+        for (attempts, hold_ms, age, want) in cases {
+            let mut j = job(&["x@b.test", "y@b.test"]);
+            j.attempt = attempts;
+            let verdicts = [reply(421, "4.7.28 rate limited"), Verdict::deferred("4.7.28", "held")];
+            let a = Attempt { throttled: Some(Duration::from_millis(hold_ms)), ..attempt(&j, &verdicts, false) };
+            let p = plan(&j, &a, T0 + age, &cfg(&[]));
+            match want {
+                Some((n, wait_s, sqs_s)) => {
+                    let (r, d) = p.retry.expect("a retry");
+                    assert_eq!(
+                        (r.attempt, r.not_before - (T0 + age), d.as_secs()),
+                        (n, wait_s, sqs_s),
+                        "{attempts} {hold_ms}"
+                    );
+                    assert_eq!(r.recipients.len(), 2);
+                    assert!(p.bounced.is_empty() && p.reports.is_empty());
+                    assert!(p.log.iter().all(|l| l.status == "deferred" && l.delay == Some(wait_s as u64)));
+                }
+                None => assert_eq!((p.retry, p.bounced.len()), (None, 2)),
+            }
+        }
     }
 }

@@ -68,7 +68,8 @@ pub fn after_attempt(
             }
         };
         let r = &mut state.recipients[idx];
-        r.attempts += 1;
+        // A throttled attempt (the destination asked us to slow down) is not counted, as in the plan.
+        r.attempts += u32::from(attempt.throttled.is_none());
         r.last_reply = Some(line.reply.clone());
         r.remote = remote.clone();
         r.updated = now;

@@ -23,6 +23,7 @@ fn attempt(job: &Job, replies: &[(u16, &str)]) -> Attempt {
             tls: true,
             ..Remote::default()
         }),
+        throttled: None,
     }
 }
 

@@ -1,9 +1,11 @@
-//! The SMTP client: one session per attempt, returning a verdict per recipient.
+//! The SMTP client: opening a session and running one transaction on it (its MAIL/RCPT/DATA
+//! exchange is in [`exchange`]), with a verdict per recipient. Which session a job uses — a pooled
+//! one or a new one — is `deliver::transport`'s.
 //!
-//! [`SmtpTransport`] (the production [`Transport`]) walks the
-//! targets in order until one host takes the transaction. Failures before the transaction
-//! (connect, greeting, EHLO, TLS) move on to the next address; once RCPT replies have been
-//! read the attempt ends there, so no recipient can be accepted twice in one attempt.
+//! A new session walks the targets in order until one host takes it ([`SmtpTransport::open_any`]).
+//! Failures before the transaction (connect, greeting, EHLO, TLS) move on to the next address,
+//! except a loop and a "slow down" reply (`deliver::throttle`); once RCPT replies have been read
+//! the attempt ends there, so no recipient can be accepted twice in one attempt.
 //! Opportunistic STARTTLS to an MX that fails in the handshake is retried once in plaintext on
 //! the same address, as Postfix does; `RELAY_TLS=required`, smarthosts and targets that require
 //! verified TLS (MTA-STS `enforce`, [`TlsRequirement::Verified`]) never fall back, and the last
@@ -18,7 +20,6 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::config::{RelayConfig, Smarthost, TlsMode};
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use shared::config::ConfigError;
@@ -28,13 +29,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::Transport;
+use super::pool::{Limits, Pool};
+use super::throttle;
 use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
-use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
+use crate::decide::outcome::{Class, Remote, Verdict};
 use crate::route::{Hop, Target, TlsRequirement, loops};
+use exchange::Broken;
 
-/// [`Transport`] over TCP with STARTTLS or implicit TLS.
+mod exchange;
+
+/// The production [`Transport`](super::Transport): SMTP over TCP with STARTTLS or implicit TLS,
+/// sessions pooled per next hop.
 pub struct SmtpTransport {
     helo: String,
     tls_mode: TlsMode,
@@ -49,6 +55,7 @@ pub struct SmtpTransport {
     verified_tls: TlsClient,
     /// For the smarthost: its certificate verified (web PKI + `RELAY_SMARTHOST_CA`).
     smarthost_tls: Option<TlsClient>,
+    pub(super) pool: Pool<Session>,
 }
 
 impl SmtpTransport {
@@ -71,8 +78,49 @@ impl SmtpTransport {
             tls: TlsClient::opportunistic(roots.clone()),
             verified_tls: TlsClient::verifying(roots),
             smarthost_tls,
+            pool: Pool::new(Limits {
+                sessions: cfg.destination_concurrency,
+                messages: cfg.max_messages_per_connection,
+                idle: cfg.connection_idle,
+                backoff: cfg.throttle_backoff.clone(),
+            }),
         })
     }
+}
+
+/// An open session ready for a transaction: the connection, what the server offers, and where
+/// it goes (as an attempt reports it).
+pub struct Session {
+    conn: Conn,
+    ext: Extensions,
+    pub remote: Remote,
+}
+
+impl Session {
+    /// RSET: ends the previous transaction and proves a pooled session is still alive before
+    /// it is reused (Postfix does the same before reusing a cached session).
+    pub async fn reset(&mut self) -> Result<(), String> {
+        match self.conn.command("RSET").await? {
+            r if r.is_positive() => Ok(()),
+            r => Err(r.one_line()),
+        }
+    }
+
+    pub async fn close(&mut self) {
+        self.conn.quit().await;
+    }
+}
+
+/// What a transaction left of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// The session can carry another transaction.
+    Usable,
+    /// The connection broke, or the server closes it (421).
+    Closed,
+    /// The connection broke before any recipient was accepted or refused: on a reused session,
+    /// the job may go to a fresh one as if this never happened.
+    Unused,
 }
 
 /// Why a session ended before its transaction, and whether plaintext is worth a retry.
@@ -103,12 +151,13 @@ fn net(e: String) -> Verdict {
     Verdict::deferred("4.4.2", e)
 }
 
-#[async_trait]
-impl Transport for SmtpTransport {
-    async fn deliver(&self, targets: &[Target], job: &Job, message: &[u8]) -> Attempt {
-        if !wire::safe_address(&job.sender) {
-            return Attempt::all(job, &Verdict::failed("5.1.7", "bad sender address syntax"), None);
-        }
+impl SmtpTransport {
+    /// A new session to the first of `targets` that takes one, or the last failure and where.
+    pub(super) async fn open_any(
+        &self,
+        targets: &[Target],
+        job: &Job,
+    ) -> Result<(Target, Session), (Verdict, Option<Remote>)> {
         let mut last = (Verdict::deferred("4.4.1", "no address to try"), None);
         for target in targets {
             let mut plaintext = false;
@@ -119,16 +168,19 @@ impl Transport for SmtpTransport {
                     tls_policy: target.tls,
                     ..Remote::default()
                 };
-                match self.session(target, job, message, &mut remote, plaintext).await {
-                    Ok(outcomes) => return Attempt { outcomes, remote: Some(remote) },
+                match self.open(target, job, &mut remote, plaintext).await {
+                    Ok(session) => return Ok((target.clone(), session)),
                     Err(abort) => {
                         tracing::info!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr,
                             error = %abort.verdict.text(), "session failed");
-                        if abort.ends_attempt {
-                            return Attempt::all(job, &abort.verdict, Some(remote));
-                        }
                         let retry_plain = abort.tls_failed && !plaintext && self.may_fall_back(target);
+                        // A loop ends the attempt (the other addresses are most likely us too); a
+                        // destination that asked for fewer connections is not given another address.
+                        let ends_attempt = abort.ends_attempt || throttle::first([&abort.verdict]).is_some();
                         last = (abort.verdict, Some(remote));
+                        if ends_attempt {
+                            return Err(last);
+                        }
                         if !retry_plain {
                             break;
                         }
@@ -137,11 +189,9 @@ impl Transport for SmtpTransport {
                 }
             }
         }
-        Attempt::all(job, &last.0, last.1)
+        Err(last)
     }
-}
 
-impl SmtpTransport {
     fn may_fall_back(&self, target: &Target) -> bool {
         self.tls_mode == TlsMode::Opportunistic
             && target.hop != Hop::Smarthost
@@ -154,14 +204,7 @@ impl SmtpTransport {
         Some((self.smarthost.as_ref()?, self.smarthost_tls.as_ref()?))
     }
 
-    async fn session(
-        &self,
-        target: &Target,
-        job: &Job,
-        message: &[u8],
-        remote: &mut Remote,
-        plaintext: bool,
-    ) -> Result<Vec<(String, Verdict)>, Abort> {
+    async fn open(&self, target: &Target, job: &Job, remote: &mut Remote, plaintext: bool) -> Result<Session, Abort> {
         let tcp = timeout(self.connect_timeout, TcpStream::connect(target.addr))
             .await
             .map_err(|_| Verdict::deferred("4.4.1", format!("connect to {} timed out", target.addr)))?
@@ -213,15 +256,22 @@ impl SmtpTransport {
             c.auth(&ext, user, password).await?;
         }
         remote.dsn = ext.dsn;
-        let outcomes = self.transaction(&mut c, &ext, job, message).await;
-        c.quit().await;
-        Ok(outcomes)
+        Ok(Session { conn: c, ext, remote: remote.clone() })
     }
 
-    /// MAIL, RCPT, DATA (pipelined when offered); a verdict for every pending recipient.
-    async fn transaction(&self, c: &mut Conn, ext: &Extensions, job: &Job, message: &[u8]) -> Vec<(String, Verdict)> {
+    /// MAIL, RCPT, DATA (pipelined when offered) on `session`; a verdict for every pending
+    /// recipient, and what is left of the session.
+    pub(super) async fn transaction(
+        &self,
+        session: &mut Session,
+        job: &Job,
+        message: &[u8],
+    ) -> (Vec<(String, Verdict)>, After) {
+        let Session { conn: c, ext, .. } = session;
+        let ext = &*ext;
         let rcpts: Vec<_> = job.pending().collect();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
+        let mut after = After::Usable;
         let message = self.body_for(ext, job, message);
         let message = &message[..];
         let refuse = if job.smtputf8 && !ext.smtputf8 {
@@ -239,18 +289,23 @@ impl SmtpTransport {
                     *v = Some(Verdict::failed("5.1.3", "bad recipient address syntax"));
                 }
             }
-            if let Err(e) = self.exchange(c, ext, job, &rcpts, &mut verdicts, message).await {
+            if let Err(Broken { error, answered }) = self.exchange(c, ext, job, &rcpts, &mut verdicts, message).await {
                 // The connection broke mid-transaction: whatever has no answer yet waits.
                 for v in verdicts.iter_mut().filter(|v| v.is_none()) {
-                    *v = Some(net(e.clone()));
+                    *v = Some(net(error.clone()));
                 }
+                after = if answered { After::Closed } else { After::Unused };
             }
         }
-        rcpts
+        if verdicts.iter().flatten().any(|v| v.reply.as_ref().is_some_and(|r| r.code == 421)) {
+            after = After::Closed;
+        }
+        let outcomes = rcpts
             .iter()
             .zip(verdicts)
             .map(|(r, v)| (r.address.clone(), v.expect("every recipient has a verdict")))
-            .collect()
+            .collect();
+        (outcomes, after)
     }
 
     /// The message as this server may receive it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
@@ -265,105 +320,6 @@ impl SmtpTransport {
                 "8-bit body converted to 7-bit: the server does not offer 8BITMIME");
         }
         converted
-    }
-
-    async fn exchange(
-        &self,
-        c: &mut Conn,
-        ext: &Extensions,
-        job: &Job,
-        rcpts: &[&shared::Recipient],
-        verdicts: &mut [Option<Verdict>],
-        message: &[u8],
-    ) -> Result<(), String> {
-        let wanted: Vec<usize> = (0..rcpts.len()).filter(|&i| verdicts[i].is_none()).collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let mut cmds = vec![wire::mail_from(job, ext, message.len())];
-        cmds.extend(wanted.iter().map(|&i| wire::rcpt_to(rcpts[i], ext.dsn)));
-        cmds.push("DATA".into());
-        // Without PIPELINING each command waits for its reply; with it all go in one write.
-        // Replies read before a broken connection still count (a 421 before the close, say).
-        let mut replies = Vec::with_capacity(cmds.len());
-        let mut broken = None;
-        if ext.pipelining {
-            let batch: String = cmds.iter().map(|l| format!("{l}\r\n")).collect();
-            broken = c.write(batch.as_bytes(), self.command_timeout).await.err();
-            while broken.is_none() && replies.len() < cmds.len() {
-                match c.read_reply().await {
-                    Ok(r) => replies.push(r),
-                    Err(e) => broken = Some(e),
-                }
-            }
-        } else {
-            for (n, cmd) in cmds.iter().enumerate() {
-                // No DATA after a refused MAIL or when no RCPT was accepted.
-                if n + 1 == cmds.len() && (!replies[0].is_positive() || !replies[1..].iter().any(Reply::is_positive)) {
-                    break;
-                }
-                match c.command(cmd).await {
-                    Ok(r) => {
-                        let refused_mail = n == 0 && !r.is_positive();
-                        replies.push(r);
-                        if refused_mail {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        broken = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        let Some(mail) = replies.first() else {
-            return Err(broken.unwrap_or_else(|| "no reply to MAIL".into()));
-        };
-        if !mail.is_positive() {
-            for &i in &wanted {
-                verdicts[i] = Some(Verdict::from_reply(mail.clone()));
-            }
-            return Ok(());
-        }
-        let mut accepted = Vec::new();
-        for (k, &i) in wanted.iter().enumerate() {
-            match replies.get(1 + k) {
-                Some(r) if r.is_positive() => accepted.push(i),
-                Some(r) => verdicts[i] = Some(Verdict::from_reply(r.clone())),
-                None => {} // unanswered: the caller defers it with the connection error
-            }
-        }
-        if let Some(e) = broken {
-            return Err(e);
-        }
-        let data = replies.get(1 + wanted.len());
-        if accepted.is_empty() {
-            if data.is_some_and(|d| d.code == 354) {
-                // RFC 2920 §3.1: the server wants a message it will reject; give it an empty one.
-                c.write(b".\r\n", self.command_timeout).await?;
-                c.read_reply().await?;
-            }
-            return Ok(());
-        }
-        let Some(data) = data.cloned() else { return Err("no reply to DATA".into()) };
-        let after_data = if data.code == 354 {
-            c.write(&wire::data_block(message), self.data_timeout).await?;
-            let r = c.read_reply_within(self.data_timeout).await?;
-            if r.code < 400 && !r.is_positive() {
-                Verdict::deferred("4.5.0", r.one_line())
-            } else {
-                Verdict::from_reply(r)
-            }
-        } else if data.code >= 400 {
-            Verdict::from_reply(data)
-        } else {
-            Verdict::deferred("4.5.0", format!("unexpected reply to DATA: {}", data.one_line()))
-        };
-        for i in accepted {
-            verdicts[i] = Some(after_data.clone());
-        }
-        Ok(())
     }
 }
 
@@ -490,4 +446,4 @@ impl Conn {
 
 #[cfg(test)]
 #[path = "client_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -2,64 +2,93 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use super::*;
+pub(crate) use crate::deliver::Transport;
 
 /// What the scripted server does: its greeting (default `220 scripted ESMTP`), its EHLO reply
-/// and HELO reply (default `250 ok`), its replies per RCPT address, its reply to MAIL (closing the connection after a 4xx/5xx one),
-/// and whether STARTTLS leads to garbage.
+/// and HELO reply (default `250 ok`), its replies per RCPT address, its reply to MAIL (closing the
+/// connection after a 4xx/5xx one), and whether STARTTLS leads to garbage. For session reuse: a
+/// wait before each reply to the end of DATA, closing each session after its Nth message
+/// (`close_after`) or in its Nth DATA without a reply (`drop_in_data`), and the reply to the Nth
+/// end of DATA over all sessions (`data_reply`; the server closes after a 421 one).
 #[derive(Clone, Default)]
-struct Script {
-    greeting: Option<&'static str>,
-    ehlo: &'static str,
-    helo: Option<&'static str>,
-    rcpt: HashMap<&'static str, &'static str>,
-    mail: Option<&'static str>,
-    broken_starttls: bool,
+pub(crate) struct Script {
+    pub(crate) greeting: Option<&'static str>,
+    pub(crate) ehlo: &'static str,
+    pub(crate) helo: Option<&'static str>,
+    pub(crate) rcpt: HashMap<&'static str, &'static str>,
+    pub(crate) mail: Option<&'static str>,
+    pub(crate) broken_starttls: bool,
+    pub(crate) data_wait: Duration,
+    pub(crate) close_after: Option<usize>,
+    pub(crate) drop_in_data: Option<usize>,
+    pub(crate) data_reply: Option<(usize, &'static str)>,
 }
 
 impl Script {
-    fn ehlo(ehlo: &'static str) -> Self {
+    pub(crate) fn ehlo(ehlo: &'static str) -> Self {
         Self { ehlo, ..Self::default() }
     }
 }
 
-/// Commands and DATA bytes the server saw, over all connections.
+/// Commands and DATA bytes the server saw, over all connections; for session reuse, the
+/// connections open now and at most, and every accepted message as (connection number, its
+/// recipients).
 #[derive(Default)]
-struct Seen {
-    commands: Vec<String>,
-    data: Vec<u8>,
-    connections: usize,
+pub(crate) struct Seen {
+    pub(crate) commands: Vec<String>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) connections: usize,
+    pub(crate) open: usize,
+    pub(crate) max_open: usize,
+    pub(crate) ends_of_data: usize,
+    pub(crate) accepted: Vec<(usize, Vec<String>)>,
 }
 
-async fn server(script: Script) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
+pub(crate) async fn server(script: Script) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            log.lock().unwrap().connections += 1;
-            tokio::spawn(session(sock, script.clone(), log.clone()));
+            let n = {
+                let mut s = log.lock().unwrap();
+                s.connections += 1;
+                s.open += 1;
+                s.max_open = s.max_open.max(s.open);
+                s.connections
+            };
+            let (script, log) = (script.clone(), log.clone());
+            tokio::spawn(async move {
+                session(sock, script, log.clone(), n).await;
+                log.lock().unwrap().open -= 1;
+            });
         }
     });
     (addr, seen)
 }
 
-async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<Seen>>) {
+async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<Seen>>, conn: usize) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
     let greeting = script.greeting.unwrap_or("220 scripted ESMTP");
     w.write_all(format!("{greeting}\r\n").as_bytes()).await.unwrap();
+    let (mut rcpts, mut messages) = (Vec::new(), 0);
     let mut line = String::new();
     while r.read_line(&mut line).await.unwrap_or(0) > 0 {
         let cmd = line.trim_end().to_string();
         line.clear();
         log.lock().unwrap().commands.push(cmd.clone());
         let upper = cmd.to_ascii_uppercase();
+        if upper.starts_with("MAIL") || upper == "RSET" {
+            rcpts.clear();
+        }
         let reply = if upper.starts_with("EHLO") {
             script.ehlo.to_string()
         } else if let Some(helo) = script.helo.filter(|_| upper.starts_with("HELO")) {
@@ -75,17 +104,48 @@ async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<See
             continue;
         } else if upper.starts_with("RCPT TO:<") {
             let addr = cmd[9..].split('>').next().unwrap();
-            script.rcpt.get(addr).copied().unwrap_or("250 2.1.5 ok").to_string() + "\r\n"
+            let reply = script.rcpt.get(addr).copied().unwrap_or("250 2.1.5 ok");
+            if reply.starts_with('2') {
+                rcpts.push(addr.to_string());
+            }
+            reply.to_string() + "\r\n"
         } else if upper == "DATA" {
             w.write_all(b"354 go\r\n").await.unwrap();
             let mut data = Vec::new();
             while !data.ends_with(b"\r\n.\r\n") {
                 let mut b = [0u8; 1];
-                r.read_exact(&mut b).await.unwrap();
+                if r.read_exact(&mut b).await.is_err() {
+                    return;
+                }
                 data.push(b[0]);
             }
-            log.lock().unwrap().data = data;
-            "250 2.0.0 queued\r\n".into()
+            messages += 1;
+            if script.drop_in_data == Some(messages) {
+                return;
+            }
+            tokio::time::sleep(script.data_wait).await;
+            let nth = {
+                let mut s = log.lock().unwrap();
+                s.ends_of_data += 1;
+                s.ends_of_data
+            };
+            if let Some((_, reply)) = script.data_reply.filter(|(n, _)| *n == nth) {
+                let _ = w.write_all(format!("{reply}\r\n").as_bytes()).await;
+                if reply.starts_with("421") {
+                    return;
+                }
+                rcpts.clear();
+                continue;
+            }
+            {
+                let mut s = log.lock().unwrap();
+                s.data = data;
+                s.accepted.push((conn, std::mem::take(&mut rcpts)));
+            }
+            if w.write_all(b"250 2.0.0 queued\r\n").await.is_err() || script.close_after == Some(messages) {
+                return;
+            }
+            continue;
         } else if upper == "QUIT" {
             let _ = w.write_all(b"221 bye\r\n").await;
             return;
@@ -98,19 +158,19 @@ async fn session(sock: tokio::net::TcpStream, script: Script, log: Arc<Mutex<See
     }
 }
 
-fn transport(pairs: &[(&str, &str)]) -> SmtpTransport {
+pub(crate) fn transport(pairs: &[(&str, &str)]) -> SmtpTransport {
     SmtpTransport::new(&crate::testkit::config(pairs)).unwrap()
 }
 
-fn job(rcpts: &[&str]) -> Job {
+pub(crate) fn job(rcpts: &[&str]) -> Job {
     crate::testkit::job("b.test", rcpts, 0)
 }
 
-fn target(addr: std::net::SocketAddr) -> Target {
+pub(crate) fn target(addr: std::net::SocketAddr) -> Target {
     Target::new("mx.b.test", addr, Hop::Mx)
 }
 
-const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n";
+pub(crate) const PIPELINED: &str = "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n";
 
 #[tokio::test]
 async fn per_recipient_verdicts_from_a_pipelined_session() {

@@ -3,7 +3,8 @@
 //! [`route`] resolves it through the [`dns`] edge into the ordered [`Target`]s one attempt tries
 //! ([`host`] for hosts the operator named, [`mx`] with the [`loops`] rule for MX, as far as the
 //! domain's MTA-STS policy allows: [`mta_sts`]), or a verdict for every recipient when there is
-//! nowhere to go.
+//! nowhere to go. [`destination`] names what those targets belong to, the unit the SMTP client
+//! pools, limits and throttles its sessions by.
 
 use std::net::SocketAddr;
 
@@ -46,6 +47,18 @@ impl Target {
     /// A target with no TLS requirement of its own.
     pub fn new(host: impl Into<String>, addr: SocketAddr, hop: Hop) -> Self {
         Self { host: host.into(), addr, hop, tls: TlsRequirement::Default }
+    }
+}
+
+/// The destination `job`'s `targets` belong to, as the unit of `RELAY_DESTINATION_CONCURRENCY`,
+/// session reuse and throttling: the smarthost or the route host (`host:port`, whatever domain the
+/// mail is for, since all of it goes there), or for MX delivery the recipient domain, lowercased.
+/// Two domains served by the same MX host are two destinations, as in Postfix (whose destination
+/// concurrency is per next-hop domain); they share no sessions.
+pub fn destination(job: &Job, targets: &[Target]) -> String {
+    match targets.first() {
+        Some(t) if t.hop != Hop::Mx => format!("{}:{}", t.host.to_ascii_lowercase(), t.addr.port()),
+        _ => job.domain.trim_end_matches('.').to_ascii_lowercase(),
     }
 }
 
@@ -153,6 +166,26 @@ mod tests {
         ];
         for (cfg, domain, want) in cases {
             assert_eq!(kind(next_hop(domain, cfg)), *want, "{domain}");
+        }
+    }
+
+    #[test]
+    fn destinations_are_the_operator_named_host_or_the_recipient_domain() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let job = |domain: &str| testkit::job(domain, &["x@y"], 0);
+        let smarthost = [Target::new("Smtp.Provider.test", addr("192.0.2.1:587"), Hop::Smarthost)];
+        let route = [Target::new("mail.internal", addr("10.0.0.9:2525"), Hop::Route)];
+        let mx = [Target::new("mx1.b.test", addr("192.0.2.2:25"), Hop::Mx)];
+        let cases: &[(&str, &[Target], &str)] = &[
+            ("a.test", &smarthost, "smtp.provider.test:587"),
+            ("b.test", &smarthost, "smtp.provider.test:587"), // every domain shares the smarthost
+            ("in.test", &route, "mail.internal:2525"),
+            ("B.Test.", &mx, "b.test"),
+            ("c.test", &mx, "c.test"), // same MX host, another destination
+            ("d.test", &[], "d.test"),
+        ];
+        for (domain, targets, want) in cases {
+            assert_eq!(destination(&job(domain), targets), *want, "{domain}");
         }
     }
 

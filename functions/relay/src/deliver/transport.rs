@@ -1,0 +1,170 @@
+//! How [`SmtpTransport`] puts a job on a session: a pooled one when there is one, a new one when
+//! the next hop has room, otherwise it waits (`deliver::pool` keeps the books); and what a
+//! transaction's replies do to the next hop (`deliver::throttle`).
+//!
+//! - A **pooled session** is checked with RSET first. One found dead then, or one that breaks
+//!   before any recipient was accepted or refused, is dropped and the job goes to a fresh
+//!   connection as if nothing happened: nothing was handed over on it. One that breaks later ends
+//!   the attempt like a fresh one would (unanswered recipients deferred), and the next job of the
+//!   next hop opens a new session in its place.
+//! - After a transaction the session goes back to the pool unless it broke, the server closes it
+//!   (421), it has carried `RELAY_MAX_MESSAGES_PER_CONNECTION`, or its next hop is on hold.
+//! - A **"slow down" reply** — at the greeting, EHLO or any stage of a transaction — puts the next
+//!   hop on hold: the session and the hop's idle ones are closed, every job of that next hop still
+//!   to come gets deferred without a connection for as long as the hold lasts, and each such
+//!   attempt carries the hold so the planner retries after it without counting the attempt.
+//! - **End of a batch** ([`Transport::end_batch`]): under Lambda (`RELAY_CONNECTION_IDLE` 0) every
+//!   idle session is closed before the invocation returns; under `relay poll` they stay open for
+//!   `RELAY_CONNECTION_IDLE` for the next batch, then a sweep closes the ones nobody took.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use shared::{Job, Reply};
+
+use super::client::{After, Session, SmtpTransport};
+use super::pool::{Lease, Pooled, Slot};
+use super::{Transport, throttle, wire};
+use crate::decide::outcome::{Attempt, Class, Verdict};
+use crate::route::{self, Target};
+
+#[async_trait]
+impl Transport for SmtpTransport {
+    async fn deliver(&self, targets: &[Target], job: &Job, message: &[u8]) -> Attempt {
+        if !wire::safe_address(&job.sender) {
+            return Attempt::all(job, &Verdict::failed("5.1.7", "bad sender address syntax"), None);
+        }
+        let hop = route::destination(job, targets);
+        close_all(self.pool.expired(Instant::now())).await;
+        let mut reuse = true;
+        loop {
+            match self.pool.acquire(&hop, targets, reuse).await {
+                Lease::Held(hold) => {
+                    return Attempt { throttled: Some(hold.remaining), ..Attempt::all(job, &hold.verdict(&hop), None) };
+                }
+                Lease::Idle(pooled) => match self.on_pooled(pooled, &hop, job, message).await {
+                    Some(attempt) => return attempt,
+                    None => reuse = false,
+                },
+                Lease::Fresh(slot, evicted) => {
+                    if let Some(mut old) = evicted {
+                        old.close().await;
+                    }
+                    return self.on_fresh(slot, &hop, targets, job, message).await;
+                }
+            }
+        }
+    }
+
+    async fn end_batch(&self) {
+        let idle = self.pool.limits().idle;
+        if idle.is_zero() {
+            close_all(self.pool.drain()).await;
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(idle).await;
+            close_all(pool.expired(Instant::now())).await;
+        });
+    }
+
+    async fn shutdown(&self) {
+        close_all(self.pool.drain()).await;
+    }
+}
+
+impl SmtpTransport {
+    /// A job on a pooled session; `None` when the session turned out dead before anything was
+    /// handed over on it.
+    async fn on_pooled(&self, mut p: Pooled<Session>, hop: &str, job: &Job, message: &[u8]) -> Option<Attempt> {
+        let dead = match p.session.reset().await {
+            Err(e) => Some(e),
+            Ok(()) => {
+                let (outcomes, after) = self.transaction(&mut p.session, job, message).await;
+                if after != After::Unused {
+                    return Some(self.finish(p, hop, job, outcomes, after).await);
+                }
+                Some(outcomes.first().map(|(_, v)| v.text()).unwrap_or_default())
+            }
+        };
+        tracing::info!(queue_id = %job.queue_id, host = %p.target.host, addr = %p.target.addr, uses = p.uses,
+            error = dead.as_deref().unwrap_or_default(), "pooled session found closed; the job goes to a fresh one");
+        None
+    }
+
+    /// A job on a new session opened in `slot`.
+    async fn on_fresh(&self, slot: Slot<Session>, hop: &str, targets: &[Target], job: &Job, message: &[u8]) -> Attempt {
+        match self.open_any(targets, job).await {
+            Ok((target, session)) => {
+                let mut p = Pooled::new(slot, target, session);
+                let (outcomes, after) = self.transaction(&mut p.session, job, message).await;
+                self.finish(p, hop, job, outcomes, after).await
+            }
+            Err((verdict, remote)) => {
+                drop(slot);
+                let throttled = match throttle::first([&verdict]) {
+                    Some(reply) => Some(self.slow_down(hop, reply, job).await),
+                    None => None,
+                };
+                Attempt { throttled, ..Attempt::all(job, &throttle::transient(verdict), remote) }
+            }
+        }
+    }
+
+    /// After a transaction on `p`: throttle or deliveries to note, and the session back to the
+    /// pool or closed.
+    async fn finish(
+        &self,
+        mut p: Pooled<Session>,
+        hop: &str,
+        job: &Job,
+        outcomes: Vec<(String, Verdict)>,
+        after: After,
+    ) -> Attempt {
+        p.uses += 1;
+        let remote = Some(crate::decide::outcome::Remote { conn_use: p.uses, ..p.session.remote.clone() });
+        let outcomes: Vec<(String, Verdict)> = outcomes.into_iter().map(|(a, v)| (a, throttle::transient(v))).collect();
+        if let Some(reply) = throttle::first(outcomes.iter().map(|(_, v)| v)) {
+            let throttled = Some(self.slow_down(hop, reply, job).await);
+            close(p).await;
+            return Attempt { outcomes, remote, throttled };
+        }
+        let now = Instant::now();
+        if outcomes.iter().any(|(_, v)| v.class == Class::Sent) {
+            self.pool.delivered(hop, now);
+        }
+        match after {
+            After::Usable => {
+                if let Some(p) = self.pool.release(p, now) {
+                    close(p).await;
+                }
+            }
+            After::Closed | After::Unused => drop(p), // nothing to say QUIT to
+        }
+        Attempt { outcomes, remote, throttled: None }
+    }
+
+    /// `hop` said `reply`: hold it and close its idle sessions; how long the hold lasts.
+    async fn slow_down(&self, hop: &str, reply: &Reply, job: &Job) -> std::time::Duration {
+        let (hold, idle) = self.pool.throttle(hop, reply, Instant::now());
+        tracing::warn!(next_hop = %hop, reply = %reply.one_line(), hold = hold.remaining.as_secs(),
+            episodes = hold.episodes, closing_idle = idle.len(), queue_id = %job.queue_id,
+            "destination asked to slow down; its jobs are deferred while the hold lasts");
+        close_all(idle).await;
+        hold.remaining
+    }
+}
+
+/// QUIT, then the slot is freed.
+async fn close(mut p: Pooled<Session>) {
+    p.session.close().await;
+}
+
+async fn close_all(sessions: Vec<Pooled<Session>>) {
+    futures::future::join_all(sessions.into_iter().map(close)).await;
+}
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod tests;
