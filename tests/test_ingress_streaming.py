@@ -318,11 +318,16 @@ def test_a_message_refused_after_its_first_part_leaves_nothing(ingress, spool, k
     sock, replies = open_transaction(server)
     sock.sendall(b"DATA\r\n")
     assert replies.next()[0].startswith("354")
-    sock.sendall(stuffed(message) + b".\r\nNOOP\r\n")
+    data = stuffed(message) + b".\r\nNOOP\r\n"
+    # Just over one part first, so the upload has begun before the bytes that refuse the message
+    # arrive (sent at once, a large read could carry both and the upload would never start).
+    first = PART + 4096
+    sock.sendall(data[:first])
+    server.process.wait_log(r'"result":"started"')
+    sock.sendall(data[first:])
     got = replies.next(2)
     sock.close()
     assert got[0].startswith(want), got
     assert got[1].startswith("250"), "the session goes on"
     assert_nothing_left(spool)
-    server.process.wait_log(r'"result":"started"')  # the upload had begun,
-    server.process.wait_log(r'"result":"aborted"')  # and was aborted
+    server.process.wait_log(r'"result":"aborted"')
