@@ -23,6 +23,8 @@
 # 5. Binary size, the relay's CPU and peak RSS, Postfix's CPU (its master and all its daemons).
 # 6. Sessions per 1000 deliveries to the one destination: smtp-sink's session counter for the
 #    relay runs, Postfix's own log (deliveries without conn_use= opened their connection).
+# 7. Cost per message: S3/SQS requests and $ per million on the first-attempt path, ingress
+#    included, counted in a private LocalStack's request log (tests/bench_cost.sh).
 #
 # Needs: LocalStack running (infra/local/localstack.sh start), the venv (infra/local/setup.sh),
 # Postfix >= 3.4 with smtp-sink, and target/release/relay (or RELAY_BIN_DIR) and
@@ -194,12 +196,14 @@ import resources
 name, url, n, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 s3, sqs = resources.clients()
 body = open(path, "rb").read()
-qid0 = uuid.uuid4().hex[:26].upper()
-s3.put_object(Bucket=name, Key=f"spool/{qid0}.eml", Body=body)
 entries = []
 for i in range(n):
-    qid = uuid.uuid4().hex[:26].upper()  # distinct ids so no delivery record is shared
-    job = {"v": 1, "queue_id": qid, "message_key": f"spool/{qid0}.eml", "sender": "bench@example.org",
+    # Each job owns its message (jobs = 1), as the ingress queues a one-recipient message: the
+    # relay completes it by deleting the object.
+    qid = uuid.uuid4().hex[:26].upper()
+    s3.put_object(Bucket=name, Key=f"spool/{qid}.eml", Body=body)
+    job = {"v": 2, "job_id": uuid.uuid4().hex[:26].upper(), "jobs": 1, "queue_id": qid,
+           "message_key": f"spool/{qid}.eml", "sender": "bench@example.org",
            "domain": "example.test", "recipients": [{"address": f"r{i}@example.test"}],
            "first_seen": int(time.time()), "size": len(body)}
     entries.append({"Id": str(i), "MessageBody": json.dumps(job)})
@@ -432,3 +436,8 @@ row "deliveries/s" "$ENGINE_RATE" "$RSA_RATE" "$ED_RATE" ""
 row "CPU ms/delivery" "$(cpu_per "$ENGINE_CPU_MS")" "$(cpu_per "$RSA_CPU_MS")" "$(cpu_per "$ED_CPU_MS")" ""
 row "  vs no signing" "-" "$(extra "$RSA_CPU_MS")" "$(extra "$ED_CPU_MS")" ""
 row "sign step, CPU us/msg" "-" "$RSA_SIGN_US" "$ED_SIGN_US" ""
+
+# ---------------------------------------------------------------- cost per message (issue 12 §4)
+# S3/SQS requests and dollars per million messages on the first-attempt path, from a private
+# LocalStack's request log (tests/bench_cost.sh; M = min(N, 200)).
+RELAY_BIN_DIR="${RELAY_BIN_DIR:-$REPO_ROOT/target/release}" "$REPO_ROOT/tests/bench_cost.sh" "$(( N < 200 ? N : 200 ))"

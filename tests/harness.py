@@ -50,6 +50,14 @@ TRANSPARENCY_MESSAGE = (
 ).encode()
 
 
+def new_ulid():
+    """A ULID (what the programs use as queue and job ids): 48-bit milliseconds, 80 random bits,
+    Crockford base 32."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    n = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(alphabet[(n >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
 def wait_until(fn, timeout=30.0, interval=0.1, what="condition"):
     """Call fn until it returns something truthy and return that; AssertionError after timeout."""
     deadline = time.monotonic() + timeout

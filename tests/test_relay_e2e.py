@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import TRANSPARENCY_MESSAGE, PrivateCa, wait_until
+from harness import TRANSPARENCY_MESSAGE, PrivateCa, new_ulid, wait_until
 
 SENDER = "alice@example.org"
 
@@ -19,7 +19,7 @@ MESSAGE = TRANSPARENCY_MESSAGE
 
 
 def new_queue_id():
-    return uuid.uuid4().hex[:26].upper()
+    return new_ulid()
 
 
 def make_job(spool, domain, rcpts, sender=SENDER, message=MESSAGE, **fields):
@@ -28,7 +28,7 @@ def make_job(spool, domain, rcpts, sender=SENDER, message=MESSAGE, **fields):
     key = f"spool/{qid}.eml"
     spool.put(key, message)
     job = {
-        "v": 1, "queue_id": qid, "message_key": key, "sender": sender, "domain": domain,
+        "v": 2, "job_id": new_ulid(), "jobs": 1, "queue_id": qid, "message_key": key, "sender": sender, "domain": domain,
         "recipients": [{"address": r} if isinstance(r, str) else r for r in rcpts],
         "attempt": 0, "first_seen": int(time.time()), "not_before": 0,
         "body": "eight_bit_mime", "size": len(message), "received_from": "client.example.org ([192.0.2.1])",
@@ -108,7 +108,13 @@ def bounce_of(sender_mx, timeout=60):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_delivered_byte_identical_with_a_record_and_a_status_sent_line(mail_world, spool, start_process):
+def state_of(spool, qid, domain="example.test"):
+    """The job's state object, parsed."""
+    return json.loads(spool.get(f"state/{qid}/{domain}.json"))
+
+
+def test_delivered_byte_identical_completed_by_deleting_the_message_and_a_status_sent_line(
+        mail_world, spool, start_process):
     mx, _, dns, port = mail_world()
     job = enqueue(spool, "example.test", ["bob@example.test"])
     relay = start_relay(start_process, spool, dns, port)
@@ -118,7 +124,8 @@ def test_delivered_byte_identical_with_a_record_and_a_status_sent_line(mail_worl
     assert m["data"] == MESSAGE, "lone dot, dot lines and 8-bit text arrive byte-identical"
     assert "BODY=8BITMIME" in [o.upper() for o in m["mail_options"]]
     wait_until(lambda: queue_drained(spool), 30, what="empty queue")
-    assert spool.keys("records/") == [f"records/{job['queue_id']}/bob@example.test"]
+    wait_until(lambda: spool.keys("spool/") == [], 10, what="the sole job deletes its message")
+    assert spool.keys("state/") == [] and spool.keys("records/") == [], "the free path writes nothing"
     sent = wait_until(lambda: [l for l in log_lines(relay) if l.get("status") == "sent"], 10, what="status=sent")
     assert sent[0]["queue_id"] == job["queue_id"]
     assert sent[0]["recipient"] == "bob@example.test"
@@ -196,7 +203,9 @@ def test_5xx_bounces_to_the_sender_domain(mail_world, spool, start_process):
         assert field in text, f"{field!r} missing in\n{text}"
     assert "Grüße aus Köln" in text, "the whole message is returned by default"
     assert mx.messages() == []
-    assert spool.keys(f"records/{job['queue_id']}/") == [f"records/{job['queue_id']}/bob@example.test"]
+    state = wait_until(lambda: spool.keys(f"state/{job['queue_id']}/") and state_of(spool, job["queue_id"]), 10,
+                       what="state written")
+    assert [(r["address"], r["state"]) for r in state["recipients"]] == [("bob@example.test", "bounced")]
     bounced = [l for l in log_lines(start_process_relay) if l.get("status") == "bounced"]
     assert bounced and bounced[0]["recipient"] == "bob@example.test"
 
@@ -255,8 +264,26 @@ def test_250_450_550_one_retried_one_bounced_one_done_none_twice(mail_world, spo
     assert "Final-Recipient: rfc822; no@example.test" in text
     assert "later@example.test" not in text and "ok@example.test" not in text
     assert len(sender_mx.messages()) == 1, "one bounce"
-    qid = job["queue_id"]
-    assert spool.keys(f"records/{qid}/") == [f"records/{qid}/{r}@example.test" for r in ("later", "no", "ok")]
+    state = state_of(spool, job["queue_id"])
+    got = [(r["address"], r["state"], r["attempts"]) for r in state["recipients"]]
+    assert got == [("ok@example.test", "sent", 1), ("later@example.test", "sent", 2), ("no@example.test", "bounced", 1)]
+    assert state["job_id"] is None
+
+
+def test_v1_job_in_flight_during_an_upgrade_honours_its_legacy_record(mail_world, spool, start_process):
+    mx, _, dns, port = mail_world()
+    job = make_job(spool, "example.test", ["done@example.test", "new@example.test"])
+    for f in ("job_id", "jobs"):
+        del job[f]
+    job["v"] = 1
+    spool.put(f"records/{job['queue_id']}/done@example.test", b"sent")  # an old relay delivered it
+    spool.send_job(job)
+    start_relay(start_process, spool, dns, port)
+    [m] = mx.wait_for(1, timeout=60)
+    assert m["rcpt_tos"] == ["new@example.test"]
+    wait_until(lambda: queue_drained(spool), 30, what="empty queue")
+    assert spool.keys("spool/") == [f"spool/{job['queue_id']}.eml"], "a v1 job may share its message: kept"
+    assert [r["state"] for r in state_of(spool, job["queue_id"])["recipients"]] == ["sent", "sent"]
 
 
 @pytest.fixture(scope="module")

@@ -360,7 +360,9 @@ def test_sample_sqs_event_carries_a_valid_job():
         job = json.loads(record["body"])
         assert set(job) <= fields, sorted(set(job) - fields)
         assert required <= set(job), sorted(required - set(job))
-        assert job["v"] == 1
+        version = re.search(r"JOB_SCHEMA_VERSION: u32 = (\d+);", (ROOT / "shared" / "src" / "job.rs").read_text())
+        assert job["v"] == int(version.group(1)), "the sample is on the schema this build writes"
+        assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", job["job_id"]) and job["jobs"] == 1, job
         assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", job["queue_id"]), job["queue_id"]
         assert job["message_key"] == f"spool/{job['queue_id']}.eml"
         assert job["recipients"] and all(r["state"] == "pending" for r in job["recipients"])

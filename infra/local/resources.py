@@ -32,8 +32,10 @@ def clients(endpoint=None, region=None):
 
 
 def create_spool(s3, sqs, bucket, queue):
-    """Create (or reuse) the bucket, the queue and its DLQ; returns (queue_url, dlq_url)."""
+    """Create (or reuse) the bucket (versioned, like the deployed one: a completed message stays
+    readable behind its delete marker), the queue and its DLQ; returns (queue_url, dlq_url)."""
     s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
@@ -47,8 +49,9 @@ def create_spool(s3, sqs, bucket, queue):
 def delete_spool(s3, sqs, bucket, queue_urls):
     """Best-effort removal of everything create_spool made."""
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"], "VersionId": o["VersionId"]}
+                    for o in page.get("Versions", []) + page.get("DeleteMarkers", [])]
             if keys:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
         s3.delete_bucket(Bucket=bucket)

@@ -4,11 +4,20 @@
 //! the body never travels in SQS — and carries the envelope plus per-recipient delivery state,
 //! so a retry re-sends only to the recipients still pending. The document is versioned by `v`;
 //! a reader rejects versions it does not know instead of guessing.
+//!
+//! Version 2 added `job_id` (each job, and each retry of it, has its own id: the relay's state
+//! object names the one job allowed to proceed, see `shared::state`) and `jobs` (how many jobs
+//! the message has, so the only job of a message may mark completion by deleting it). Both have
+//! serde defaults, so version-1 jobs still in flight during an upgrade are read too: they get a
+//! stable synthetic id ([`Job::id`]) and count as sharing their message.
 
 use serde::{Deserialize, Serialize};
 
-/// The schema version this build writes and reads.
-pub const JOB_SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes.
+pub const JOB_SCHEMA_VERSION: u32 = 2;
+
+/// The oldest schema version this build still reads (v1: no `job_id`, no `jobs`).
+pub const MIN_JOB_SCHEMA_VERSION: u32 = 1;
 
 /// A unit of relay work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +60,13 @@ pub struct Job {
     /// Client address and name the message came from, for DSNs and logs.
     #[serde(default)]
     pub received_from: String,
+    /// This job's id (a ULID); every retry job gets a new one. Empty in v1 jobs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job_id: String,
+    /// How many jobs the ingress queued for this message: `1` means this job alone owns the
+    /// message object (DSN jobs too); `0` means unknown (v1 jobs).
+    #[serde(default)]
+    pub jobs: u32,
 }
 
 /// One envelope recipient and what has happened to it.
@@ -159,7 +175,9 @@ pub enum BodyType {
 pub enum JobError {
     #[error("job is not valid JSON for this schema: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("job schema version {0} is not supported (this build reads {JOB_SCHEMA_VERSION})")]
+    #[error(
+        "job schema version {0} is not supported (this build reads {MIN_JOB_SCHEMA_VERSION} to {JOB_SCHEMA_VERSION})"
+    )]
     Version(u32),
     #[error("job has no recipients")]
     NoRecipients,
@@ -192,13 +210,15 @@ impl Job {
             size,
             delay_warned: false,
             received_from: String::new(),
+            job_id: crate::queue_id::new_queue_id(),
+            jobs: 1,
         }
     }
 
     /// Parse and validate a job document.
     pub fn from_json(s: &str) -> Result<Job, JobError> {
         let job: Job = serde_json::from_str(s)?;
-        if job.v != JOB_SCHEMA_VERSION {
+        if !(MIN_JOB_SCHEMA_VERSION..=JOB_SCHEMA_VERSION).contains(&job.v) {
             return Err(JobError::Version(job.v));
         }
         if job.recipients.is_empty() {
@@ -215,6 +235,18 @@ impl Job {
     /// Recipients still waiting for delivery.
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
         self.recipients.iter().filter(|r| r.state == RcptState::Pending)
+    }
+
+    /// The job's id; for a v1 job (no `job_id`), one derived from what distinguishes its
+    /// successive jobs, so every copy of one v1 job gets the same id.
+    pub fn id(&self) -> String {
+        if self.job_id.is_empty() { format!("v1-{}-{}", self.attempt, self.not_before) } else { self.job_id.clone() }
+    }
+
+    /// True when no other job shares this job's message object, so completing this job may
+    /// delete it.
+    pub fn is_sole(&self) -> bool {
+        self.jobs == 1
     }
 
     /// True when the sender is the null reverse-path (this message is itself a bounce).
@@ -253,6 +285,8 @@ mod tests {
             size: 42,
             delay_warned: false,
             received_from: "client.example.org [192.0.2.1]".into(),
+            job_id: "01JD0000000000000000000001".into(),
+            jobs: 2,
         }
     }
 
@@ -267,10 +301,25 @@ mod tests {
         let mut job = sample();
         job.v = 99;
         assert!(matches!(Job::from_json(&job.to_json()), Err(JobError::Version(99))));
-        assert!(matches!(Job::from_json("{\"v\":1}"), Err(JobError::Json(_))));
+        assert!(matches!(Job::from_json("{\"v\":2}"), Err(JobError::Json(_))));
         let mut empty = sample();
         empty.recipients.clear();
         assert!(matches!(Job::from_json(&empty.to_json()), Err(JobError::NoRecipients)));
+    }
+
+    #[test]
+    fn v1_jobs_are_read_with_a_stable_synthetic_id_and_an_unknown_job_count() {
+        let v1 = r#"{"v":1,"queue_id":"01JD0000000000000000000000","message_key":"spool/x.eml","sender":"a@b",
+            "domain":"c.test","recipients":[{"address":"d@c.test"}],"attempt":2,"first_seen":5,"not_before":9}"#;
+        let job = Job::from_json(v1).unwrap();
+        assert_eq!((job.job_id.as_str(), job.jobs), ("", 0));
+        assert_eq!(job.id(), "v1-2-9");
+        assert_eq!(Job::from_json(v1).unwrap().id(), job.id(), "copies agree");
+        assert!(!job.is_sole(), "a v1 job may share its message");
+        let fresh = Job::first_attempt("Q", "a@b", "c.test", vec![Recipient::new("d@c.test")], 1, 5);
+        assert_eq!((fresh.v, fresh.jobs), (JOB_SCHEMA_VERSION, 1));
+        assert_eq!(fresh.id(), fresh.job_id);
+        assert!(crate::queue_id::is_queue_id(&fresh.job_id));
     }
 
     #[test]

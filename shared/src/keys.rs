@@ -1,9 +1,14 @@
 //! The spool bucket's key layout.
 //!
 //! * `spool/<queue id>.eml` — a message exactly as it will be sent (trace header included).
-//! * `records/<queue id>/<recipient>` — a delivery record, written with `If-None-Match: *`
-//!   right after the remote server accepted that recipient; its existence means "never send
-//!   this message to this recipient again".
+//!   The only job of a message deletes it when it is done (the free completion marker); the
+//!   bucket is versioned, so the deleted message stays readable as a noncurrent version (for
+//!   `relayctl show` / `trace`) until the lifecycle rules expire it.
+//! * `state/<queue id>/<domain>.json` — the state of the job for that destination
+//!   (`shared::state`), written by the relay only when something other than a first-attempt
+//!   completion happens, and by `relayctl cancel` / `retry`.
+//! * `records/<queue id>/<recipient>` — legacy (schema-1 jobs) delivery records: still checked
+//!   for v1 jobs, no longer written.
 //! * `mta-sts/<domain>.json` — the relay's cached MTA-STS policy of a recipient domain (RFC 8461
 //!   §3.3), so that it survives a cold start; overwritten when the domain's policy changes.
 //!
@@ -11,8 +16,10 @@
 
 /// Prefix of spooled messages.
 pub const SPOOL_PREFIX: &str = "spool/";
-/// Prefix of per-recipient delivery records.
+/// Prefix of per-recipient delivery records (legacy, v1 jobs).
 pub const RECORDS_PREFIX: &str = "records/";
+/// Prefix of per-job state objects.
+pub const STATE_PREFIX: &str = "state/";
 
 /// Prefix of cached MTA-STS policies.
 pub const MTA_STS_PREFIX: &str = "mta-sts/";
@@ -30,6 +37,20 @@ pub fn message_key(queue_id: &str) -> String {
 pub fn record_key(queue_id: &str, recipient: &str) -> String {
     let mut key = format!("{RECORDS_PREFIX}{queue_id}/");
     push_encoded(&mut key, recipient);
+    key
+}
+
+/// The folder of every state object of the message `queue_id` (for listing).
+pub fn state_prefix(queue_id: &str) -> String {
+    format!("{STATE_PREFIX}{queue_id}/")
+}
+
+/// Key of the state object of the job of `queue_id` for `domain` (lower-cased and encoded
+/// like a record key, so an internationalised domain maps to one safe key).
+pub fn state_key(queue_id: &str, domain: &str) -> String {
+    let mut key = state_prefix(queue_id);
+    push_encoded(&mut key, domain);
+    key.push_str(".json");
     key
 }
 
@@ -62,6 +83,9 @@ mod tests {
         assert_eq!(record_key("01ABC", "Bob@Example.COM"), "records/01ABC/bob@example.com");
         assert_eq!(record_key("01ABC", "\"a b\"/x@ex.org"), "records/01ABC/%22a%20b%22%2Fx@ex.org");
         assert_eq!(record_key("Q", "jörg@ex.de"), "records/Q/j%C3%B6rg@ex.de");
+        assert_eq!(state_key("01ABC", "Example.NET"), "state/01ABC/example.net.json");
+        assert_eq!(state_key("Q", "bücher.de"), "state/Q/b%C3%BCcher.de.json");
+        assert!(state_key("Q", "x").starts_with(&state_prefix("Q")));
         assert_eq!(mta_sts_key("Example.COM."), "mta-sts/example.com.json");
         assert_eq!(mta_sts_key("bücher.de"), "mta-sts/b%C3%BCcher.de.json");
     }

@@ -1,7 +1,8 @@
 //! The contract between the ingress and the relay.
 //!
 //! Everything both sides must agree on lives here and nowhere else: the relay job that travels
-//! through SQS ([`job`]), where objects live in the spool bucket ([`keys`]), how configuration is
+//! through SQS ([`job`]), the per-job state the relay leaves in S3 ([`state`]), the envelope as
+//! message-object metadata ([`meta`]), where objects live in the spool bucket ([`keys`]), how configuration is
 //! read from the environment ([`config`]), how AWS clients are built ([`aws`]), SMTP replies
 //! ([`reply`]), queue ids ([`queue_id`]), log set-up ([`logging`]) and the embedded-format metrics
 //! both programs print ([`metrics`]).
@@ -11,9 +12,11 @@ pub mod config;
 pub mod job;
 pub mod keys;
 pub mod logging;
+pub mod meta;
 pub mod metrics;
 pub mod queue_id;
 pub mod reply;
+pub mod state;
 
 pub use job::{BodyType, DsnParams, Job, Notify, RcptState, Recipient, Ret};
 pub use reply::Reply;

@@ -13,6 +13,12 @@ pub fn is_queue_id(s: &str) -> bool {
     s.len() == 26 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// When the id was made (Unix seconds): a ULID carries its creation time in its first ten
+/// characters. `None` for anything that is not a ULID.
+pub fn created_at(id: &str) -> Option<i64> {
+    ulid::Ulid::from_string(id).ok().map(|u| (u.timestamp_ms() / 1000) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -24,5 +30,8 @@ mod tests {
         assert_ne!(a, b);
         assert!(is_queue_id(&a), "{a}");
         assert!(!is_queue_id("../etc/passwd"));
+        let now = chrono::Utc::now().timestamp();
+        assert!((created_at(&a).unwrap() - now).abs() <= 1);
+        assert_eq!(created_at("not-a-ulid"), None);
     }
 }

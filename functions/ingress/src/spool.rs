@@ -12,9 +12,14 @@
 //! SQS refuses inside a batch are sent again (twice) before giving up. When jobs cannot all be
 //! sent the client gets `451` and will send again. If none went out, the message object is
 //! deleted. If some did, the object stays for them — those domains may then get the message
-//! twice, which SMTP prefers to losing it — and the log line says so.
+//! twice, which SMTP prefers to losing it — and the log line says so. The withdrawal deletes the
+//! version it wrote, so a versioned bucket keeps nothing that looks like a completed message.
+//!
+//! The object carries the envelope as user metadata ([`message_metadata`]) so `relayctl trace`
+//! can show a message no relay has touched, and each job says how many jobs the message has
+//! (`jobs`): the only job of a message marks completion by deleting it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -22,6 +27,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use shared::job::domain_of;
+use shared::meta::{self, MessageMeta};
 use shared::{Job, aws::Clients, keys};
 
 use crate::session::{Envelope, Incoming};
@@ -46,22 +52,48 @@ pub trait Spool: Send + Sync {
     async fn store(&self, msg: Incoming) -> Result<(), String>;
 }
 
-/// One job per destination domain, recipients in the order given.
-pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
+/// The envelope's recipients by destination domain: one job each.
+fn by_domain(env: &Envelope) -> BTreeMap<String, Vec<shared::Recipient>> {
     let mut by_domain: BTreeMap<String, Vec<shared::Recipient>> = BTreeMap::new();
-    for r in &msg.env.recipients {
+    for r in &env.recipients {
         by_domain.entry(domain_of(&r.address)).or_default().push(r.clone());
     }
     by_domain
+}
+
+/// One job per destination domain, recipients in the order given, each with its own id and
+/// the number of jobs of the message.
+pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
+    let groups = by_domain(&msg.env);
+    let jobs = groups.len() as u32;
+    groups
         .into_iter()
         .map(|(domain, recipients)| Job {
             dsn: msg.env.dsn.clone(),
             body: msg.env.body_type,
             smtputf8: msg.env.smtputf8,
             received_from: msg.received_from.clone(),
+            jobs,
             ..Job::first_attempt(&msg.env.queue_id, &msg.env.sender, domain, recipients, msg.size, now)
         })
         .collect()
+}
+
+/// The message object's user metadata: the envelope as `relayctl trace` reads it (sender,
+/// accepted at `received`, job count, recipients in job order — truncated with a count past
+/// S3's 2 KB). Written when the object is created, before its size is known for a streamed
+/// message: trace takes the size from the object itself.
+pub fn message_metadata(env: &Envelope, received: i64) -> HashMap<String, String> {
+    let groups = by_domain(env);
+    let m = MessageMeta {
+        sender: env.sender.clone(),
+        received,
+        size: 0,
+        jobs: groups.len() as u32,
+        recipients: groups.into_values().flatten().map(|r| r.address).collect(),
+        omitted: 0,
+    };
+    meta::encode(&m).into_iter().collect()
 }
 
 /// Sets the stored object's attributes on its request — the single PUT and the
@@ -70,7 +102,11 @@ pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
 /// SDK's two request builders share these method names but no trait.
 macro_rules! object_request {
     ($request:expr, $bucket:expr, $key:expr, $env:expr) => {
-        $request.bucket($bucket).key($key).content_type("message/rfc822")
+        $request
+            .bucket($bucket)
+            .key($key)
+            .content_type("message/rfc822")
+            .set_metadata(Some(message_metadata($env, chrono::Utc::now().timestamp())))
     };
 }
 
@@ -138,7 +174,7 @@ impl AwsSpool {
 
 impl AwsSpool {
     /// The last part, then the completion of the upload; on failure the upload is aborted.
-    async fn complete(&self, upload: Upload, mut parts: Vec<PartTag>, last: Vec<u8>) -> Result<(), String> {
+    async fn complete(&self, upload: Upload, mut parts: Vec<PartTag>, last: Vec<u8>) -> Result<Option<String>, String> {
         let number = parts.len() as i32 + 1;
         match self.upload_part(Part { upload: upload.clone(), number, bytes: last }).await {
             Ok(tag) => parts.push(tag),
@@ -167,20 +203,24 @@ impl AwsSpool {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .send()
             .await;
-        if let Err(e) = done {
-            let reason = format!("S3 complete {}: {}", upload.key, DisplayErrorContext(e));
-            // A completion that failed late (a timeout) may still have made the object.
-            let key = upload.key.clone();
-            self.abort(upload).await;
-            self.withdraw(&key).await;
-            return Err(reason);
+        match done {
+            Ok(out) => Ok(out.version_id),
+            Err(e) => {
+                let reason = format!("S3 complete {}: {}", upload.key, DisplayErrorContext(e));
+                // A completion that failed late (a timeout) may still have made the object.
+                let key = upload.key.clone();
+                self.abort(upload).await;
+                self.withdraw(&key, None).await;
+                Err(reason)
+            }
         }
-        Ok(())
     }
 
-    /// Delete a stored message no job refers to.
-    async fn withdraw(&self, key: &str) {
-        if let Err(d) = self.clients.s3.delete_object().bucket(&self.bucket).key(key).send().await {
+    /// Delete a stored message no job refers to: the version written, when known (in a
+    /// versioned bucket a plain delete would leave a marker that reads like a completion).
+    async fn withdraw(&self, key: &str, version: Option<String>) {
+        let delete = self.clients.s3.delete_object().bucket(&self.bucket).key(key).set_version_id(version);
+        if let Err(d) = delete.send().await {
             tracing::error!(key, error = %DisplayErrorContext(d), "could not withdraw message");
         }
     }
@@ -232,23 +272,24 @@ impl Spool for AwsSpool {
     async fn store(&self, msg: Incoming) -> Result<(), String> {
         let jobs = jobs_for(&msg, chrono::Utc::now().timestamp());
         let key = keys::message_key(&msg.env.queue_id);
-        match msg.content {
+        let version = match msg.content {
             Content::Whole(bytes) => {
                 object_request!(self.clients.s3.put_object(), &self.bucket, &key, &msg.env)
                     .body(ByteStream::from(bytes))
                     .send()
                     .await
-                    .map_err(|e| format!("S3 put {key}: {}", DisplayErrorContext(e)))?;
+                    .map_err(|e| format!("S3 put {key}: {}", DisplayErrorContext(e)))?
+                    .version_id
             }
             Content::Multipart { upload, parts, last } => self.complete(upload, parts, last).await?,
-        }
+        };
         let Err(e) = self.send_jobs(&jobs).await else { return Ok(()) };
         let qid = &msg.env.queue_id;
         if e.queued > 0 {
             tracing::error!(queue_id = %qid, key, queued = e.queued, jobs = jobs.len(), error = %e.reason,
                 "jobs partly queued; message kept for them (the client's retry may duplicate those domains)");
         } else {
-            self.withdraw(&key).await;
+            self.withdraw(&key, version).await;
         }
         Err(e.reason)
     }

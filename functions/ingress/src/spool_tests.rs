@@ -43,13 +43,29 @@ fn one_job_per_domain_carrying_the_envelope() {
     let addrs: Vec<_> = jobs[0].recipients.iter().map(|r| r.address.as_str()).collect();
     assert_eq!(addrs, ["b@one.test", "d@ONE.test"]);
     assert_eq!(jobs[1].domain, "two.test");
+    assert_ne!(jobs[0].job_id, jobs[1].job_id, "each job has its own id");
     for j in &jobs {
+        assert_eq!(j.jobs, 2, "each job knows it shares the message");
         assert_eq!(j.message_key, "spool/01JD0000000000000000000000.eml");
         assert_eq!((j.first_seen, j.not_before, j.attempt), (1000, 1000, 0));
         assert_eq!(j.size, 18);
         assert_eq!(j.body, BodyType::EightBitMime);
         assert!(Job::from_json(&j.to_json()).is_ok());
     }
+}
+
+#[test]
+fn metadata_carries_the_envelope_for_trace() {
+    let msg = incoming(&["b@one.test", "c@two.test", "d@ONE.test"]);
+    let back = shared::meta::decode(&message_metadata(&msg.env, 1000)).unwrap();
+    assert_eq!((back.sender.as_str(), back.received, back.jobs), ("alice@example.org", 1000, 2));
+    assert_eq!(back.jobs as usize, jobs_for(&msg, 1000).len(), "the count the jobs carry");
+    assert_eq!(back.recipients, ["b@one.test", "d@ONE.test", "c@two.test"], "in job order");
+    let many: Vec<String> = (0..200).map(|i| format!("user{i}@example.test")).collect();
+    let env = envelope(&many.iter().map(String::as_str).collect::<Vec<_>>());
+    let back = shared::meta::decode(&message_metadata(&env, 1000)).unwrap();
+    assert_eq!(back.recipients.len() + back.omitted, 200);
+    assert!(back.omitted > 0, "2 KB cannot hold 200 addresses");
 }
 
 /// One SendMessageBatch answer: the entry ids to refuse, and whether as the sender's fault.

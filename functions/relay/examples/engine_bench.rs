@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release -p relay --example engine_bench -- COUNT MESSAGE_FILE` with the relay's
 //! variables set (RELAY_SMARTHOST, RELAY_HELO_NAME, …; SPOOL_* must be set but are unused).
-//! Exits non-zero unless every job ends with a `sent` record and nothing was re-enqueued.
+//! Exits non-zero unless every job completed (its message deleted, no state written) and nothing
+//! was re-enqueued.
 //! Sessions are reused as in production (`RELAY_DESTINATION_CONCURRENCY` and friends apply);
 //! `RELAY_MAX_MESSAGES_PER_CONNECTION=1` measures one session per job.
 //!
@@ -69,10 +70,13 @@ async fn main() {
     }
     let secs = started.elapsed().as_secs_f64();
     deps.transport.shutdown().await; // QUIT the idle sessions, as `relay poll` does on SIGTERM
-    let sent = jobs.iter().filter(|j| spool.0.lock().unwrap().get(&record(j)).is_some_and(|r| r == b"sent")).count();
+    let objects = spool.0.lock().unwrap();
+    let sent = jobs.iter().filter(|j| !objects.contains_key(&j.message_key)).count();
+    let states = objects.keys().filter(|k| k.starts_with(keys::STATE_PREFIX)).count();
+    drop(objects);
     let requeued = queue.0.lock().unwrap().len();
     println!("{count} jobs in {secs:.2}s = {:.0}/s; {sent} sent, {requeued} re-enqueued", count as f64 / secs);
-    if sent != count || requeued != 0 {
+    if sent != count || requeued != 0 || states != 0 {
         std::process::exit(1);
     }
 }
@@ -107,10 +111,6 @@ fn job(i: usize, message: &[u8], spool: &MemorySpool) -> Job {
     let rcpt = Recipient::new(format!("r{i}@example.test"));
     let now = chrono::Utc::now().timestamp();
     Job::first_attempt(&id, "bench@example.org", "example.test", vec![rcpt], message.len() as u64, now)
-}
-
-fn record(job: &Job) -> String {
-    keys::record_key(&job.queue_id, &job.recipients[0].address)
 }
 
 /// The SQS event the Lambda service would deliver for these jobs, built as `relay poll` builds it.

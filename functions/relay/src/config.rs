@@ -41,6 +41,8 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_COMMAND_TIMEOUT",
     "RELAY_DATA_TIMEOUT",
     "RELAY_POLL_WAIT",
+    // Durable records (issue 12 §4).
+    "RELAY_STORE_RETRY",
     // Inbound gateway: per-domain next hops and the names loop detection knows us by.
     "RELAY_ROUTES",
     "RELAY_LOCAL_NAMES",
@@ -164,6 +166,8 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// Long-poll wait of `relay poll` (≤ 20 s).
     pub poll_wait: Duration,
+    /// How long S3/SQS writes after a delivery are retried before the job goes back to SQS.
+    pub store_retry: Duration,
     /// Apply the MTA-STS policies of recipient domains to MX delivery (`RELAY_MTA_STS`).
     pub mta_sts: bool,
     /// PEM file of extra trust anchors for the certificates the relay verifies besides the
@@ -254,6 +258,7 @@ impl RelayConfig {
             command_timeout: r.duration("RELAY_COMMAND_TIMEOUT", "5m")?,
             data_timeout: r.duration("RELAY_DATA_TIMEOUT", "10m")?,
             poll_wait,
+            store_retry: r.duration("RELAY_STORE_RETRY", "60s")?,
             mta_sts: r.choice("RELAY_MTA_STS", true, &[("on", true), ("off", false)])?,
             tls_ca: r.path("RELAY_TLS_CA")?,
             events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
@@ -374,6 +379,7 @@ mod tests {
         assert_eq!(c.bounce_from, "MAILER-DAEMON@relay.example.org");
         assert_eq!(c.tls, TlsMode::Opportunistic);
         assert!(c.smarthost.is_none());
+        assert_eq!(c.store_retry, Duration::from_secs(60));
         assert!(c.mta_sts, "MTA-STS is on by default");
         assert_eq!(c.tls_ca, None);
         assert!(!RelayConfig::from_vars(&vars(&[("RELAY_MTA_STS", "off")])).unwrap().mta_sts);
@@ -407,6 +413,7 @@ mod tests {
             (&[("RELAY_DNS_SERVERS", "8.8.8.8")], "RELAY_DNS_SERVERS"),
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
             (&[("RELAY_POLL_WAIT", "1m")], "RELAY_POLL_WAIT"),
+            (&[("RELAY_STORE_RETRY", "a while")], "RELAY_STORE_RETRY"),
             (&[("RELAY_MTA_STS", "enforce")], "RELAY_MTA_STS"),
             (&[("RELAY_TLS_CA", "/nonexistent.pem")], "RELAY_TLS_CA"),
             (&[("METRICS_NAMESPACE", "no spaces")], "METRICS_NAMESPACE"),

@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use relay::config::RelayConfig;
 use relay::deliver::SmtpTransport;
-use relay::handler::{Deps, SystemClock, handle};
+use relay::handler::{Deps, SystemClock, handle_until};
 use relay::route::HickoryResolver;
 use relay::route::mta_sts::{HttpsFetcher, MtaSts};
 use relay::store::{EventSink, S3Spool, SqsEvents, SqsQueue};
@@ -87,8 +87,11 @@ async fn main() -> ExitCode {
     if lambda {
         let service = service_fn(move |event: LambdaEvent<SqsEvent>| {
             let deps = deps.clone();
+            // The invocation's deadline bounds the store retries after a delivery.
+            let left = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            let deadline = tokio::time::Instant::now() + left;
             async move {
-                let response = handle(event.payload, &deps).await;
+                let response = handle_until(event.payload, &deps, Some(deadline)).await;
                 deps.metrics.flush();
                 Ok::<_, lambda_runtime::Error>(response)
             }

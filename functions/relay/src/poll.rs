@@ -4,7 +4,8 @@
 //! hand its visibility is extended every half timeout, so a slow server never lets a second
 //! consumer pick up a job that is still being delivered. The queue's visibility timeout is read
 //! while the first receive is already waiting, so start-up costs no round trip. SIGTERM or
-//! SIGINT stops the loop between batches: the batch in hand is finished first.
+//! SIGINT stops the loop between batches: the batch in hand is finished first, and jobs a long
+//! poll receives while the signal arrives are handed back at once rather than left invisible.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -44,11 +45,18 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
     tracing::info!(queue = %url, "polling");
     loop {
         let receive = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(wait).send();
+        tokio::pin!(receive);
         let received = tokio::select! {
             biased;
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            r = receive => r,
+            _ = term.recv() => {
+                release_pending(sqs, url, &mut receive, wait).await;
+                break;
+            }
+            _ = int.recv() => {
+                release_pending(sqs, url, &mut receive, wait).await;
+                break;
+            }
+            r = &mut receive => r,
         };
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
@@ -81,6 +89,27 @@ pub async fn run(deps: &Deps, sqs: &aws_sdk_sqs::Client) -> std::io::Result<()> 
     tracing::info!("stopping on signal");
     deps.transport.shutdown().await;
     Ok(())
+}
+
+/// On a signal during a long poll: let the receive in flight finish (it may already hold jobs
+/// SQS counts as received) and hand whatever it got straight back (visibility 0), instead of
+/// leaving those jobs invisible for the visibility timeout after this process is gone.
+async fn release_pending<F>(sqs: &aws_sdk_sqs::Client, url: &str, receive: &mut std::pin::Pin<&mut F>, wait: i32)
+where
+    F: std::future::Future<
+            Output = Result<
+                aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput,
+                aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>,
+            >,
+        >,
+{
+    let limit = Duration::from_secs(wait.max(0) as u64 + 2);
+    let Ok(Ok(out)) = tokio::time::timeout(limit, receive.as_mut()).await else { return };
+    let messages = out.messages.unwrap_or_default();
+    if !messages.is_empty() {
+        extend(sqs, url, &messages, 0).await;
+        tracing::info!(jobs = messages.len(), "stopping: jobs received during shutdown handed back");
+    }
 }
 
 /// The queue's visibility timeout in seconds (30, SQS's default, if it cannot be read).

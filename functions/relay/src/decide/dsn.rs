@@ -10,7 +10,9 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
-use shared::{Job, Ret};
+use shared::job::domain_of;
+use shared::meta::MessageMeta;
+use shared::{BodyType, Job, Recipient, Ret};
 
 use crate::decide::plan::{Action, Report};
 
@@ -125,6 +127,39 @@ pub fn build(report: &Report, job: &Job, original: &[u8], cfg: &RelayConfig, now
         .body(MimePart::new(ContentType::new("multipart/report").attribute("report-type", "delivery-status"), parts))
         .write_to_vec()
         .expect("writing to a Vec cannot fail")
+}
+
+/// The DSN for `report` on `job` as a message of its own: its bytes and the job that delivers
+/// it from `<>` to the sender (a sole job under the new queue id `id`).
+pub fn report_job(
+    report: &Report,
+    job: &Job,
+    original: &[u8],
+    cfg: &RelayConfig,
+    now: i64,
+    id: &str,
+) -> (Job, Vec<u8>) {
+    let bytes = build(report, job, original, cfg, now, id);
+    let recipients = vec![Recipient::new(job.sender.clone())];
+    let dsn_job = Job {
+        body: if bytes.is_ascii() { BodyType::SevenBit } else { BodyType::EightBitMime },
+        smtputf8: !job.sender.is_ascii(),
+        received_from: format!("{} (delivery status notification)", cfg.helo_name),
+        ..Job::first_attempt(id, "", domain_of(&job.sender), recipients, bytes.len() as u64, now)
+    };
+    (dsn_job, bytes)
+}
+
+/// The envelope metadata of a DSN message (as the ingress writes it for mail it accepts).
+pub fn report_meta(dsn_job: &Job) -> MessageMeta {
+    MessageMeta {
+        sender: String::new(),
+        received: dsn_job.first_seen,
+        size: dsn_job.size,
+        jobs: 1,
+        recipients: dsn_job.recipients.iter().map(|r| r.address.clone()).collect(),
+        omitted: 0,
+    }
 }
 
 #[cfg(test)]

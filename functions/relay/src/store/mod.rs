@@ -4,13 +4,16 @@
 //! [`memory`] the in-memory ones for tests and the engine benchmark. Delivery events leave by
 //! their own edge, [`events`], which never fails a job.
 //!
-//! Every error here is an infrastructure failure: the handler reports the SQS record as a
-//! batch item failure so SQS redelivers it (and the DLQ catches it if it never succeeds).
+//! Every error here is an infrastructure failure. Before a delivery the handler reports the SQS
+//! record as a batch item failure so SQS redelivers it (and the DLQ catches it if it never
+//! succeeds); after one, it first retries with backoff (see `handler`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::Job;
+use shared::meta::MessageMeta;
+use shared::state::JobState;
 
 pub mod aws;
 pub mod events;
@@ -34,17 +37,47 @@ impl StoreError {
     }
 }
 
-/// Messages and delivery records in the spool bucket.
+/// A state object as read, with the ETag a conditional write must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub state: JobState,
+    pub etag: String,
+}
+
+/// The precondition of a state write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// There is no state object yet (`If-None-Match: *`).
+    Absent,
+    /// The object is still the version read with this ETag (`If-Match`).
+    Etag(&'a str),
+}
+
+/// Messages, job states and (legacy) delivery records in the spool bucket.
 #[async_trait]
 pub trait Spool: Send + Sync {
-    /// The message bytes at `key`.
-    async fn get_message(&self, key: &str) -> Result<Vec<u8>, StoreError>;
-    /// True when a delivery record exists for this recipient of this message.
+    /// The message bytes at `key`; `None` when there is no such object (a sole job's message
+    /// is deleted when it completes).
+    async fn get_message(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Store a new message (a DSN) at `key`, its envelope as metadata.
+    async fn put_message(&self, key: &str, bytes: Vec<u8>, meta: &MessageMeta) -> Result<(), StoreError>;
+    /// Delete the message at `key` (the completion marker of a sole job); deleting a missing
+    /// object succeeds.
+    async fn delete_message(&self, key: &str) -> Result<(), StoreError>;
+    /// The state of the job of `queue_id` for `domain`, if one was written.
+    async fn get_state(&self, queue_id: &str, domain: &str) -> Result<Option<Stored>, StoreError>;
+    /// Write `state` if `expect` still holds: `Ok(Some(etag))` when written, `Ok(None)` when
+    /// someone else wrote first (re-read and merge).
+    async fn put_state(&self, state: &JobState, expect: Expect<'_>) -> Result<Option<String>, StoreError>;
+    /// True when a legacy delivery record exists for this recipient (v1 jobs only).
     async fn record_exists(&self, queue_id: &str, recipient: &str) -> Result<bool, StoreError>;
-    /// Write the record unless it exists; `Ok(false)` when it already did.
-    async fn put_record_if_absent(&self, queue_id: &str, recipient: &str, body: &str) -> Result<bool, StoreError>;
-    /// Store a new message (a DSN) at `key`.
-    async fn put_message(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+}
+
+/// Jobs of a batch that did not go out, by index, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub unsent: Vec<usize>,
+    pub error: StoreError,
 }
 
 /// The job queue.
@@ -52,6 +85,9 @@ pub trait Spool: Send + Sync {
 pub trait Queue: Send + Sync {
     /// Enqueue `job`, invisible for `delay` (at most 900 s).
     async fn send(&self, job: &Job, delay: Duration) -> Result<(), StoreError>;
+    /// Enqueue several jobs in as few requests as possible (SendMessageBatch, ten a call); on
+    /// failure, says which did not go out so only those are sent again.
+    async fn send_batch(&self, jobs: &[(Job, Duration)]) -> Result<(), BatchError>;
 }
 
 /// Cached MTA-STS policies in the spool bucket, one JSON object per domain

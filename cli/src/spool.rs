@@ -1,0 +1,256 @@
+//! What relayctl reads from S3 and SQS beyond the relay's own edges (which it reuses for state
+//! reads, conditional state writes, DSN messages and sends): a message's metadata and bytes —
+//! also after its job deleted it, from the newest noncurrent version of the versioned bucket —,
+//! the states of a message, the spool in queue-id order, queue counts and the DLQ move task.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow};
+use aws_sdk_sqs::types::QueueAttributeName;
+use relay::store::{S3Spool, Spool, SqsQueue, Stored};
+use shared::keys;
+use shared::meta::{self, MessageMeta};
+
+/// A message object as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The ingress's envelope metadata (`None`: written before it existed).
+    pub meta: Option<MessageMeta>,
+    /// Object size in bytes.
+    pub size: u64,
+    /// When a delete marker hid it (Unix seconds): the sole job completed then.
+    pub deleted_at: Option<i64>,
+    /// The version to read when it is deleted.
+    version: Option<String>,
+}
+
+/// The S3 and SQS clients with the spool's names.
+pub struct Store {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub bucket: String,
+    pub queue_url: String,
+}
+
+fn s3_err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: aws_sdk_s3::error::SdkError<E, R>) -> anyhow::Error {
+    anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e))
+}
+
+fn sqs_err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: aws_sdk_sqs::error::SdkError<E, R>) -> anyhow::Error {
+    anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e))
+}
+
+fn epoch(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
+    t.map(|t| t.secs())
+}
+
+impl Store {
+    /// The relay's S3 edge on the same bucket.
+    pub fn spool(&self) -> S3Spool {
+        S3Spool { client: self.s3.clone(), bucket: self.bucket.clone() }
+    }
+
+    /// The relay's SQS edge on the same queue.
+    pub fn queue(&self) -> SqsQueue {
+        SqsQueue { client: self.sqs.clone(), queue_url: self.queue_url.clone() }
+    }
+
+    /// The message `queue_id`: the current object, or the newest version behind a delete marker.
+    pub async fn message(&self, queue_id: &str) -> Result<Option<MessageInfo>> {
+        let key = keys::message_key(queue_id);
+        match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(h) => {
+                let meta = h.metadata().and_then(meta::decode);
+                return Ok(Some(MessageInfo {
+                    meta,
+                    size: h.content_length().unwrap_or_default() as u64,
+                    deleted_at: None,
+                    version: None,
+                }));
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {}
+            Err(e) => return Err(s3_err(e)).with_context(|| format!("HeadObject {key}")),
+        }
+        let out = self.s3.list_object_versions().bucket(&self.bucket).prefix(&key).send().await.map_err(s3_err)?;
+        let newest =
+            out.versions().iter().filter(|v| v.key() == Some(key.as_str())).max_by_key(|v| epoch(v.last_modified()));
+        let Some(version) = newest else { return Ok(None) };
+        let deleted_at = out
+            .delete_markers()
+            .iter()
+            .filter(|d| d.key() == Some(key.as_str()))
+            .filter_map(|d| epoch(d.last_modified()))
+            .max();
+        let id = version.version_id().map(String::from);
+        let h = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_version_id(id.clone())
+            .send()
+            .await
+            .map_err(s3_err)?;
+        let meta = h.metadata().and_then(meta::decode);
+        Ok(Some(MessageInfo { meta, size: version.size().unwrap_or_default() as u64, deleted_at, version: id }))
+    }
+
+    /// The bytes of a message found by [`Store::message`].
+    pub async fn message_bytes(&self, queue_id: &str, info: &MessageInfo) -> Result<Vec<u8>> {
+        let key = keys::message_key(queue_id);
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_version_id(info.version.clone())
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(out.body.collect().await.context("reading the message")?.into_bytes().to_vec())
+    }
+
+    /// Every state object of the message, by domain.
+    pub async fn states(&self, queue_id: &str) -> Result<Vec<Stored>> {
+        let prefix = keys::state_prefix(queue_id);
+        let mut out = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(&prefix).into_paginator().send();
+        let spool = self.spool();
+        while let Some(page) = pages.next().await {
+            for o in page.map_err(s3_err)?.contents() {
+                let Some(k) = o.key() else { continue };
+                let Some(domain) = k.strip_prefix(&prefix).and_then(|d| d.strip_suffix(".json")) else { continue };
+                let domain = decode_key_part(domain);
+                if let Some(s) = spool.get_state(queue_id, &domain).await? {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queue ids of the spooled messages still present, oldest first (ULIDs sort by time), at
+    /// most `limit`.
+    pub async fn spooled(&self, limit: usize) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut pages =
+            self.s3.list_objects_v2().bucket(&self.bucket).prefix(keys::SPOOL_PREFIX).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for o in page.map_err(s3_err)?.contents() {
+                let id = o.key().and_then(|k| k.strip_prefix(keys::SPOOL_PREFIX)?.strip_suffix(".eml"));
+                ids.extend(id.map(String::from));
+                if ids.len() >= limit {
+                    return Ok(ids);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Attributes of a queue.
+    pub async fn attributes(
+        &self,
+        url: &str,
+        names: &[QueueAttributeName],
+    ) -> Result<HashMap<QueueAttributeName, String>> {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(sqs_err)
+            .with_context(|| format!("GetQueueAttributes {url}"))?;
+        Ok(out.attributes.unwrap_or_default())
+    }
+
+    /// The queue's ARN and its dead-letter queue's (URL, ARN), from its `RedrivePolicy`.
+    pub async fn dlq(&self) -> Result<(String, String, String)> {
+        let a = self
+            .attributes(&self.queue_url, &[QueueAttributeName::QueueArn, QueueAttributeName::RedrivePolicy])
+            .await?;
+        let arn = a.get(&QueueAttributeName::QueueArn).cloned().unwrap_or_default();
+        let policy = a.get(&QueueAttributeName::RedrivePolicy).ok_or_else(|| {
+            anyhow!("the queue {} has no RedrivePolicy: no dead-letter queue to read", self.queue_url)
+        })?;
+        let dlq_arn = dlq_arn(policy)?;
+        let (account, name) = arn_parts(&dlq_arn)?;
+        let out = self
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(sqs_err)?;
+        Ok((arn, out.queue_url.unwrap_or_default(), dlq_arn))
+    }
+}
+
+/// The `deadLetterTargetArn` of a RedrivePolicy document.
+pub fn dlq_arn(policy: &str) -> Result<String> {
+    let v: serde_json::Value = serde_json::from_str(policy).context("RedrivePolicy is not JSON")?;
+    v.get("deadLetterTargetArn")
+        .and_then(|a| a.as_str())
+        .map(String::from)
+        .ok_or_else(|| anyhow!("RedrivePolicy has no deadLetterTargetArn"))
+}
+
+/// `(account, queue name)` of an SQS ARN `arn:aws:sqs:region:account:name`.
+pub fn arn_parts(arn: &str) -> Result<(&str, &str)> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    match parts[..] {
+        [_, _, "sqs", _, account, name] => Ok((account, name)),
+        _ => Err(anyhow!("{arn:?} is not an SQS queue ARN")),
+    }
+}
+
+/// Undo the key encoding of `shared::keys` (percent-encoded bytes).
+fn decode_key_part(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dlq_from_the_redrive_policy() {
+        let p = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:jobs-dlq","maxReceiveCount":"5"}"#;
+        let arn = dlq_arn(p).unwrap();
+        assert_eq!(arn_parts(&arn).unwrap(), ("000000000000", "jobs-dlq"));
+        assert!(dlq_arn("{}").is_err() && arn_parts("arn:aws:s3:::b").is_err());
+    }
+
+    #[test]
+    fn state_keys_decode_back_to_domains() {
+        let key = keys::state_key("Q", "bücher.de");
+        let part = key.strip_prefix(&keys::state_prefix("Q")).unwrap().strip_suffix(".json").unwrap();
+        assert_eq!(decode_key_part(part), "bücher.de");
+    }
+}
+
+/// Builders for other modules' tests.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    pub fn info(meta: Option<MessageMeta>, size: u64, deleted_at: Option<i64>) -> MessageInfo {
+        MessageInfo { meta, size, deleted_at, version: None }
+    }
+}
