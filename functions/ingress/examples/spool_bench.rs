@@ -43,6 +43,7 @@ async fn main() {
                             dsn: DsnParams::default(),
                             body_type: BodyType::SevenBit,
                             smtputf8: false,
+                            trusted: false,
                         },
                         received_from: "bench ([127.0.0.1])".into(),
                         content: Content::Whole(vec![b'x'; size]),

@@ -155,6 +155,7 @@ impl Session {
             dsn: DsnParams { ret, envid: from.env_id },
             body_type,
             smtputf8,
+            trusted: self.cfg.policy.is_trusted(self.peer, self.user.is_some()),
         }));
         self.reply(replies::sender_ok());
     }

@@ -74,6 +74,7 @@ pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
             smtputf8: msg.env.smtputf8,
             received_from: msg.received_from.clone(),
             jobs,
+            trusted: msg.env.trusted,
             ..Job::first_attempt(&msg.env.queue_id, &msg.env.sender, domain, recipients, msg.size, now)
         })
         .collect()

@@ -120,6 +120,9 @@ pub struct Envelope {
     pub dsn: DsnParams,
     pub body_type: BodyType,
     pub smtputf8: bool,
+    /// The client may relay (authenticated, or in `RELAY_NETWORKS`): the message is mail of our
+    /// own, which the relay DKIM-signs. Fixed at MAIL (AUTH is refused inside a transaction).
+    pub trusted: bool,
 }
 
 /// A complete message and its envelope, ready for the spool.

@@ -361,8 +361,10 @@ fn trusted_networks_relay_anywhere_and_routing_is_refused_for_others() {
     let mut d = Driver::new(ListenerKind::Mta, "10.1.2.3", false, false);
     d.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
     assert_eq!(d.codes(b"RCPT TO:<x@anywhere.test>\r\n"), [250]);
+    assert!(d.s.txn.as_ref().unwrap().env.trusted, "RELAY_NETWORKS mail is ours (DKIM-signed)");
     let mut d = ready();
     d.send(b"MAIL FROM:<a@example.org>\r\n");
+    assert!(!d.s.txn.as_ref().unwrap().env.trusted, "mail from anyone for our domains is inbound: never signed");
     for rcpt in ["x%evil.test@example.test", "evil.test!x@example.test", "\"x@evil.test\"@example.test"] {
         assert_eq!(
             d.send(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())[0],
@@ -562,6 +564,7 @@ fn auth_plain_and_login() {
         [250, 250],
         "authenticated users relay"
     );
+    assert!(d.s.txn.as_ref().unwrap().env.trusted, "an authenticated user's mail is ours (DKIM-signed)");
     let mut d = Driver::new(ListenerKind::ImplicitTls, "192.0.2.1", true, true);
     d.s.tls = Some(TlsInfo { version: "TLSv1_3".into(), cipher: "x".into() });
     d.send(b"EHLO c\r\n");
