@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ingress::budget::MemoryBudget;
+use ingress::session::budget::MemoryBudget;
 use ingress::session::{Envelope, Incoming};
+use ingress::spool::upload::Content;
 use ingress::spool::{AwsSpool, Spool};
-use ingress::upload::Content;
 use shared::{BodyType, DsnParams, Recipient};
 
 #[tokio::main]

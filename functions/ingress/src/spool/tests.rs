@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::budget::MemoryBudget;
 use crate::session::Envelope;
+use crate::session::budget::MemoryBudget;
 use shared::{BodyType, DsnParams, Recipient};
 
 fn envelope(rcpts: &[&str]) -> Envelope {
