@@ -5,14 +5,22 @@ openssl commands the README gives, and the TXT records printed the way it says.
 """
 
 import re
+import smtplib
 import subprocess
 
 import dkim
 import dns.resolver
 import pytest
 
+import test_relay_e2e
 from harness import wait_until
-from test_relay_e2e import SENDER, bounce_of, enqueue, mail_world, queue_drained, start_relay  # noqa: F401
+from ingress_fixtures import ingress  # noqa: F401  (fixture)
+from test_relay_e2e import SENDER, bounce_of, mail_world, queue_drained, start_relay  # noqa: F401
+
+
+def enqueue(spool, domain, rcpts, **fields):
+    """A job for submitted mail (`trusted`: from a client allowed to relay), which is signed."""
+    return test_relay_e2e.enqueue(spool, domain, rcpts, **{"trusted": True, **fields})
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -281,3 +289,18 @@ def test_a_key_that_cannot_be_used_stops_the_relay_at_start(case, keys, spool, s
     assert f"relay: RELAY_DKIM_KEYS: {entry}: " in log, log
     assert reason in log, log
     assert '"polling"' not in log, "it never starts serving"
+
+
+def test_only_mail_of_our_own_is_signed_never_inbound_mail_with_a_forged_from(
+        ingress, mail_world, keys, spool, start_process):
+    """Through the real ingress: the same message, From: a signing domain, to a relay domain —
+    from anyone on port 25 (inbound: anyone can forge that From:) and from RELAY_NETWORKS."""
+    mx, _, dns_addr, port = world(mail_world, keys, [RSA])
+    server = ingress(relay_domains="example.test", RELAY_NETWORKS="127.0.0.5/32")
+    start_relay(start_process, spool, dns_addr, port, **dkim_env(keys, RSA))
+    for source, subject in [("127.0.0.1", b"from the internet"), ("127.0.0.5", b"from our network")]:
+        with smtplib.SMTP(*server.mta, source_address=(source, 0), timeout=30) as c:
+            c.sendmail("alice@example.org", ["bob@example.test"], MESSAGE.replace(b"quarterly report", subject))
+    got = {re.search(rb"Subject: ([^\r]*)", m["data"]).group(1): m["data"] for m in mx.wait_for(2, timeout=60)}
+    assert verify(got[b"from the internet"], dns_addr) == [], "inbound mail is never signed"
+    assert verify(got[b"from our network"], dns_addr) == [("example.org", "rsa2048", "rsa-sha256", True)]

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ingress::budget::MemoryBudget;
+use ingress::session::budget::MemoryBudget;
 use ingress::policy::Policy;
 use ingress::session::{Action, ListenerKind, Session, SessionConfig, TlsInfo};
-use ingress::tables::{LiveTables, Tables};
-use ingress::upload::{Content, PartTag, Upload};
+use ingress::policy::tables::{LiveTables, Tables};
+use ingress::spool::upload::{Content, PartTag, Upload};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -67,6 +67,12 @@ pub struct Job {
     /// message object (DSN jobs too); `0` means unknown (v1 jobs).
     #[serde(default)]
     pub jobs: u32,
+    /// The message is mail of our own: it came from a client allowed to relay (authenticated,
+    /// or in `RELAY_NETWORKS`), or the relay wrote it (a DSN). Only such mail is DKIM-signed.
+    /// False for what the ingress accepted from anyone for `RELAY_DOMAINS` (inbound mail), so a
+    /// forged `From:` of a signing domain never gets our signature; false in older jobs too.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 /// One envelope recipient and what has happened to it.
@@ -212,6 +218,7 @@ impl Job {
             received_from: String::new(),
             job_id: crate::queue_id::new_queue_id(),
             jobs: 1,
+            trusted: false,
         }
     }
 
@@ -287,6 +294,7 @@ mod tests {
             received_from: "client.example.org [192.0.2.1]".into(),
             job_id: "01JD0000000000000000000001".into(),
             jobs: 2,
+            trusted: true,
         }
     }
 

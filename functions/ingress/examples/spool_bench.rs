@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ingress::budget::MemoryBudget;
+use ingress::session::budget::MemoryBudget;
 use ingress::session::{Envelope, Incoming};
+use ingress::spool::upload::Content;
 use ingress::spool::{AwsSpool, Spool};
-use ingress::upload::Content;
 use shared::{BodyType, DsnParams, Recipient};
 
 #[tokio::main]
@@ -43,6 +43,7 @@ async fn main() {
                             dsn: DsnParams::default(),
                             body_type: BodyType::SevenBit,
                             smtputf8: false,
+                            trusted: false,
                         },
                         received_from: "bench ([127.0.0.1])".into(),
                         content: Content::Whole(vec![b'x'; size]),

@@ -1,34 +1,20 @@
-//! The SMTP ingress: a long-lived server that accepts mail for the relay.
+//! The SMTP ingress: a long-lived server that accepts mail for the relay. A message goes through
+//! the folders in order:
 //!
-//! * [`session`] + [`commands`] — the protocol as a pure state machine (bytes in, actions out);
-//! * [`body`], [`header`], [`policy`], [`received`], [`replies`], [`budget`] — the rules it
-//!   applies;
-//! * [`upload`] — what the session and the spool exchange about a message's bytes (whole, or
-//!   streamed as the parts of a multipart upload);
-//! * [`spool`] — durable hand-off to S3 and SQS behind a small trait;
-//! * [`metrics`] — what the ingress counts (Accepted, Rejected, TempFailed); [`health`] — the
-//!   container's health check (`ingress health`);
-//! * [`connection`], [`listener`], [`tls`], [`auth`] — the sockets and everything else with I/O;
-//! * [`alloc`] — allocator tuning, so streamed parts' memory goes back to the system;
-//! * [`tables`] — the AUTH file and recipient table, re-read on SIGHUP.
+//! * [`server`] — the sockets: listeners, connection limits and shutdown, PROXY v2, TLS, the
+//!   connection shell around a session, and the container's health check (`ingress health`);
+//! * [`session`] — the protocol as a pure state machine (bytes in, actions out): command
+//!   handlers, DATA/BDAT rules, the trace field, the replies, the memory budget;
+//! * [`policy`] — who may send what to whom: relay policy, AUTH credentials and sender lists,
+//!   the recipient table, the rate limit, and the files re-read on SIGHUP;
+//! * [`spool`] — the durable hand-off to S3 (single PUT or multipart) and SQS, then `250`;
+//! * [`config`] reads the ingress's settings; [`metrics`] counts Accepted, Rejected and
+//!   TempFailed; [`alloc`] tunes the allocator so streamed parts' memory goes back to the system.
 
 pub mod alloc;
-pub mod auth;
-pub mod body;
-pub mod budget;
-pub mod commands;
 pub mod config;
-pub mod connection;
-pub mod header;
-pub mod health;
-pub mod listener;
 pub mod metrics;
 pub mod policy;
-pub mod proxy;
-pub mod received;
-pub mod replies;
+pub mod server;
 pub mod session;
 pub mod spool;
-pub mod tables;
-pub mod tls;
-pub mod upload;

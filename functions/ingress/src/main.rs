@@ -1,15 +1,15 @@
 //! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM; SIGHUP re-reads
 //! the AUTH file and the recipient table. The metrics are flushed every 10 s while there is
 //! activity and once more on the way out. `ingress health` is the container's health check
-//! (see `ingress::health`).
+//! (see `ingress::server::health`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use ingress::config::{IngressConfig, SpoolMode};
-use ingress::listener::Server;
+use ingress::policy::tables::LiveTables;
+use ingress::server::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
-use ingress::tables::LiveTables;
 use shared::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -63,14 +63,14 @@ async fn main() -> ExitCode {
 
 /// `ingress health`: exit 0 when the MTA listener greets, 1 otherwise (one line on stderr).
 async fn health() -> ExitCode {
-    let probe = match ingress::health::Probe::from_vars(&shared::config::ProcessEnv) {
+    let probe = match ingress::server::health::Probe::from_vars(&shared::config::ProcessEnv) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ingress health: {e}");
             return ExitCode::from(2);
         }
     };
-    match ingress::health::check(&probe).await {
+    match ingress::server::health::check(&probe).await {
         Ok(greeting) => {
             eprintln!("ingress health: ok: {greeting}");
             ExitCode::SUCCESS

@@ -104,13 +104,17 @@ fn thread_cpu_ns() -> u64 {
     stat.split_whitespace().next().and_then(|n| n.parse().ok()).expect("schedstat's first field")
 }
 
-/// A first-attempt job for one recipient, its message stored under its own key.
+/// A first-attempt job for one recipient, its message stored under its own key: submitted mail
+/// (`trusted`), so the DKIM runs sign it.
 fn job(i: usize, message: &[u8], spool: &MemorySpool) -> Job {
     let id = queue_id::new_queue_id();
     spool.0.lock().unwrap().insert(keys::message_key(&id), message.to_vec());
     let rcpt = Recipient::new(format!("r{i}@example.test"));
     let now = chrono::Utc::now().timestamp();
-    Job::first_attempt(&id, "bench@example.org", "example.test", vec![rcpt], message.len() as u64, now)
+    Job {
+        trusted: true,
+        ..Job::first_attempt(&id, "bench@example.org", "example.test", vec![rcpt], message.len() as u64, now)
+    }
 }
 
 /// The SQS event the Lambda service would deliver for these jobs, built as `relay poll` builds it.

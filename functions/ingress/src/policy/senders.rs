@@ -28,7 +28,7 @@ use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use shared::Reply;
 
 use super::addresses::{AddressSet, LocalCase};
-use crate::replies;
+use crate::session::replies;
 
 /// The addresses one user may send as.
 #[derive(Debug, Clone)]

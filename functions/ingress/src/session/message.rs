@@ -1,8 +1,8 @@
 //! Receiving a message: DATA and BDAT bytes into the transaction's
-//! [`Body`](crate::body::Body), its full parts out to the spool as they fill, and the end of
+//! [`Body`](crate::session::body::Body), its full parts out to the spool as they fill, and the end of
 //! the message.
 //!
-//! Input is fed to the body at most [`max_push`](crate::body::Body::max_push) bytes at a time.
+//! Input is fed to the body at most [`max_push`](crate::session::body::Body::max_push) bytes at a time.
 //! Before every step, a body holding more than a part makes the session ask the shell to open
 //! the message's upload (the first time) and then to upload the part; input waits until the
 //! shell reports back, so a session holds about one part however large the message. A body
@@ -14,10 +14,10 @@
 use shared::Reply;
 
 use super::{Action, Incoming, Mode, Session};
-use crate::body::{BodyError, Finished};
 use crate::policy::senders;
-use crate::replies;
-use crate::upload::{Content, Part, PartTag, Upload};
+use crate::session::body::{BodyError, Finished};
+use crate::session::replies;
+use crate::spool::upload::{Content, Part, PartTag, Upload};
 
 impl Session {
     /// The outcome of an [`Action::BeginUpload`].

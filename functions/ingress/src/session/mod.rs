@@ -7,9 +7,12 @@
 //! [`Session::auth_result`], [`Session::upload_begun`], [`Session::part_uploaded`],
 //! [`Session::stored`]); input that arrived meanwhile (PIPELINING) stays buffered and is
 //! processed afterwards, in order, so replies never overtake each other. When the connection
-//! ends the shell calls [`Session::connection_lost`] and aborts the uploads it names. The
-//! command handlers are in [`crate::commands`]; receiving a message (DATA, BDAT, the parts of a
-//! large one) is in [`message`].
+//! ends the shell calls [`Session::connection_lost`] and aborts the uploads it names.
+//!
+//! The command handlers are in [`commands`]; receiving a message (DATA, BDAT, the parts of a
+//! large one) is in [`message`], over the DATA/BDAT rules of [`body`] and [`header`] (hop
+//! count, the bounded header section); [`received`] writes our trace field, [`replies`] holds
+//! every reply, and [`budget`] is the memory budget all sessions share.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -19,21 +22,26 @@ use std::sync::Arc;
 use shared::{BodyType, DsnParams, Recipient, Reply};
 use smtp_proto::request::receiver::DataReceiver;
 
-use crate::body::Body;
-use crate::budget::{MemoryBudget, Reservation};
 use crate::metrics::Tally;
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
 use crate::policy::senders::SenderList;
-use crate::replies;
-use crate::tables::{LiveTables, Tables};
-use crate::upload::{Content, Part, PartTag, Upload};
+use crate::policy::tables::{LiveTables, Tables};
+use crate::spool::upload::{Content, Part, PartTag, Upload};
+use body::Body;
+use budget::{MemoryBudget, Reservation};
 
+pub mod body;
+pub mod budget;
+pub mod commands;
+pub mod header;
 mod message;
+pub mod received;
+pub mod replies;
 
 /// Longest command line accepted (Postfix's `line_length_limit`).
 pub const MAX_LINE: usize = 2048;
-pub use crate::header::MAX_HOPS;
+pub use header::MAX_HOPS;
 
 /// Which listener accepted the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +128,9 @@ pub struct Envelope {
     pub dsn: DsnParams,
     pub body_type: BodyType,
     pub smtputf8: bool,
+    /// The client may relay (authenticated, or in `RELAY_NETWORKS`): the message is mail of our
+    /// own, which the relay DKIM-signs. Fixed at MAIL (AUTH is refused inside a transaction).
+    pub trusted: bool,
 }
 
 /// A complete message and its envelope, ready for the spool.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::*;
-use crate::budget::MemoryBudget;
+use crate::session::budget::MemoryBudget;
 
 const HOST: &str = "mx.example.test";
 
@@ -361,8 +361,10 @@ fn trusted_networks_relay_anywhere_and_routing_is_refused_for_others() {
     let mut d = Driver::new(ListenerKind::Mta, "10.1.2.3", false, false);
     d.send(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n");
     assert_eq!(d.codes(b"RCPT TO:<x@anywhere.test>\r\n"), [250]);
+    assert!(d.s.txn.as_ref().unwrap().env.trusted, "RELAY_NETWORKS mail is ours (DKIM-signed)");
     let mut d = ready();
     d.send(b"MAIL FROM:<a@example.org>\r\n");
+    assert!(!d.s.txn.as_ref().unwrap().env.trusted, "mail from anyone for our domains is inbound: never signed");
     for rcpt in ["x%evil.test@example.test", "evil.test!x@example.test", "\"x@evil.test\"@example.test"] {
         assert_eq!(
             d.send(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())[0],
@@ -562,6 +564,7 @@ fn auth_plain_and_login() {
         [250, 250],
         "authenticated users relay"
     );
+    assert!(d.s.txn.as_ref().unwrap().env.trusted, "an authenticated user's mail is ours (DKIM-signed)");
     let mut d = Driver::new(ListenerKind::ImplicitTls, "192.0.2.1", true, true);
     d.s.tls = Some(TlsInfo { version: "TLSv1_3".into(), cipher: "x".into() });
     d.send(b"EHLO c\r\n");
@@ -598,7 +601,7 @@ fn bdat_chunks_last_and_errors() {
 
 #[test]
 fn memory_budget_exhaustion_is_451_4_3_1() {
-    let budget = MemoryBudget::new(crate::budget::STEP);
+    let budget = MemoryBudget::new(crate::session::budget::STEP);
     let mut c = Arc::try_unwrap(cfg(false, false)).unwrap();
     c.budget = budget.clone();
     c.max_message_size = 1 << 20;
@@ -968,10 +971,10 @@ fn metrics_count_queued_messages_and_refusals_of_mail_commands_only() {
 
 // ---- Sender ownership, the rate limit and the recipient table (policy/) -----------------------
 
-use crate::auth::AuthDb;
+use crate::policy::auth::AuthDb;
 use crate::policy::rate::{RateLimit, RateSpec};
 use crate::policy::recipients::RecipientTable;
-use crate::tables::{LiveTables, Tables};
+use crate::policy::tables::{LiveTables, Tables};
 
 /// The test configuration with other tables or a rate limit.
 fn cfg_with(tables: Tables, rate: Option<&str>) -> Arc<SessionConfig> {
@@ -1149,7 +1152,7 @@ fn the_from_check_covers_a_header_section_that_spanned_parts() {
 fn a_header_section_too_long_to_check_is_refused_only_for_users_with_a_list() {
     let mut long = b"From: alice@example.org\r\n".to_vec();
     let filler = [b"X-Filler: ".as_slice(), &[b'y'; 988], b"\r\n"].concat();
-    while long.len() <= crate::header::MAX_HEADER_SECTION {
+    while long.len() <= crate::session::header::MAX_HEADER_SECTION {
         long.extend_from_slice(&filler);
     }
     long.extend_from_slice(b"From: eve@evil.test\r\n\r\nhi\r\n.\r\n");

@@ -145,6 +145,8 @@ pub fn report_job(
         body: if bytes.is_ascii() { BodyType::SevenBit } else { BodyType::EightBitMime },
         smtputf8: !job.sender.is_ascii(),
         received_from: format!("{} (delivery status notification)", cfg.helo_name),
+        // The relay wrote it: mail of our own, signed when RELAY_BOUNCE_FROM's domain has a key.
+        trusted: true,
         ..Job::first_attempt(id, "", domain_of(&job.sender), recipients, bytes.len() as u64, now)
     };
     (dsn_job, bytes)

@@ -322,8 +322,11 @@ impl SmtpTransport {
     }
 
     /// The message as this server receives it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
-    /// when the server does not offer 8BITMIME, then DKIM-signed when its `From:` domain has keys.
-    /// A signing failure defers the recipients rather than send the mail unsigned.
+    /// when the server does not offer 8BITMIME, then — mail of our own only (`job.trusted`:
+    /// submitted by a client allowed to relay, or a DSN) — DKIM-signed when its `From:` domain
+    /// has keys. Inbound mail is never signed, whatever its `From:` says: a forged sender of a
+    /// signing domain must not get our signature. A signing failure defers the recipients rather
+    /// than send the mail unsigned.
     fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Result<Cow<'m, [u8]>, Verdict> {
         let converted = if job.body == BodyType::SevenBit || ext.eightbitmime {
             Cow::Borrowed(message)
@@ -333,6 +336,9 @@ impl SmtpTransport {
         if let Cow::Owned(m) = &converted {
             tracing::info!(queue_id = %job.queue_id, from = message.len(), to = m.len(),
                 "8-bit body converted to 7-bit: the server does not offer 8BITMIME");
+        }
+        if !job.trusted {
+            return Ok(converted);
         }
         let (signed, by) = self.dkim.signed(converted).map_err(|e| {
             tracing::error!(queue_id = %job.queue_id, error = %e, "dkim signing failed");

@@ -345,3 +345,23 @@ async fn a_verified_target_gets_nothing_in_plaintext() {
     assert_eq!((a.outcomes[0].1.class, a.outcomes[0].1.status.as_str()), (Class::Deferred, "4.7.5"));
     assert_eq!(seen.lock().unwrap().connections, 1);
 }
+
+#[tokio::test]
+async fn only_mail_of_our_own_is_dkim_signed() {
+    let key = || crate::dkim::Key {
+        domain: "a.test".into(),
+        selector: "s1".into(),
+        key: crate::dkim::key::parse_pem(include_bytes!("../dkim/testdata/ed25519.pem")).unwrap(),
+    };
+    let message = b"From: alice@a.test\r\nTo: bob@b.test\r\nSubject: x\r\n\r\nhi\r\n";
+    for (trusted, signed) in [(true, true), (false, false)] {
+        let (addr, seen) = server(Script::ehlo(PIPELINED)).await;
+        let t = transport(&[]).with_dkim(crate::dkim::Signer::new(vec![key()]));
+        let j = Job { trusted, ..job(&["bob@b.test"]) };
+        let a = t.deliver(&[target(addr)], &j, message).await;
+        assert_eq!(a.outcomes[0].1.class, Class::Sent);
+        let data = String::from_utf8(seen.lock().unwrap().data.clone()).unwrap();
+        assert_eq!(data.starts_with("DKIM-Signature: "), signed, "trusted={trusted}: {data}");
+        assert!(data.contains("From: alice@a.test\r\n"), "the message itself is unchanged");
+    }
+}

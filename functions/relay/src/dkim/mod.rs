@@ -3,9 +3,11 @@
 //! Keys come from `RELAY_DKIM_KEYS` (parsed in [`crate::config`]), are read once at start by
 //! [`load`] (file or S3: the only I/O here) and parsed by [`key`]. [`sign`] is the pure step the
 //! SMTP client calls, once per transaction, on the bytes that server will receive — after any
-//! 7-bit conversion, so the signature verifies as delivered. A message is signed with every key
-//! of its `From:` domain; DSNs the relay generates are delivered like any message and are signed
-//! the same way when the domain of `RELAY_BOUNCE_FROM` has a key.
+//! 7-bit conversion, so the signature verifies as delivered. Only mail of our own is signed
+//! (`Job::trusted`: from an authenticated client or `RELAY_NETWORKS`, or a DSN the relay wrote),
+//! never inbound mail for `RELAY_DOMAINS`, whose `From:` anyone can forge. Such a message is
+//! signed with every key of its `From:` domain; DSNs are signed the same way when the domain of
+//! `RELAY_BOUNCE_FROM` has a key.
 //!
 //! Library: `mail-auth` 0.13.3 with its `ring` backend (ring is already linked for rustls). It
 //! is the last release that builds on rustc 1.95 (≥ 0.14 needs mail-parser 1.x). Its relaxed

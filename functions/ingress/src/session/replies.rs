@@ -164,7 +164,7 @@ pub fn header_too_long_to_check(user: &str) -> Reply {
         "5.7.1",
         format!(
             "Header section over {} bytes: From: cannot be checked for user {user}",
-            crate::header::MAX_HEADER_SECTION
+            crate::session::header::MAX_HEADER_SECTION
         ),
     )
 }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::auth::AuthDb;
+use crate::policy::auth::AuthDb;
 use crate::policy::recipients::RecipientTable;
 
 /// One consistent view of both files.

@@ -10,11 +10,11 @@ use shared::{BodyType, DsnParams, Notify, Recipient, Ret};
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{self as proto, Error as ParseError, MailFrom, RcptTo, Request};
 
-use crate::body::Body;
 use crate::policy::rate::RateKey;
 use crate::policy::senders;
-use crate::received::{Trace, protocol};
-use crate::replies;
+use crate::session::body::Body;
+use crate::session::received::{Trace, protocol};
+use crate::session::replies;
 use crate::session::{Action, Envelope, Helo, ListenerKind, Mode, Secret, Session, Txn};
 
 /// MAIL parameters we parse but do not offer, so must refuse with 555.
@@ -155,6 +155,7 @@ impl Session {
             dsn: DsnParams { ret, envid: from.env_id },
             body_type,
             smtputf8,
+            trusted: self.cfg.policy.is_trusted(self.peer, self.user.is_some()),
         }));
         self.reply(replies::sender_ok());
     }

@@ -22,8 +22,8 @@
 
 use memchr::memchr3;
 
-use crate::budget::Reservation;
-use crate::header::{HeaderSection, MAX_HOPS};
+use crate::session::budget::Reservation;
+use crate::session::header::{HeaderSection, MAX_HOPS};
 
 /// Client bytes pushed at once at most. With normalisation (a bare LF becomes two bytes) one
 /// push adds at most twice this, so the buffer never exceeds a part by more than that.
@@ -211,7 +211,7 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::MemoryBudget;
+    use crate::session::budget::MemoryBudget;
 
     fn body(limit: u64) -> Body {
         Body::new(b"X: 1\r\n", limit, 1 << 20, MemoryBudget::new(1 << 30).reservation())
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn memory_budget_is_enforced() {
-        let budget = MemoryBudget::new(crate::budget::STEP);
+        let budget = MemoryBudget::new(crate::session::budget::STEP);
         let _hog = {
             let mut r = budget.reservation();
             assert!(r.ensure(1));

@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::budget::MemoryBudget;
 use crate::session::Envelope;
+use crate::session::budget::MemoryBudget;
 use shared::{BodyType, DsnParams, Recipient};
 
 fn envelope(rcpts: &[&str]) -> Envelope {
@@ -22,6 +22,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         dsn: DsnParams::default(),
         body_type: BodyType::EightBitMime,
         smtputf8: false,
+        trusted: true,
     }
 }
 
@@ -50,8 +51,12 @@ fn one_job_per_domain_carrying_the_envelope() {
         assert_eq!((j.first_seen, j.not_before, j.attempt), (1000, 1000, 0));
         assert_eq!(j.size, 18);
         assert_eq!(j.body, BodyType::EightBitMime);
+        assert!(j.trusted, "mail of a client allowed to relay is ours to sign");
         assert!(Job::from_json(&j.to_json()).is_ok());
     }
+    let mut inbound = incoming(&["b@one.test"]);
+    inbound.env.trusted = false;
+    assert!(!jobs_for(&inbound, 1000)[0].trusted, "inbound mail is never ours to sign");
 }
 
 #[test]

@@ -19,6 +19,8 @@
 //! can show a message no relay has touched, and each job says how many jobs the message has
 //! (`jobs`): the only job of a message marks completion by deleting it.
 
+pub mod upload;
+
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -31,7 +33,7 @@ use shared::meta::{self, MessageMeta};
 use shared::{Job, aws::Clients, keys};
 
 use crate::session::{Envelope, Incoming};
-use crate::upload::{Content, Part, PartTag, Upload};
+use crate::spool::upload::{Content, Part, PartTag, Upload};
 
 /// Storage for accepted messages.
 #[async_trait]
@@ -74,6 +76,7 @@ pub fn jobs_for(msg: &Incoming, now: i64) -> Vec<Job> {
             smtputf8: msg.env.smtputf8,
             received_from: msg.received_from.clone(),
             jobs,
+            trusted: msg.env.trusted,
             ..Job::first_attempt(&msg.env.queue_id, &msg.env.sender, domain, recipients, msg.size, now)
         })
         .collect()
@@ -318,5 +321,4 @@ impl Spool for DiscardSpool {
 }
 
 #[cfg(test)]
-#[path = "spool_tests.rs"]
 mod tests;

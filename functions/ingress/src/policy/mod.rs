@@ -1,5 +1,6 @@
-//! Relay policy: who may send to whom (this file), as whom ([`senders`]), to which existing
-//! recipients ([`recipients`]) and how much ([`rate`]).
+//! Relay policy: who may send to whom (this file), as whom ([`senders`], with the credentials of
+//! [`auth`]), to which existing recipients ([`recipients`]) and how much ([`rate`]); [`tables`]
+//! holds the files re-read on SIGHUP; [`addresses`] is the lookup both tables share.
 //!
 //! Recipients in `RELAY_DOMAINS` are accepted from anyone; any recipient is accepted from a
 //! client in `RELAY_NETWORKS` or one that authenticated ("trusted"); everything else is
@@ -13,16 +14,18 @@
 //! domains are not looked up (relay policy alone governs them), nor is `<postmaster>`.
 
 pub mod addresses;
+pub mod auth;
 pub mod rate;
 pub mod recipients;
 pub mod senders;
+pub mod tables;
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use shared::Reply;
 
-use crate::replies;
+use crate::session::replies;
 use recipients::RecipientTable;
 
 #[derive(Debug, Clone, Default)]

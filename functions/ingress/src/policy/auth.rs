@@ -4,7 +4,7 @@
 //! strings never contain `:`, so the fields split unambiguously.
 //!
 //! Hash checks are deliberately slow, so they run on the blocking pool, never on the reactor.
-//! The file is re-read on SIGHUP ([`crate::tables`]).
+//! The file is re-read on SIGHUP ([`crate::policy::tables`]).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -17,9 +17,9 @@ use tokio_rustls::TlsAcceptor;
 
 use shared::metrics::Metrics;
 
+use crate::server::tls;
 use crate::session::{Action, Session};
 use crate::spool::Spool;
-use crate::tls;
 
 /// A byte stream: TCP, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

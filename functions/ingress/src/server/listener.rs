@@ -17,16 +17,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use crate::budget::MemoryBudget;
-use crate::connection::{self, Deps, Phase};
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
-use crate::proxy;
-use crate::replies;
+use crate::policy::tables::LiveTables;
+use crate::server::connection::{self, Deps, Phase};
+use crate::server::proxy;
+use crate::server::tls;
+use crate::session::budget::MemoryBudget;
+use crate::session::replies;
 use crate::session::{ListenerKind, Session, SessionConfig};
 use crate::spool::Spool;
-use crate::tables::LiveTables;
-use crate::tls;
 
 /// Counts connections, in total and per client address.
 #[derive(Debug)]
