@@ -9,10 +9,13 @@
 # Tools live in a virtualenv, created or reused idempotently: the first run installs
 # aws-sam-cli, cfn-lint, pytest, pytest-timeout and PyYAML from PyPI; later runs need no
 # network. Nothing contacts AWS: dummy credentials and a fixed region are set for the SAM CLI.
+# The venv is made with the Python 3.11 infra/local/setup.sh provides (infra/local/python.sh);
+# a venv left without pip by an earlier failed creation is made again; concurrent runs wait
+# for one installer.
 #
 # Environment:
 #   SMTP_RELAY_SAMCLI_VENV  virtualenv location (default ~/.cache/smtp-relay/samcli)
-#   PYTHON                  interpreter used to create it (default python3)
+#   PYTHON                  interpreter used to create it (default: as infra/local/setup.sh)
 # Exit status: non-zero when any check fails.
 set -euo pipefail
 
@@ -23,15 +26,31 @@ PY="$VENV/bin/python"
 # pytest-timeout: tests/pytest.ini sets `timeout`.
 PACKAGES=(aws-sam-cli cfn-lint pytest pytest-timeout pyyaml)
 
-if [ ! -x "$PY" ]; then
-  echo "check-template: creating virtualenv $VENV"
+installed() {
+  "$PY" -c 'import samcli, cfnlint, pytest, pytest_timeout, yaml' 2>/dev/null \
+    && [ -x "$VENV/bin/sam" ] && [ -x "$VENV/bin/cfn-lint" ]
+}
+
+if ! installed; then
   mkdir -p "$(dirname "$VENV")"
-  "${PYTHON:-python3}" -m venv "$VENV"
-fi
-if ! "$PY" -c 'import samcli, cfnlint, pytest, pytest_timeout, yaml' 2>/dev/null \
-  || [ ! -x "$VENV/bin/sam" ] || [ ! -x "$VENV/bin/cfn-lint" ]; then
-  echo "check-template: installing ${PACKAGES[*]} into $VENV"
-  "$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+  exec 9>"$VENV.lock"
+  flock 9
+  if ! installed; then
+    if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+      # shellcheck source=local/python.sh
+      source infra/local/python.sh
+      python="${PYTHON:-$(find_python)}" || {
+        echo "check-template: no Python 3.11 with venv and ensurepip; run infra/local/setup.sh" >&2
+        exit 1
+      }
+      echo "check-template: creating virtualenv $VENV with $python"
+      rm -rf "$VENV"
+      "$python" -m venv "$VENV"
+    fi
+    echo "check-template: installing ${PACKAGES[*]} into $VENV"
+    "$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+  fi
+  exec 9>&-
 fi
 
 # Offline and deterministic: no real credentials, no metadata service, no telemetry.

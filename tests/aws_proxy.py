@@ -17,6 +17,8 @@ import threading
 import time
 import urllib.parse
 
+from harness import ENDPOINT  # the LocalStack the tests use (AWS_ENDPOINT_URL), not always :4566
+
 
 def operation(method, path, headers):
     """The AWS operation of a request: SQS names it in X-Amz-Target, S3 in method + path."""
@@ -45,7 +47,7 @@ def operation(method, path, headers):
 
 
 class AwsProxy:
-    def __init__(self, upstream="127.0.0.1:4566"):
+    def __init__(self, upstream=urllib.parse.urlsplit(ENDPOINT).netloc):
         self.upstream = upstream
         self.requests = []  # [(op, path, status)]
         self._lock = threading.Lock()
