@@ -179,7 +179,8 @@ PAGES_IN_FLIGHT = {"authentication.md", "filtering.md", "reputation.md", "harden
 
 
 def doc_pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "functions" / "relay" / "README.md",
+            ROOT / "tests" / "README.md"]
 
 
 def github_anchor(heading: str) -> str:
