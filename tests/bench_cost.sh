@@ -8,6 +8,12 @@
 # smarthost) with the queue full, as a busy relay sees it (receive batches of 10). The log lines
 # `AWS s3.<Op>` / `AWS sqs.<Op>` of each phase are counted and divided by M.
 #
+# Then the measured per-message lines of the cost model (docs/cost.md): SQS requests billed per
+# 64 KiB chunk (from the size of a queued job), the relay's wall time per delivery (its log
+# timestamps, first line to the last completion: what Lambda would bill, at the template's
+# RelayMemorySize) and invocations (non-empty receives; one per Lambda batch), and the bytes of
+# log output (stderr) and of EMF metric lines (stdout) per message, both programs at RUST_LOG=info.
+#
 # Prices (us-east-1 list): S3 PUT/COPY/POST/LIST $0.005 per 1000, GET/HEAD $0.0004 per 1000,
 # DELETE free; SQS $0.40 per million requests (a batch call is one request).
 # Before: the figures measured on the design this replaced (issue 12 §4): ingress PUT; relay
@@ -59,7 +65,7 @@ mark() { wc -l <"$LS_LOG"; }
 # ---- ingress: M messages, one recipient each
 IN_PORT="$(free_port)"
 INGRESS_LISTEN="127.0.0.1:$IN_PORT" INGRESS_HOSTNAME=mx.bench.test RELAY_DOMAINS=example.test \
-    "$BIN/ingress" >"$WORK/ingress.log" 2>&1 &
+    "$BIN/ingress" >"$WORK/ingress.emf" 2>"$WORK/ingress.log" &
 PIDS+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$IN_PORT") 2>/dev/null && break; sleep 0.1; done
 before_ingress="$(mark)"
@@ -73,13 +79,23 @@ with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
 PY
 sleep 1
 after_ingress="$(mark)"
+# One queued job, looked at and left visible, for its size (SQS bills each 64 KiB of a payload).
+JOB_BYTES="$("$VENV_PY" - "$QUEUE_URL" <<'PY'
+import sys; sys.path.insert(0, "infra/local")
+import resources
+_, sqs = resources.clients()
+m = sqs.receive_message(QueueUrl=sys.argv[1], MaxNumberOfMessages=1, VisibilityTimeout=0)["Messages"][0]
+print(len(m["Body"].encode()))
+PY
+)"
+after_peek="$(mark)"
 
 # ---- relay: deliver them all to smtp-sink
 SINK_PORT="$(free_port)"
 /usr/sbin/smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 1000 >"$WORK/sink.log" 2>&1 &
 PIDS+=($!)
 RELAY_SMARTHOST="127.0.0.1:$SINK_PORT" RELAY_SMARTHOST_TLS=starttls RELAY_HELO_NAME=bench.example.test \
-    RELAY_POLL_WAIT=1s "$BIN/relay" poll >"$WORK/relay.log" 2>&1 &
+    RELAY_POLL_WAIT=1s "$BIN/relay" poll >"$WORK/relay.emf" 2>"$WORK/relay.log" &
 RELAY_PID=$!
 PIDS+=("$RELAY_PID")
 deadline=$((SECONDS + 600))
@@ -94,7 +110,7 @@ after_relay="$(mark)"
 
 phase() { sed -n "$(($1 + 1)),$2p" "$LS_LOG" | grep -o 'AWS [a-z0-9]*\.[A-Za-z]*' | sed 's/^AWS //' | sort | uniq -c; }
 phase "$before_ingress" "$after_ingress" >"$WORK/ingress.ops"
-phase "$after_ingress" "$after_relay" >"$WORK/relay.ops"
+phase "$after_peek" "$after_relay" >"$WORK/relay.ops"
 "$VENV_PY" - "$M" "$WORK/ingress.ops" "$WORK/relay.ops" <<'PY'
 import sys
 m = int(sys.argv[1])
@@ -129,4 +145,59 @@ before = (2, 2, 1.2)  # PUT message + PUT record; HEAD record + GET message; sen
 bd = (before[0] * S3_PUT + before[1] * S3_GET + before[2] * SQS) * 1e6
 print(f"{'before (records)':22}{before[0]:14.2f}{before[1]:14.2f}{before[2]:14.2f}{bd:15.2f}")
 print(f"goal: <= 6.50 $ per million; the relay's own first-attempt path made {total.get('s3.PutObject', 0) - phases['ingress'].get('s3.PutObject', 0)} PutObject")
+PY
+
+# ---- the measured per-message lines of the cost model (docs/cost.md)
+MEMORY_MB="$(sed -n '/^  RelayMemorySize:/,/Default:/s/^ *Default: *//p' "$REPO_ROOT/template.yaml")"
+"$VENV_PY" - "$M" "$JOB_BYTES" "${MEMORY_MB:-256}" "$WORK" <<'PY'
+import json, math, sys
+from datetime import datetime
+m, job_bytes, memory_mb, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def ops(path):
+    return {op: int(n) for n, op in (line.split() for line in open(path))}
+ing, rel = ops(f"{work}/ingress.ops"), ops(f"{work}/relay.ops")
+def size(path):
+    return sum(len(line) for line in open(path, "rb"))
+def stamps(path, message=None):
+    out = []
+    for line in open(path):
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if "timestamp" in d and (message is None or d.get("message") == message):
+            out.append(datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")))
+    return out
+# SQS: each call is billed per 64 KiB chunk of its payload. The ingress sends one job per call
+# (one domain per message); a receive returns up to 10 jobs, a delete batch carries only handles.
+chunk = 64 * 1024
+send_calls = sum(n for op, n in ing.items() if op.startswith("sqs."))
+recv = rel.get("sqs.ReceiveMessage", 0)
+relay_sqs = sum(n for op, n in rel.items() if op.startswith("sqs."))
+per_recv_jobs = m / recv if recv else 0
+sqs_chunks = (send_calls * math.ceil(job_bytes / chunk)
+              + recv * max(1, math.ceil(per_recv_jobs * job_bytes / chunk))
+              + (relay_sqs - recv)) / m
+PUT_CLASS = {"PutObject", "CopyObject", "ListObjectsV2", "ListObjects", "ListObjectVersions",
+             "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "PostObject"}
+both = [*ing.items(), *rel.items()]
+s3_put = sum(n for op, n in both if op.startswith("s3.") and op[3:] in PUT_CLASS) / m
+s3_get = sum(n for op, n in both if op.startswith("s3.") and op[3:] in ("GetObject", "HeadObject")) / m
+# Lambda: wall time of the relay from its first log line to the last completion, per delivery.
+first, done = stamps(f"{work}/relay.log"), stamps(f"{work}/relay.log", "completed; message deleted")
+wall = (max(done) - min(first)).total_seconds() if first and done else float("nan")
+gb_s = wall / m * memory_mb / 1024
+invocations = recv / m  # a receive that returns jobs is one Lambda invocation (batch)
+log_bytes = (size(f"{work}/ingress.log") + size(f"{work}/relay.log")) / m
+emf_bytes = (size(f"{work}/ingress.emf") + size(f"{work}/relay.emf")) / m
+print(f"\ncost model, measured per message ({m} messages, one recipient each, job {job_bytes} bytes):")
+print(f"  S3        PUT-class {s3_put:.2f}, GET-class {s3_get:.2f} requests")
+print(f"  SQS       {(send_calls + relay_sqs) / m:.2f} requests = {sqs_chunks:.2f} billed 64 KiB chunks")
+# ---- DynamoDB (issue 20 adds its request counts here; keep this block self-contained) ----
+print("  DynamoDB  (not measured here yet)")
+# ---- end DynamoDB ----
+print(f"  Lambda    {invocations:.3f} invocations; {wall / m * 1000:.2f} ms wall per delivery "
+      f"= {gb_s:.6f} GB-s at {memory_mb} MB (relay poll on LocalStack, smarthost on loopback)")
+print(f"  Logs      {log_bytes:.0f} bytes of log lines (stderr, RUST_LOG=info) per message")
+print(f"  EMF       {emf_bytes:.1f} bytes of metric lines (stdout) per message")
 PY

@@ -265,7 +265,7 @@ EOF
 }
 engine_run ENGINE
 engine_run SINGLE RELAY_MAX_MESSAGES_PER_CONNECTION=1
-# The same run signing every delivery (keys made as the README says); the CPU difference to the
+# The same run signing every delivery (keys made as docs/outbound.md says); the CPU difference to the
 # ENGINE run is the signing cost seen through the whole delivery path. sign_step KEYS: the
 # signing step alone (engine_bench --sign-only), CPU µs per message.
 sign_step() {

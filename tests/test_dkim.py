@@ -1,7 +1,7 @@
 """DKIM signing end to end, proven by a verifier nobody here wrote: dkimpy, reading the public keys
 as TXT records from the real DNS server on loopback (the `dns_server` fixture), checks what the
 destination actually received (aiosmtpd capture, Postfix smtp-sink). Keys are made with the
-openssl commands the README gives, and the TXT records printed the way it says.
+openssl commands docs/outbound.md gives, and the TXT records printed the way it says.
 """
 
 import re
@@ -48,7 +48,7 @@ def public_key_der(pem_path):
 
 
 def txt_record(pem_path, kind):
-    """The README's recipe: v=DKIM1; k=...; p=<base64 public key> (raw 32 bytes for Ed25519)."""
+    """docs/outbound.md's recipe: v=DKIM1; k=...; p=<base64 public key> (raw 32 bytes for Ed25519)."""
     der = public_key_der(pem_path)
     raw = der[-32:] if kind == "ed25519" else der
     p = openssl("base64", "-A", stdin=raw).decode().strip()
@@ -57,7 +57,7 @@ def txt_record(pem_path, kind):
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory):
-    """PEM files made the README's way: rsa (2048), rsa2 (2048, a second selector), ed (Ed25519),
+    """PEM files made docs/outbound.md's way: rsa (2048), rsa2 (2048, a second selector), ed (Ed25519),
     rsa1024 (too small), each with its TXT record value."""
     d = tmp_path_factory.mktemp("dkim")
     out = {}

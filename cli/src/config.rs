@@ -4,7 +4,7 @@
 
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars};
 
-/// Every variable relayctl reads (besides the standard AWS ones); the README lists them.
+/// Every variable relayctl reads (besides the standard AWS ones); docs/configuration.md lists them.
 #[cfg_attr(not(test), allow(dead_code))]
 pub const CTL_VARS: &[&str] = &["SPOOL_BUCKET", "SPOOL_QUEUE_URL", "RELAY_HELO_NAME", "RELAY_BOUNCE_FROM"];
 

@@ -16,6 +16,12 @@
 //! Written with serde_json rather than an EMF library: the format is a small JSON convention,
 //! and the Rust EMF writers (AWS's `metrique` family) are built around one entry per unit of
 //! work with their own sinks and macros, not around the in-process aggregation wanted here.
+//! The `metrics` facade with `metrics_cloudwatch_embedded` (0.10, issue 22) was weighed too and
+//! not taken: its histograms keep at most 100 unflushed values and drop the rest (here a busy
+//! window's `DeliveryDelay` samples go on further lines, none lost); it installs one global
+//! recorder per process, so the per-instance [`Metrics`] (and the in-memory sink each test
+//! reads) could not stay; and it flushes on a fixed timer rather than a window after its first
+//! datapoint, silent while idle.
 //!
 //! Dimensions are one low-cardinality pair, `Service` = `ingress` or `relay`: never a domain or
 //! an address, which would create a CloudWatch metric (and a monthly charge) per value.

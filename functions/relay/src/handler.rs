@@ -39,12 +39,12 @@ use crate::decide::backoff::store_retry_wait;
 use crate::decide::dsn;
 use crate::decide::events::{self, Event};
 use crate::decide::fence::{self, Check};
-use crate::decide::outcome::Attempt;
 use crate::decide::plan::{self, Plan};
 use crate::decide::record;
 use crate::deliver::Transport;
 use crate::route::{self, MtaSts, Resolver};
 use crate::store::{EventSink, Expect, Queue, Spool, StoreError, Stored};
+use crate::vocab::Attempt;
 
 /// Unix seconds, injectable for tests.
 pub trait Clock: Send + Sync {

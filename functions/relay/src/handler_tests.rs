@@ -14,10 +14,11 @@ use shared::state::Delivery;
 use shared::{Job, Reply, keys};
 
 use super::*;
-use crate::decide::outcome::{Remote, Verdict};
-use crate::route::{Lookup, Target, TlsRequirement};
+use crate::route::{Lookup, Target};
 use crate::store::memory::{Ledger, MemoryEvents, MemoryQueue, MemorySpool};
 use crate::testkit::{self, FakeFetcher, QID};
+use crate::vocab::TlsRequirement;
+use crate::vocab::{Remote, Verdict};
 
 const NOW: i64 = 1_800_000_000;
 

@@ -1,7 +1,8 @@
 //! The relay: consumes jobs from SQS, delivers them over SMTP to MX hosts or a smarthost,
 //! retries by delayed re-enqueue and bounces with RFC 3464 reports.
 //!
-//! A job goes through the stages in folder order: [`route`] (where to), [`deliver`] (the SMTP
+//! Every stage speaks the vocabulary of [`vocab`] (verdicts, the TLS requirement). A job goes
+//! through the stages in folder order: [`route`] (where to), [`deliver`] (the SMTP
 //! client), [`decide`] (what follows, pure), and [`handler`] carries out the decision against the
 //! [`store`] edges (S3, SQS). [`poll`] drives the same handler as a long-poll consumer; [`config`]
 //! reads the relay's settings; [`metrics`] names what the relay counts.
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod poll;
 pub mod route;
 pub mod store;
+pub mod vocab;
 
 #[cfg(test)]
 mod testkit;

@@ -18,7 +18,7 @@
 //!   flood of new addresses cannot reset a busy client's count; it can only forget clients that
 //!   went quiet, which is what a fresh state would allow them anyway after `duration`.
 //! * **Scope**: one ingress process (one Fargate task). With `k` tasks behind the load balancer a
-//!   client may get up to `k × N` through; the README says so.
+//!   client may get up to `k × N` through; docs/outbound.md says so.
 
 use std::fmt;
 use std::hash::Hash;

@@ -169,9 +169,9 @@ mod tests {
     use shared::{Notify, Reply};
 
     use super::*;
-    use crate::decide::outcome::{Remote, Verdict};
     use crate::decide::plan::ReportLine;
     use crate::testkit;
+    use crate::vocab::{Remote, Verdict};
 
     fn cfg() -> RelayConfig {
         testkit::config(&[])

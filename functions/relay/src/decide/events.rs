@@ -26,8 +26,8 @@ use serde::Serialize;
 use shared::Job;
 
 use crate::config::RelayConfig;
-use crate::decide::outcome::{Attempt, Verdict};
 use crate::decide::plan::Plan;
+use crate::vocab::{Attempt, Verdict};
 
 /// At most this many addresses in `mail.destination` (SES lists at most 50 recipients per
 /// message too); the cap keeps an event of a job with thousands of recipients small.
@@ -254,9 +254,9 @@ mod tests {
     use shared::Reply;
 
     use super::*;
-    use crate::decide::outcome::Remote;
     use crate::decide::plan::plan;
     use crate::testkit;
+    use crate::vocab::Remote;
 
     const T0: i64 = 1_800_000_000;
 

@@ -1,5 +1,5 @@
-//! Stage 3 of a job: what follows an attempt, decided without I/O. [`outcome`] is the vocabulary
-//! every stage reports in (a verdict per recipient); [`plan`] turns an attempt into actions
+//! Stage 3 of a job: what follows an attempt, decided without I/O. Every stage reports in the
+//! verdicts of [`crate::vocab`]; [`plan`] turns an attempt into actions
 //! (a retry job, reports, log lines); [`backoff`] times the retry and store writes; [`dsn`]
 //! writes the RFC 3464 report a sender gets; [`events`] describes each recipient's outcome for
 //! the events queue; [`fence`] decides from the job's state object
@@ -9,6 +9,5 @@ pub mod backoff;
 pub mod dsn;
 pub mod events;
 pub mod fence;
-pub mod outcome;
 pub mod plan;
 pub mod record;

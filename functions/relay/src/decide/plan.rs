@@ -10,7 +10,7 @@ use crate::config::RelayConfig;
 use shared::{Job, Notify, Recipient};
 
 use crate::decide::backoff::{retry_delay, sqs_delay};
-use crate::decide::outcome::{Attempt, Class, Remote, Verdict};
+use crate::vocab::{Attempt, Class, Remote, Verdict};
 
 /// RFC 3464 `Action` of a report; one report carries one action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

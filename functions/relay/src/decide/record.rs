@@ -12,8 +12,8 @@ use shared::job::JOB_SCHEMA_VERSION;
 use shared::state::{Delivery, JobState, RcptStatus};
 
 use crate::decide::backoff::sqs_delay;
-use crate::decide::outcome::Attempt;
 use crate::decide::plan::Plan;
+use crate::vocab::Attempt;
 
 /// What an attempt leaves in the store, DSN messages aside.
 #[derive(Debug, Clone, PartialEq, Eq)]

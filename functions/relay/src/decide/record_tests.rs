@@ -4,9 +4,9 @@ use shared::Reply;
 use shared::state::{Delivery, JobState};
 
 use super::*;
-use crate::decide::outcome::{Remote, Verdict};
 use crate::decide::plan;
 use crate::testkit;
+use crate::vocab::{Remote, Verdict};
 
 const T0: i64 = 1_800_000_000;
 

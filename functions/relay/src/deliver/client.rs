@@ -34,9 +34,10 @@ use super::pool::{Limits, Pool};
 use super::throttle;
 use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
-use crate::decide::outcome::{Class, Remote, Verdict};
 use crate::dkim::Signer;
-use crate::route::{Hop, Target, TlsRequirement, loops};
+use crate::route::{Hop, Target, loops};
+use crate::vocab::TlsRequirement;
+use crate::vocab::{Class, Remote, Verdict};
 use exchange::Broken;
 
 mod exchange;

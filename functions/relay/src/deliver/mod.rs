@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use shared::Job;
 
-use crate::decide::outcome::Attempt;
 use crate::route::Target;
+use crate::vocab::Attempt;
 
 pub mod client;
 pub mod downgrade;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use shared::Reply;
 
 use crate::decide::backoff::retry_delay;
-use crate::decide::outcome::{Class, Verdict};
+use crate::vocab::{Class, Verdict};
 
 /// One kind of "slow down" reply. A reply matches when its code is in `codes` and it has the
 /// enhanced `status` (when given) and contains `text` (when given, lowercase).

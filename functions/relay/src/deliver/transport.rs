@@ -25,8 +25,8 @@ use shared::{Job, Reply};
 use super::client::{After, Session, SmtpTransport};
 use super::pool::{Lease, Pooled, Slot};
 use super::{Transport, throttle, wire};
-use crate::decide::outcome::{Attempt, Class, Verdict};
 use crate::route::{self, Target};
+use crate::vocab::{Attempt, Class, Verdict};
 
 #[async_trait]
 impl Transport for SmtpTransport {
@@ -123,7 +123,7 @@ impl SmtpTransport {
         after: After,
     ) -> Attempt {
         p.uses += 1;
-        let remote = Some(crate::decide::outcome::Remote { conn_use: p.uses, ..p.session.remote.clone() });
+        let remote = Some(crate::vocab::Remote { conn_use: p.uses, ..p.session.remote.clone() });
         let outcomes: Vec<(String, Verdict)> = outcomes.into_iter().map(|(a, v)| (a, throttle::transient(v))).collect();
         if let Some(reply) = throttle::first(outcomes.iter().map(|(_, v)| v)) {
             let throttled = Some(self.slow_down(hop, reply, job).await);

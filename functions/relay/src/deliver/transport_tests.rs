@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::super::client::tests::{PIPELINED, Script, Seen, Transport, job, server, target, transport};
 use super::*;
-use crate::decide::outcome::Remote;
+use crate::vocab::Remote;
 
 fn jobs(n: usize) -> Vec<Job> {
     (0..n).map(|i| job(&[format!("r{i}@b.test").as_str()])).collect()

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::dns::{Lookup, Resolver};
 use super::{Hop, Target};
-use crate::decide::outcome::Verdict;
+use crate::vocab::Verdict;
 
 /// The addresses of `host`, each on `port`, tagged with `hop`.
 pub async fn targets(resolver: &dyn Resolver, host: &str, port: u16, hop: Hop) -> Result<Vec<Target>, Verdict> {
@@ -27,8 +27,8 @@ pub async fn targets(resolver: &dyn Resolver, host: &str, port: u16, hop: Hop) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::outcome::Class;
     use crate::testkit::StaticDns;
+    use crate::vocab::Class;
 
     #[tokio::test]
     async fn literals_names_and_deferrals() {

@@ -20,7 +20,7 @@
 use shared::Reply;
 
 pub use crate::config::normalise;
-use crate::decide::outcome::Verdict;
+use crate::vocab::Verdict;
 
 /// What the MX rule leaves of a domain's MX records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub fn own_name_in(reply: &Reply, helo: &str) -> Option<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::outcome::Class;
+    use crate::vocab::Class;
 
     fn recs(list: &[(u16, &str)]) -> Vec<(u16, String)> {
         list.iter().map(|(p, h)| (*p, h.to_string())).collect()

@@ -18,8 +18,9 @@ use rand::seq::SliceRandom;
 
 use super::dns::{Lookup, Resolver};
 use super::loops::{self, SelfMx};
-use super::{Hop, Target, TlsRequirement};
-use crate::decide::outcome::Verdict;
+use super::{Hop, Target};
+use crate::vocab::TlsRequirement;
+use crate::vocab::Verdict;
 
 /// Addresses tried per attempt, across all hosts (Postfix's `smtp_mx_address_limit` is 5).
 pub const MAX_ADDRESSES: usize = 6;
@@ -132,8 +133,8 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::decide::outcome::Class;
     use crate::testkit::StaticDns;
+    use crate::vocab::Class;
 
     #[test]
     fn order_sorts_by_preference_and_shuffles_ties() {

@@ -6,8 +6,8 @@
 use shared::{Job, Reply};
 
 use super::{Conn, SmtpTransport};
-use crate::decide::outcome::Verdict;
 use crate::deliver::wire::{self, Extensions};
+use crate::vocab::Verdict;
 
 /// A connection that broke in a transaction; `answered` once any RCPT had its reply.
 pub(super) struct Broken {

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::decide::outcome::Class;
 use crate::store::StoreError;
 use crate::store::memory::MemorySpool;
 use crate::testkit::{self, FakeFetcher};
+use crate::vocab::Class;
 
 const NOW: i64 = 1_800_000_000;
 const ENFORCE: &str = "version: STSv1\nmode: enforce\nmx: *.b.test\nmax_age: 3600\n";

@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex};
 
 use shared::Job;
 
-use crate::decide::outcome::Verdict;
-use crate::route::{Lookup, Resolver, TlsRequirement};
+use crate::route::{Lookup, Resolver};
 use crate::store::PolicyStore;
+use crate::vocab::TlsRequirement;
+use crate::vocab::Verdict;
 
 pub mod cache;
 pub mod fetch;

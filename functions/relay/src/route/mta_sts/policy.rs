@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::route::TlsRequirement;
+use crate::vocab::TlsRequirement;
 
 /// The longest `max_age` a policy may have (§3.2: "no greater than 31557600"). A larger value
 /// is capped rather than rejected, so a domain's `enforce` policy is not lost to a typo.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shared::{Job, Reply};
 
-use crate::route::TlsRequirement;
+use super::TlsRequirement;
 
 /// The three fates of a recipient after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
