@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 
 use crate::policy::rate::RateSpec;
+use crate::screen::dnsbl::{self, Zone};
 
 /// Every variable the ingress reads (besides the standard AWS ones).
 pub const INGRESS_VARS: &[&str] = &[
@@ -43,6 +44,11 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_RATE_LIMIT",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
+    // Judgement (third wave): the resolver of every check, the connect-time screen (screen/).
+    "INGRESS_DNS_SERVERS",
+    "INGRESS_DNSBL",
+    "INGRESS_DNSBL_THRESHOLD",
+    "INGRESS_GREET_PAUSE",
 ];
 
 /// S3's smallest part of a multipart upload (all but the last), and the default part size.
@@ -90,6 +96,15 @@ pub struct IngressConfig {
     pub rate_limit: Option<RateSpec>,
     /// CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
+    /// The resolver(s) of every judgement lookup (blocklists, SPF, DKIM, DMARC, ARC); empty:
+    /// the system resolver.
+    pub dns_servers: Vec<SocketAddr>,
+    /// `INGRESS_DNSBL`: the blocklists and their weights.
+    pub dnsbl: Vec<Zone>,
+    /// `INGRESS_DNSBL_THRESHOLD`: the summed weight that blocks a client.
+    pub dnsbl_threshold: i32,
+    /// `INGRESS_GREET_PAUSE`: how long the greeting waits (the pregreet test); zero is off.
+    pub greet_pause: Duration,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -190,6 +205,11 @@ impl IngressConfig {
         if timeout.is_zero() {
             return Err(err("INGRESS_TIMEOUT", "must be greater than zero"));
         }
+        let dnsbl = dnsbl::parse_zones(&r.list("INGRESS_DNSBL")).map_err(|e| err("INGRESS_DNSBL", e))?;
+        let greet_pause = r.duration("INGRESS_GREET_PAUSE", "0s")?;
+        if greet_pause >= timeout {
+            return Err(err("INGRESS_GREET_PAUSE", "must be shorter than INGRESS_TIMEOUT"));
+        }
         Ok(Self {
             spool: SpoolConfig::read(&r)?,
             listen: r.addrs("INGRESS_LISTEN", Some("0.0.0.0:25"))?,
@@ -220,6 +240,10 @@ impl IngressConfig {
             recipients_file,
             rate_limit,
             metrics_namespace: shared::metrics::namespace(&r)?,
+            dns_servers: r.addrs("INGRESS_DNS_SERVERS", None)?,
+            dnsbl,
+            dnsbl_threshold: r.parse("INGRESS_DNSBL_THRESHOLD", 1)?,
+            greet_pause,
         })
     }
 }
@@ -250,6 +274,25 @@ mod tests {
         assert_eq!(c.part_size, 5 * 1024 * 1024);
         assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
+        assert!(c.dns_servers.is_empty() && c.dnsbl.is_empty());
+        assert_eq!((c.dnsbl_threshold, c.greet_pause), (1, Duration::ZERO));
+    }
+
+    #[test]
+    fn screen_settings() {
+        let c = IngressConfig::from_vars(&vars(&[
+            ("INGRESS_DNS_SERVERS", "127.0.0.1:5353"),
+            ("INGRESS_DNSBL", "zen.spamhaus.org*2,bl.example"),
+            ("INGRESS_DNSBL_THRESHOLD", "3"),
+            ("INGRESS_GREET_PAUSE", "6s"),
+        ]))
+        .unwrap();
+        assert_eq!(c.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(
+            c.dnsbl.iter().map(|z| (z.name.as_str(), z.weight)).collect::<Vec<_>>(),
+            vec![("zen.spamhaus.org", 2), ("bl.example", 1)]
+        );
+        assert_eq!((c.dnsbl_threshold, c.greet_pause), (3, Duration::from_secs(6)));
     }
 
     #[test]
@@ -289,6 +332,11 @@ mod tests {
             // A recipient table without relay domains would govern nothing.
             (&[("INGRESS_RECIPIENTS_FILE", "Cargo.toml")], "INGRESS_RECIPIENTS_FILE"),
             (&[("METRICS_NAMESPACE", "AWS/Mail")], "METRICS_NAMESPACE"),
+            (&[("INGRESS_DNS_SERVERS", "8.8.8.8")], "INGRESS_DNS_SERVERS"),
+            (&[("INGRESS_DNSBL", "zen.spamhaus.org*many")], "INGRESS_DNSBL"),
+            (&[("INGRESS_DNSBL_THRESHOLD", "one")], "INGRESS_DNSBL_THRESHOLD"),
+            (&[("INGRESS_GREET_PAUSE", "soon")], "INGRESS_GREET_PAUSE"),
+            (&[("INGRESS_GREET_PAUSE", "10m")], "INGRESS_GREET_PAUSE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),

@@ -20,6 +20,8 @@ use tokio::sync::{Notify, watch};
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
+use crate::screen::resolver::HickoryBlocklists;
+use crate::screen::{self, Outcome, Screen};
 use crate::server::connection::{self, Deps, Phase};
 use crate::server::proxy;
 use crate::server::tls;
@@ -101,6 +103,7 @@ pub struct Server {
     limits: Arc<ConnLimits>,
     grace: Duration,
     proxy_protocol: bool,
+    screen: Arc<Screen>,
 }
 
 impl Server {
@@ -142,7 +145,16 @@ impl Server {
             tables: tables.clone(),
             rate_limit: cfg.rate_limit.clone().map(RateLimit::new),
         });
+        let dns = HickoryBlocklists::new(&cfg.dns_servers).map_err(|e| format!("INGRESS_DNS_SERVERS: {e}"))?;
+        let screen = Arc::new(Screen {
+            zones: cfg.dnsbl.clone(),
+            threshold: cfg.dnsbl_threshold,
+            greet_pause: cfg.greet_pause,
+            deadline: cfg.timeout.min(screen::MAX_LOOKUP_TIME),
+            dns: Arc::new(dns),
+        });
         Ok(Self {
+            screen,
             listeners,
             session_cfg,
             tables,
@@ -174,6 +186,7 @@ impl Server {
                 limits: self.limits.clone(),
                 phase: phase_rx.clone(),
                 proxy_protocol: self.proxy_protocol,
+                screen: self.screen.clone(),
             };
             loops.push(tokio::spawn(accept_loop(listener, kind, ctx)));
         }
@@ -200,6 +213,7 @@ struct Ctx {
     limits: Arc<ConnLimits>,
     phase: watch::Receiver<Phase>,
     proxy_protocol: bool,
+    screen: Arc<Screen>,
 }
 
 async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
@@ -223,7 +237,7 @@ async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
 }
 
 async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, ctx: Ctx) {
-    let Ctx { cfg, deps, limits, phase, proxy_protocol } = ctx;
+    let Ctx { cfg, deps, limits, phase, proxy_protocol, screen } = ctx;
     if proxy_protocol {
         match proxy::read_header(&mut sock, addr).await {
             Ok(client) => addr = client,
@@ -257,7 +271,29 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
         }
         _ => (Box::new(sock), None),
     };
-    let session = Session::new(cfg, kind, ip, tls_info);
+    let mut stream = stream;
+    let mut session = Session::new(cfg.clone(), kind, ip, tls_info);
+    // Only strangers on the MTA listener are screened (see `screen`).
+    if kind == ListenerKind::Mta && !screen.is_off() && !cfg.policy.is_trusted(ip, false) {
+        match screen.run(ip, &mut stream).await {
+            Outcome::Clean => {}
+            Outcome::Blocklisted { zone, .. } => {
+                deps.metrics.count(crate::metrics::BLOCKLISTED, 1);
+                session.blocklist(zone);
+            }
+            Outcome::Pregreeted => {
+                deps.metrics.count(crate::metrics::REJECTED, 1);
+                let _ = stream.write_all(replies::pregreet().to_string().as_bytes()).await;
+                let _ = stream.shutdown().await;
+                tracing::info!(event = "disconnect", client = %ip, reason = "pregreet");
+                return;
+            }
+            Outcome::Gone => {
+                tracing::info!(event = "disconnect", client = %ip, reason = "client closed before the greeting");
+                return;
+            }
+        }
+    }
     connection::serve(stream, session, &deps, phase).await;
 }
 

@@ -220,6 +220,9 @@ pub struct Session {
     /// replies to the message that follows) are counted.
     pub(crate) mail_command: bool,
     tally: Tally,
+    /// The DNS blocklist that lists the client (the screen found it at connect): its recipients
+    /// are refused unless it authenticates.
+    pub(crate) blocklisted: Option<String>,
 }
 
 impl Session {
@@ -244,9 +247,15 @@ impl Session {
             actions: VecDeque::new(),
             mail_command: false,
             tally: Tally::default(),
+            blocklisted: None,
         };
         s.actions.push_back(Action::Reply(replies::greeting(&s.cfg.hostname)));
         s
+    }
+
+    /// The connect-time screen found the client on `zone` (before any input was read).
+    pub fn blocklist(&mut self, zone: String) {
+        self.blocklisted = Some(zone);
     }
 
     /// The next thing to do, if any.
