@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 
 use crate::policy::rate::RateSpec;
+use crate::rspamd::{self, OnFailure, RspamdConfig};
 use crate::screen::dnsbl::{self, Zone};
 
 /// Every variable the ingress reads (besides the standard AWS ones).
@@ -49,6 +50,10 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_DNSBL",
     "INGRESS_DNSBL_THRESHOLD",
     "INGRESS_GREET_PAUSE",
+    // rspamd at the end of DATA (rspamd/).
+    "INGRESS_RSPAMD_URL",
+    "INGRESS_RSPAMD_TIMEOUT",
+    "INGRESS_RSPAMD_FAILURE",
 ];
 
 /// S3's smallest part of a multipart upload (all but the last), and the default part size.
@@ -105,6 +110,8 @@ pub struct IngressConfig {
     pub dnsbl_threshold: i32,
     /// `INGRESS_GREET_PAUSE`: how long the greeting waits (the pregreet test); zero is off.
     pub greet_pause: Duration,
+    /// `INGRESS_RSPAMD_URL` and its companions; `None`: no spam filter.
+    pub rspamd: Option<RspamdConfig>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -210,6 +217,20 @@ impl IngressConfig {
         if greet_pause >= timeout {
             return Err(err("INGRESS_GREET_PAUSE", "must be shorter than INGRESS_TIMEOUT"));
         }
+        let rspamd_timeout = r.duration("INGRESS_RSPAMD_TIMEOUT", "15s")?;
+        if rspamd_timeout.is_zero() {
+            return Err(err("INGRESS_RSPAMD_TIMEOUT", "must be greater than zero"));
+        }
+        let on_failure = r.choice(
+            "INGRESS_RSPAMD_FAILURE",
+            OnFailure::Accept,
+            &[("accept", OnFailure::Accept), ("tempfail", OnFailure::TempFail)],
+        )?;
+        let rspamd = r
+            .opt("INGRESS_RSPAMD_URL")
+            .map(|u| rspamd::parse_url(&u).map_err(|e| err("INGRESS_RSPAMD_URL", e)))
+            .transpose()?
+            .map(|url| RspamdConfig { url, timeout: rspamd_timeout, on_failure });
         Ok(Self {
             spool: SpoolConfig::read(&r)?,
             listen: r.addrs("INGRESS_LISTEN", Some("0.0.0.0:25"))?,
@@ -244,6 +265,7 @@ impl IngressConfig {
             dnsbl,
             dnsbl_threshold: r.parse("INGRESS_DNSBL_THRESHOLD", 1)?,
             greet_pause,
+            rspamd,
         })
     }
 }
@@ -276,6 +298,14 @@ mod tests {
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
         assert!(c.dns_servers.is_empty() && c.dnsbl.is_empty());
         assert_eq!((c.dnsbl_threshold, c.greet_pause), (1, Duration::ZERO));
+        assert!(c.rspamd.is_none());
+        let c = IngressConfig::from_vars(&vars(&[("INGRESS_RSPAMD_URL", "http://127.0.0.1:11333")])).unwrap();
+        let want = RspamdConfig {
+            url: "127.0.0.1:11333".into(),
+            timeout: Duration::from_secs(15),
+            on_failure: OnFailure::Accept,
+        };
+        assert_eq!(c.rspamd, Some(want));
     }
 
     #[test]
@@ -336,6 +366,9 @@ mod tests {
             (&[("INGRESS_DNSBL", "zen.spamhaus.org*many")], "INGRESS_DNSBL"),
             (&[("INGRESS_DNSBL_THRESHOLD", "one")], "INGRESS_DNSBL_THRESHOLD"),
             (&[("INGRESS_GREET_PAUSE", "soon")], "INGRESS_GREET_PAUSE"),
+            (&[("INGRESS_RSPAMD_URL", "https://rspamd:11333")], "INGRESS_RSPAMD_URL"),
+            (&[("INGRESS_RSPAMD_TIMEOUT", "0s")], "INGRESS_RSPAMD_TIMEOUT"),
+            (&[("INGRESS_RSPAMD_FAILURE", "drop")], "INGRESS_RSPAMD_FAILURE"),
             (&[("INGRESS_GREET_PAUSE", "10m")], "INGRESS_GREET_PAUSE"),
             (
                 &[

@@ -9,6 +9,8 @@
 //!   the recipient table, the rate limit, and the files re-read on SIGHUP;
 //! * [`screen`] — the connect-time checks the listener runs before the greeting on untrusted
 //!   clients: the pregreet test and the DNS blocklists;
+//! * [`rspamd`] — the spam filter's HTTP client and the meaning of its answers, a check of the
+//!   end-of-DATA judgement;
 //! * [`spool`] — the durable hand-off to S3 (single PUT or multipart) and SQS, then `250`;
 //! * [`config`] reads the ingress's settings; [`metrics`] counts Accepted, Rejected,
 //!   TempFailed and Blocklisted; [`alloc`] tunes the allocator so streamed parts' memory goes back to the system.
@@ -17,6 +19,7 @@ pub mod alloc;
 pub mod config;
 pub mod metrics;
 pub mod policy;
+pub mod rspamd;
 pub mod screen;
 pub mod server;
 pub mod session;
