@@ -41,6 +41,9 @@ pub const INGRESS_VARS: &[&str] = &[
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
+    // Judgement of untrusted mail at end of DATA (judge/).
+    "INGRESS_DNS_SERVERS",
+    "INGRESS_AUTH_CHECKS",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
 ];
@@ -90,6 +93,10 @@ pub struct IngressConfig {
     pub rate_limit: Option<RateSpec>,
     /// CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
+    /// Resolvers for the checks of untrusted mail; empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
+    /// What SPF, DKIM and DMARC do to untrusted mail.
+    pub auth_checks: AuthMode,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -99,6 +106,8 @@ pub enum SpoolMode {
     /// Accept and drop every message. Never for real mail: `250` would be a lie.
     Discard,
 }
+
+pub use crate::judge::auth::AuthMode;
 
 impl IngressConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -220,6 +229,12 @@ impl IngressConfig {
             recipients_file,
             rate_limit,
             metrics_namespace: shared::metrics::namespace(&r)?,
+            dns_servers: r.addrs("INGRESS_DNS_SERVERS", None)?,
+            auth_checks: r.choice(
+                "INGRESS_AUTH_CHECKS",
+                AuthMode::Enforce,
+                &[("enforce", AuthMode::Enforce), ("monitor", AuthMode::Monitor), ("off", AuthMode::Off)],
+            )?,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `Accepted` | messages queued: one per `250 … queued as <id>` (S3 and SQS both succeeded) |
 //! | `Rejected` | permanent refusals: each 5xx reply to a well-formed MAIL, RCPT, DATA or BDAT command or to the end of a message (a refused recipient counts once, a refused message once) |
+//! | `AuthChecked` | judged messages by `Result`, their DMARC result: `pass`, `fail`, `none` (no policy, or a broken one), `temperror` (DNS trouble or the lookups' deadline) |
 //! | `TempFailed` | temporary refusals: each 4xx reply to the same (storage failure `451 4.3.0`, memory `451 4.3.1`, too many recipients `452 4.5.3`, rate limit `451 4.7.1`, …), plus each connection turned away at a connection limit (`421 4.7.0`) |
 //!
 //! Not counted: replies to syntax errors and other commands (a client's bug, not mail refused),
@@ -15,9 +16,15 @@ use shared::metrics::{Metric, Metrics};
 pub const ACCEPTED: &str = "Accepted";
 pub const REJECTED: &str = "Rejected";
 pub const TEMP_FAILED: &str = "TempFailed";
+pub const AUTH_CHECKED: &str = "AuthChecked";
 
 /// Every metric the ingress emits.
-pub static METRICS: &[Metric] = &[Metric::counter(ACCEPTED), Metric::counter(REJECTED), Metric::counter(TEMP_FAILED)];
+pub static METRICS: &[Metric] = &[
+    Metric::counter(ACCEPTED),
+    Metric::counter(REJECTED),
+    Metric::counter(TEMP_FAILED),
+    Metric::counter_by(AUTH_CHECKED, "Result", &["pass", "fail", "none", "temperror"]),
+];
 
 /// The `Service` dimension of the ingress's metrics.
 pub const SERVICE: &str = "ingress";

@@ -17,6 +17,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::judge::auth::AuthMode;
+use crate::judge::authenticate::Authenticate;
+use crate::judge::{Check, Judge};
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
@@ -146,7 +149,13 @@ impl Server {
             listeners,
             session_cfg,
             tables,
-            deps: Arc::new(Deps { spool, tls, timeout: cfg.timeout, metrics }),
+            deps: Arc::new(Deps {
+                spool,
+                tls,
+                timeout: cfg.timeout,
+                metrics: metrics.clone(),
+                judge: Arc::new(judge(cfg, metrics)?),
+            }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
             proxy_protocol: cfg.proxy_protocol,
@@ -259,6 +268,15 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
     };
     let session = Session::new(cfg, kind, ip, tls_info);
     connection::serve(stream, session, &deps, phase).await;
+}
+
+/// The end-of-DATA checks `cfg` asks for.
+fn judge(cfg: &IngressConfig, metrics: Arc<Metrics>) -> Result<Judge, String> {
+    let mut checks: Vec<Box<dyn Check>> = Vec::new();
+    if cfg.auth_checks != AuthMode::Off {
+        checks.push(Box::new(Authenticate::new(&cfg.dns_servers, &cfg.hostname, cfg.auth_checks, metrics)?));
+    }
+    Ok(Judge::new(checks))
 }
 
 #[cfg(test)]

@@ -139,6 +139,9 @@ pub struct Incoming {
     pub env: Envelope,
     /// `helo ([ip])`, for DSNs and logs.
     pub received_from: String,
+    /// The client's address (PROXY v2's source when enabled) and HELO name, for the judge.
+    pub client: IpAddr,
+    pub helo: String,
     /// The message as stored (our trace field, then the client's normalised data): whole, or
     /// the end of its multipart upload.
     pub content: Content,
@@ -381,6 +384,14 @@ impl Session {
 
     /// An action the shell took but could not carry out (the connection failed first): it goes
     /// back to the front of the queue, so [`connection_lost`](Self::connection_lost) sees it.
+    /// The judge refused the message (nothing was stored; the shell aborted its upload).
+    pub fn refused(&mut self, queue_id: &str, r: Reply) {
+        self.mode = Mode::Command;
+        tracing::warn!(event = "rejected", queue_id, client = %self.peer, reply = %r.one_line(), reason = "judged");
+        self.reply(r);
+        self.process();
+    }
+
     pub fn unperformed(&mut self, a: Action) {
         self.actions.push_front(a);
     }
