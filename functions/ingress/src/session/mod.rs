@@ -382,8 +382,6 @@ impl Session {
         }
     }
 
-    /// An action the shell took but could not carry out (the connection failed first): it goes
-    /// back to the front of the queue, so [`connection_lost`](Self::connection_lost) sees it.
     /// The judge refused the message (nothing was stored; the shell aborted its upload).
     pub fn refused(&mut self, queue_id: &str, r: Reply) {
         self.mode = Mode::Command;
@@ -392,6 +390,8 @@ impl Session {
         self.process();
     }
 
+    /// An action the shell took but could not carry out (the connection failed first): it goes
+    /// back to the front of the queue, so [`connection_lost`](Self::connection_lost) sees it.
     pub fn unperformed(&mut self, a: Action) {
         self.actions.push_front(a);
     }
