@@ -43,10 +43,12 @@ pub const INGRESS_VARS: &[&str] = &[
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
+    // Judgement of untrusted mail at end of DATA (judge/).
+    "INGRESS_DNS_SERVERS",
+    "INGRESS_AUTH_CHECKS",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
-    // Judgement (third wave): the resolver of every check, the connect-time screen (screen/).
-    "INGRESS_DNS_SERVERS",
+    // The connect-time screen (screen/).
     "INGRESS_DNSBL",
     "INGRESS_DNSBL_THRESHOLD",
     "INGRESS_GREET_PAUSE",
@@ -104,6 +106,8 @@ pub struct IngressConfig {
     /// The resolver(s) of every judgement lookup (blocklists, SPF, DKIM, DMARC, ARC); empty:
     /// the system resolver.
     pub dns_servers: Vec<SocketAddr>,
+    /// What SPF, DKIM and DMARC do to untrusted mail.
+    pub auth_checks: AuthMode,
     /// `INGRESS_DNSBL`: the blocklists and their weights.
     pub dnsbl: Vec<Zone>,
     /// `INGRESS_DNSBL_THRESHOLD`: the summed weight that blocks a client.
@@ -121,6 +125,8 @@ pub enum SpoolMode {
     /// Accept and drop every message. Never for real mail: `250` would be a lie.
     Discard,
 }
+
+pub use crate::judge::auth::AuthMode;
 
 impl IngressConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -266,6 +272,11 @@ impl IngressConfig {
             dnsbl_threshold: r.parse("INGRESS_DNSBL_THRESHOLD", 1)?,
             greet_pause,
             rspamd,
+            auth_checks: r.choice(
+                "INGRESS_AUTH_CHECKS",
+                AuthMode::Enforce,
+                &[("enforce", AuthMode::Enforce), ("monitor", AuthMode::Monitor), ("off", AuthMode::Off)],
+            )?,
         })
     }
 }

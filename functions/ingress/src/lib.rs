@@ -7,6 +7,8 @@
 //!   handlers, DATA/BDAT rules, the trace field, the replies, the memory budget;
 //! * [`policy`] — who may send what to whom: relay policy, AUTH credentials and sender lists,
 //!   the recipient table, the rate limit, and the files re-read on SIGHUP;
+//! * [`judge`] — end-of-DATA checks of untrusted mail (SPF, DKIM, DMARC): refuse, or edit
+//!   the header section (one honest `Authentication-Results`) before the spool;
 //! * [`screen`] — the connect-time checks the listener runs before the greeting on untrusted
 //!   clients: the pregreet test and the DNS blocklists;
 //! * [`rspamd`] — the spam filter's HTTP client and the meaning of its answers, a check of the
@@ -17,6 +19,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod judge;
 pub mod metrics;
 pub mod policy;
 pub mod rspamd;

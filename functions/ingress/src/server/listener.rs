@@ -17,9 +17,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::judge::auth::AuthMode;
+use crate::judge::authenticate::Authenticate;
+use crate::judge::spam::Spam;
+use crate::judge::{Check, Judge};
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
+use crate::rspamd::client::RspamdClient;
 use crate::screen::resolver::HickoryBlocklists;
 use crate::screen::{self, Outcome, Screen};
 use crate::server::connection::{self, Deps, Phase};
@@ -158,7 +163,13 @@ impl Server {
             listeners,
             session_cfg,
             tables,
-            deps: Arc::new(Deps { spool, tls, timeout: cfg.timeout, metrics }),
+            deps: Arc::new(Deps {
+                spool,
+                tls,
+                timeout: cfg.timeout,
+                metrics: metrics.clone(),
+                judge: Arc::new(judge(cfg, metrics)?),
+            }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
             proxy_protocol: cfg.proxy_protocol,
@@ -295,6 +306,19 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
         }
     }
     connection::serve(stream, session, &deps, phase).await;
+}
+
+/// The end-of-DATA checks `cfg` asks for.
+fn judge(cfg: &IngressConfig, metrics: Arc<Metrics>) -> Result<Judge, String> {
+    let mut checks: Vec<Box<dyn Check>> = Vec::new();
+    if cfg.auth_checks != AuthMode::Off {
+        checks.push(Box::new(Authenticate::new(&cfg.dns_servers, &cfg.hostname, cfg.auth_checks, metrics.clone())?));
+    }
+    if let Some(r) = &cfg.rspamd {
+        let scanner = Box::new(RspamdClient::new(r.url.clone(), r.timeout));
+        checks.push(Box::new(Spam::new(scanner, r.on_failure, &cfg.hostname, metrics)));
+    }
+    Ok(Judge::new(checks))
 }
 
 #[cfg(test)]

@@ -139,6 +139,9 @@ pub struct Incoming {
     pub env: Envelope,
     /// `helo ([ip])`, for DSNs and logs.
     pub received_from: String,
+    /// The client's address (PROXY v2's source when enabled) and HELO name, for the judge.
+    pub client: IpAddr,
+    pub helo: String,
     /// The message as stored (our trace field, then the client's normalised data): whole, or
     /// the end of its multipart upload.
     pub content: Content,
@@ -386,6 +389,14 @@ impl Session {
             tracing::info!(event = "aborted", queue_id = %upload.queue_id, client = %self.peer, reason = "transaction ended");
             self.push_action(Action::AbortUpload(upload));
         }
+    }
+
+    /// The judge refused the message (nothing was stored; the shell aborted its upload).
+    pub fn refused(&mut self, queue_id: &str, r: Reply) {
+        self.mode = Mode::Command;
+        tracing::warn!(event = "rejected", queue_id, client = %self.peer, reply = %r.one_line(), reason = "judged");
+        self.reply(r);
+        self.process();
     }
 
     /// An action the shell took but could not carry out (the connection failed first): it goes
