@@ -3,6 +3,7 @@ threshold and a list's error answer (127.255.255.254) served by the test DNS ser
 pregreet test with a raw socket. Clients connect from different loopback addresses, which the
 test zones list or not. Refused mail must leave nothing in S3 or SQS."""
 
+import email.utils
 import json
 import smtplib
 import socket
@@ -143,3 +144,104 @@ def test_pregreet_client_is_refused_and_a_patient_one_is_greeted(ingress, spool)
     s.close()
     wait_until(lambda: spool.counts()["visible"] == 1, what="one job")
     assert len(spool.keys("spool/")) == 1, "the pregreeting bot's message was never stored"
+
+
+# ---------------------------------------------------------------------------------------------
+# rspamd at the end of DATA (Debian's rspamd 3.4, private configuration: infra/local/rspamd_config.py).
+# Clients come from 127.0.0.x, which rspamd treats as local (no SPF/DMARC/RBL of its own).
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def mail(extra_headers="", body="Hello Bob,\r\n\r\nthe minutes of today's meeting are below.\r\n\r\nAlice"):
+    """A well-formed message (Date, Message-ID, MIME-Version), which rspamd scores as clean."""
+    return (f"From: Alice <a@example.org>\r\nTo: Bob <u@example.test>\r\nSubject: Minutes\r\n"
+            f"Date: {email.utils.formatdate()}\r\nMessage-ID: {email.utils.make_msgid(domain='example.org')}\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n{extra_headers}\r\n{body}\r\n").encode()
+
+
+def deliver(server, data):
+    """(code, text) of the end of DATA (250 when queued)."""
+    with smtplib.SMTP(*server.mta, timeout=60) as c:
+        c.ehlo("client.example.org")
+        c.mail("a@example.org")
+        code, _ = c.rcpt("u@example.test")
+        assert code == 250
+        code, text = c.data(data)
+        return code, text.decode()
+
+
+def stored_messages(spool):
+    return [spool.get(k) for k in spool.keys("spool/")]
+
+
+def header_lines(message):
+    head = message.split(b"\r\n\r\n", 1)[0].decode()
+    return head.split("\r\n")
+
+
+@pytest.fixture
+def filtered(ingress, rspamd):
+    def start(**env):
+        r = rspamd()
+        return ingress(INGRESS_AUTH_CHECKS="off", INGRESS_RSPAMD_URL=r.url, **env), r
+    return start
+
+
+def test_rspamd_actions_end_to_end(filtered, spool):
+    server, _ = filtered()
+    # GTUBE: rejected, nothing stored, no job.
+    code, text = deliver(server, mail(body=GTUBE))
+    assert (code, text) == (554, "5.7.1 Gtube pattern")
+    assert spool.keys("") == [] and spool.counts()["visible"] == 0
+
+    # The soft-reject multimap rule: 451 4.7.1, nothing stored.
+    code, text = deliver(server, mail("X-Test-Action: soft-reject\r\n"))
+    assert code == 451 and text.startswith("4.7.1"), (code, text)
+    assert spool.keys("") == []
+
+    # The add-header rule: delivered, marked X-Spam: Yes once, scored.
+    code, _ = deliver(server, mail("X-Test-Action: add-header\r\n"))
+    assert code == 250
+    [stored] = stored_messages(spool)
+    lines = header_lines(stored)
+    assert lines.count("X-Spam: Yes") == 1, lines
+    assert any(l.startswith("X-Spam-Score: ") for l in lines), lines
+
+    # Clean mail with a forged X-Spam: Yes (and score): both removed, ours added, not marked.
+    code, _ = deliver(server, mail("X-Spam: Yes\r\nX-Spam-Score: -100\r\n"))
+    assert code == 250
+    wait_until(lambda: len(spool.keys("spool/")) == 2, what="two messages")
+    clean = [m for m in stored_messages(spool) if m != stored][0]
+    lines = header_lines(clean)
+    assert not any(l.lower().startswith("x-spam:") for l in lines), lines
+    assert "X-Spam-Score: -100" not in lines
+    scores = [l for l in lines if l.startswith("X-Spam-Score:")]
+    assert len(scores) == 1 and scores[0] != "X-Spam-Score: -100", scores
+
+    server.process.stop()
+    log = server.log()
+    assert emf_totals(log, "SpamRejected") == 1
+    assert emf_totals(log, "FilterUnavailable") == 0
+
+
+def test_rspamd_down_mail_still_delivered_in_bounded_time(filtered, spool):
+    server, r = filtered(INGRESS_RSPAMD_TIMEOUT="2s")
+    assert deliver(server, mail())[0] == 250, "a first message opens a pooled connection"
+    r.stop()
+    started = time.monotonic()
+    assert deliver(server, mail())[0] == 250
+    assert time.monotonic() - started < 10
+    wait_until(lambda: len(spool.keys("spool/")) == 2, what="two messages")
+    unchecked = [m for m in stored_messages(spool) if b"X-Spam-Score" not in m]
+    assert len(unchecked) == 1, "delivered unchecked: no score"
+    server.process.stop()
+    assert emf_totals(server.log(), "FilterUnavailable") == 1
+
+
+def test_rspamd_down_with_tempfail(filtered, spool):
+    server, r = filtered(INGRESS_RSPAMD_FAILURE="tempfail", INGRESS_RSPAMD_TIMEOUT="2s")
+    r.stop()
+    code, text = deliver(server, mail())
+    assert code == 451 and text.startswith("4.7.1"), (code, text)
+    assert spool.keys("") == []
