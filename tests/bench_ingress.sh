@@ -10,15 +10,20 @@
 # RSS and end-of-DATA->250, with the discard spool (parts dropped as they are handed over: the
 # ingress alone) and with LocalStack S3 (multipart uploads) + SQS; before that, one client at a
 # time for the latency without contention.
+# tests/bench_ingress.sh filter [SESSIONS] [MESSAGES] [SIZE] — only the spam filter's cost: the
+# ingress (discard spool, no SPF/DKIM/DMARC) with rspamd off, then on (Debian's rspamd on
+# loopback, infra/local/rspamd_config.py): msg/s with smtp-source and end-of-DATA->250 p50/p99.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source infra/local/env.sh
 only=""
 if [ "${1:-}" = "streaming" ]; then only=streaming; shift; BIG_CLIENTS="${1:-50}" BIG_SIZE="${2:-20000000}"; set --; fi
+if [ "${1:-}" = "filter" ]; then only=filter; shift; fi
 BIG_CLIENTS="${BIG_CLIENTS:-50}" BIG_SIZE="${BIG_SIZE:-20000000}"
 SESSIONS="${1:-20}" MESSAGES="${2:-5000}" SIZE="${3:-2000}"
 IDLE="${IDLE_CONNECTIONS:-5000}"
-cargo build --release --workspace --bins --examples -q
+if [ "$only" = filter ]; then cargo build --release -p ingress --bins -q
+else cargo build --release --workspace --bins --examples -q; fi
 infra/local/localstack.sh start >/dev/null
 eval "$("$VENV_PY" infra/local/resources.py bench-spool bench-jobs | sed 's/^/export /')" \
     || { echo "could not create bench resources" >&2; exit 1; }
@@ -70,6 +75,27 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix="spool
     keys and s3.delete_objects(Bucket=b, Delete={"Objects": keys})' "$SPOOL_BUCKET"
 }
 if [ "$only" = streaming ]; then streaming; exit 0; fi
+
+# filter: rspamd off vs on, everything else equal.
+filter() {
+    echo "== spam filter: $SESSIONS sessions, $MESSAGES messages of $SIZE bytes (discard spool, INGRESS_AUTH_CHECKS=off)"
+    local dns_port rspamd_port confdir p pid mode
+    dns_port=$(free_port) rspamd_port=$(free_port) confdir=$(mktemp -d)
+    infra/local/dns-server --port "$dns_port" --zone infra/local/local.zone >/dev/null 2>&1 & pids+=($!)
+    read -ra cmd <<<"$("$VENV_PY" infra/local/rspamd_config.py "$confdir" --normal "$rspamd_port" \
+        --controller "$(free_port)" --proxy "$(free_port)" --dns "127.0.0.1:$dns_port")"
+    "${cmd[@]}" >"$confdir/rspamd.log" 2>&1 & pids+=($!)
+    for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$rspamd_port") 2>/dev/null && break; sleep 0.1; done
+    for mode in off on; do
+        local extra=(INGRESS_SPOOL=discard INGRESS_AUTH_CHECKS=off)
+        [ "$mode" = on ] && extra+=(INGRESS_RSPAMD_URL="http://127.0.0.1:$rspamd_port")
+        p=$(free_port); pid=$(start_ingress "$p" "${extra[@]}"); pids+=("$pid")
+        rate "ingress, rspamd $mode" "127.0.0.1:$p" "$pid"
+        "$VENV_PY" tests/bench_smtp_client.py latency "127.0.0.1:$p" "$SESSIONS" 1000 "$SIZE"
+        kill "$pid"
+    done
+}
+if [ "$only" = filter ]; then filter; exit 0; fi
 
 echo "== $SESSIONS sessions, $MESSAGES messages of $SIZE bytes"
 p=$(free_port); sink_pid=$(smtp-sink -u nobody -c "127.0.0.1:$p" 1000 >/dev/null 2>&1 & echo $!); pids+=("$sink_pid"); sleep 0.5

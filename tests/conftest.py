@@ -21,6 +21,7 @@ from harness import (
     PolicyServer,
     PrivateCa,
     Process,
+    Rspamd,
     SmtpSink,
     Spool,
     base_env,
@@ -142,6 +143,20 @@ def dns_server(_processes, logs_dir):
         server = start_dns(records, [str(z) for z in zone], logs_dir)
         _processes.append(server.process)
         return server
+
+    return start
+
+
+@pytest.fixture
+def rspamd(_processes, logs_dir, dns_server):
+    """rspamd() -> harness.Rspamd: Debian's rspamd 3.4 on a free loopback port with the private
+    test configuration (infra/local/rspamd_config.py: DNS from a test DNS server, no fuzzy, no
+    redis; `X-Test-Action: add-header` / `soft-reject` force those actions). Stopped after the test."""
+
+    def start():
+        r = Rspamd(logs_dir, dns_server())
+        _processes.append(r.process)
+        return r
 
     return start
 

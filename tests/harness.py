@@ -278,6 +278,25 @@ def start_dns(records, zone, log_dir, host="127.0.0.1"):
     return DnsServer(f"{host}:{port}", proc)
 
 
+class Rspamd:
+    """Debian's rspamd on loopback with the private configuration of infra/local/rspamd_config.py:
+    .url (http://127.0.0.1:PORT, for INGRESS_RSPAMD_URL), .process, .stop()."""
+
+    def __init__(self, log_dir, dns):
+        import rspamd_config  # infra/local (on sys.path above)
+
+        self.port = free_port()
+        confdir = Path(tempfile.mkdtemp(prefix="rspamd-", dir=log_dir))
+        rspamd_config.write(confdir, self.port, free_port(), free_port(), dns)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = Process(f"rspamd-{self.port}", rspamd_config.command(confdir), os.environ.copy(),
+                               Path(log_dir) / f"rspamd-{self.port}.log")
+        self.process.wait_port(("127.0.0.1", self.port), timeout=60)
+
+    def stop(self):
+        self.process.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # SMTP servers
 

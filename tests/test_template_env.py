@@ -184,11 +184,17 @@ def relay_functions(tpl: dict) -> dict[str, set[str]]:
     return out
 
 
+def ingress_definitions(res: dict) -> list[dict]:
+    """The ingress containers of a task definition (not its sidecars, such as rspamd)."""
+    return [c for c in list_items((res.get("Properties") or {}).get("ContainerDefinitions"))
+            if c.get("Name") == "ingress"]
+
+
 def ingress_containers(tpl: dict) -> dict[str, set[str]]:
-    """Environment and Secrets names of every container of every ECS task definition."""
+    """Environment and Secrets names of the ingress container of every ECS task definition."""
     out = {}
     for name, res in resources(tpl, "AWS::ECS::TaskDefinition"):
-        for container in list_items((res.get("Properties") or {}).get("ContainerDefinitions")):
+        for container in ingress_definitions(res):
             names = set()
             for key in ("Environment", "Secrets"):
                 for item in list_items(container.get(key)):
@@ -382,7 +388,7 @@ def test_proxy_protocol_matches_the_target_groups(tpl):
         attrs = {a["Key"]: a["Value"] for a in res["Properties"].get("TargetGroupAttributes", [])}
         assert attrs.get("proxy_protocol_v2.enabled") == "true", name
     for name, res in resources(tpl, "AWS::ECS::TaskDefinition"):
-        for container in list_items(res["Properties"]["ContainerDefinitions"]):
+        for container in ingress_definitions(res):
             env = {e["Name"]: e.get("Value") for e in list_items(container["Environment"])}
             assert env.get("INGRESS_PROXY_PROTOCOL") == "true", name
 
@@ -394,7 +400,7 @@ def test_listen_ports_match_target_groups_and_port_mappings(tpl):
     listen = set()
     mapped = set()
     for _, res in resources(tpl, "AWS::ECS::TaskDefinition"):
-        for container in list_items(res["Properties"]["ContainerDefinitions"]):
+        for container in ingress_definitions(res):
             mapped |= {p["ContainerPort"] for p in list_items(container.get("PortMappings"))}
             for e in list_items(container["Environment"]):
                 if e["Name"] in ("INGRESS_LISTEN", "INGRESS_SUBMISSION_LISTEN", "INGRESS_TLS_LISTEN"):
@@ -439,7 +445,8 @@ def test_dashboard_is_json_and_shows_every_metric_the_programs_emit(tpl):
     shown = {m[1] for w in dashboard["widgets"] for m in w["properties"].get("metrics", []) if len(m) > 1
              and isinstance(m[1], str)}
     emitted = metric_names(RELAY_METRICS_RS) | metric_names(INGRESS_METRICS_RS)
-    assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed"}
+    assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed",
+                       "AuthChecked", "Blocklisted", "SpamRejected", "FilterUnavailable"}
     assert emitted <= shown, emitted - shown
     alarms = dashboard["widgets"][-1]["properties"]["alarms"]
     alarm_resources = {k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}

@@ -53,6 +53,8 @@ cap "flock and setsid (setup.sh, localstack.sh)" "util-linux" \
     'flock "$CHECK_TMP/lock" setsid true'
 cap "openssl makes DKIM keys and prints their public half (tests/test_dkim.py, bench_relay.sh)" "openssl" \
     'openssl genpkey -algorithm ed25519 -out "$CHECK_TMP/k.pem" && openssl pkey -in "$CHECK_TMP/k.pem" -pubout -outform DER | openssl base64 -A | grep -q .'
+cap "rspamd 3.4 with a valid stock configuration (tests/test_inbound_filter_e2e.py, infra/local/run)" "rspamd" \
+    'rspamd --version 2>&1 | grep -Eq "version 3\.[4-9]" && rspamadm configtest -c /etc/rspamd/rspamd.conf >/dev/null 2>&1'
 cap "Python 3.11 with venv and ensurepip (\$RELAY_PYTHON, pyenv, python3.11 or python3)" "python3.11 python3.11-venv" \
     'find_python'
 # The certificates of the tests are made by Python's `cryptography` (tests/harness.py), a module

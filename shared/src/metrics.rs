@@ -24,7 +24,10 @@
 //! datapoint, silent while idle.
 //!
 //! Dimensions are one low-cardinality pair, `Service` = `ingress` or `relay`: never a domain or
-//! an address, which would create a CloudWatch metric (and a monthly charge) per value.
+//! an address, which would create a CloudWatch metric (and a monthly charge) per value. A
+//! counter may add one more dimension with a fixed, declared set of values
+//! ([`Metric::counter_by`], e.g. `AuthChecked` by `Result`): each value is its own EMF line with
+//! dimensions `[Service, <dimension>]`, written in every window that has any datapoint.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,14 +69,21 @@ impl Kind {
 pub struct Metric {
     pub name: &'static str,
     pub kind: Kind,
+    /// A second dimension's name and its only values (empty: none).
+    pub dimension: &'static str,
+    pub values: &'static [&'static str],
 }
 
 impl Metric {
     pub const fn counter(name: &'static str) -> Self {
-        Self { name, kind: Kind::Counter }
+        Self { name, kind: Kind::Counter, dimension: "", values: &[] }
+    }
+    /// A counter counted per value of `dimension` ([`Metrics::count_by`]).
+    pub const fn counter_by(name: &'static str, dimension: &'static str, values: &'static [&'static str]) -> Self {
+        Self { name, kind: Kind::Counter, dimension, values }
     }
     pub const fn seconds(name: &'static str) -> Self {
-        Self { name, kind: Kind::Seconds }
+        Self { name, kind: Kind::Seconds, dimension: "", values: &[] }
     }
 }
 
@@ -106,6 +116,8 @@ pub struct Aggregator {
     service: &'static str,
     metrics: &'static [Metric],
     counts: Vec<u64>,
+    /// Per metric, per declared value of its second dimension.
+    by: Vec<Vec<u64>>,
     samples: Vec<Vec<f64>>,
     /// When the window's first datapoint arrived; `None` while the window is empty.
     opened: Option<i64>,
@@ -120,6 +132,7 @@ impl Aggregator {
             service,
             metrics,
             counts: vec![0; metrics.len()],
+            by: Self::zero_by(metrics),
             samples: vec![Vec::new(); metrics.len()],
             opened: None,
             interval: FLUSH_INTERVAL,
@@ -148,6 +161,24 @@ impl Aggregator {
         }
     }
 
+    fn zero_by(metrics: &[Metric]) -> Vec<Vec<u64>> {
+        metrics.iter().map(|m| vec![0; m.values.len()]).collect()
+    }
+
+    /// Add `n` to counter `name` for `value` of its second dimension.
+    pub fn count_by(&mut self, name: &str, value: &str, n: u64, now: i64) {
+        if n == 0 {
+            return;
+        }
+        let Some(i) = self.index(name, Kind::Counter) else { return };
+        let j = self.metrics[i].values.iter().position(|v| *v == value);
+        debug_assert!(j.is_some(), "metric {name} has no dimension value {value}");
+        if let Some(j) = j {
+            self.by[i][j] += n;
+            self.opened.get_or_insert(now);
+        }
+    }
+
     /// Record one value of sample metric `name`.
     pub fn observe(&mut self, name: &str, value: f64, now: i64) {
         if let Some(i) = self.index(name, Kind::Seconds) {
@@ -168,6 +199,7 @@ impl Aggregator {
             return Vec::new();
         }
         let counts = std::mem::replace(&mut self.counts, vec![0; self.metrics.len()]);
+        let by = std::mem::replace(&mut self.by, Self::zero_by(self.metrics));
         let samples = std::mem::replace(&mut self.samples, vec![Vec::new(); self.metrics.len()]);
         let mut lines = Vec::new();
         // Line k carries the k-th hundred values of each sample metric; the first line also
@@ -178,6 +210,7 @@ impl Aggregator {
             let mut defs = Vec::new();
             for (i, m) in self.metrics.iter().enumerate() {
                 let value = match m.kind {
+                    _ if !m.values.is_empty() => continue,
                     Kind::Counter if round == 0 => json!(counts[i]),
                     Kind::Counter => continue,
                     Kind::Seconds => {
@@ -206,6 +239,24 @@ impl Aggregator {
             line.insert(DIMENSION.into(), Value::from(self.service));
             line.extend(values);
             lines.push(Value::Object(line).to_string());
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            for (j, value) in m.values.iter().enumerate() {
+                let line = json!({
+                    "_aws": {
+                        "Timestamp": now,
+                        "CloudWatchMetrics": [{
+                            "Namespace": self.namespace,
+                            "Dimensions": [[DIMENSION, m.dimension]],
+                            "Metrics": [{"Name": m.name, "Unit": m.kind.unit()}],
+                        }],
+                    },
+                    DIMENSION: self.service,
+                    m.dimension: value,
+                    m.name: by[i][j],
+                });
+                lines.push(line.to_string());
+            }
         }
         lines
     }
@@ -305,6 +356,11 @@ impl Metrics {
         self.with_window(|w, now| w.count(name, n, now));
     }
 
+    /// Add `n` to counter `name` for `value` of its second dimension.
+    pub fn count_by(&self, name: &str, value: &str, n: u64) {
+        self.with_window(|w, now| w.count_by(name, value, n, now));
+    }
+
     /// Record one value of sample metric `name`.
     pub fn observe(&self, name: &str, value: f64) {
         self.with_window(|w, now| w.observe(name, value, now));
@@ -384,6 +440,26 @@ mod tests {
         );
         assert_eq!(v["DeliveryDelay"], json!([4.0]));
         assert!(a.flush(T0 + 20_000).is_empty(), "the window starts empty again");
+    }
+
+    #[test]
+    fn a_counter_by_dimension_writes_a_line_per_value() {
+        static M: &[Metric] =
+            &[Metric::counter("Accepted"), Metric::counter_by("AuthChecked", "Result", &["pass", "fail"])];
+        let mut a = Aggregator::new("NS", "ingress", M);
+        a.count_by("AuthChecked", "fail", 2, 1000);
+        a.count_by("AuthChecked", "fail", 1, 1000);
+        let lines: Vec<Value> = a.flush(2000).iter().map(|l| parse(l)).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["Accepted"], 0);
+        assert!(lines[0].get("AuthChecked").is_none());
+        for (line, (value, n)) in lines[1..].iter().zip([("pass", 0), ("fail", 3)]) {
+            assert_eq!(line["Result"], value);
+            assert_eq!(line["AuthChecked"], n);
+            assert_eq!(line["Service"], "ingress");
+            assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Service", "Result"]]));
+        }
+        assert!(a.flush(3000).is_empty());
     }
 
     #[test]

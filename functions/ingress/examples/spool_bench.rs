@@ -46,6 +46,8 @@ async fn main() {
                             trusted: false,
                         },
                         received_from: "bench ([127.0.0.1])".into(),
+                        client: std::net::Ipv4Addr::LOCALHOST.into(),
+                        helo: "bench".into(),
                         content: Content::Whole(vec![b'x'; size]),
                         size: size as u64,
                         reservation: budget.reservation(),

@@ -11,6 +11,8 @@ use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 
 use crate::policy::rate::RateSpec;
+use crate::rspamd::{self, OnFailure, RspamdConfig};
+use crate::screen::dnsbl::{self, Zone};
 
 /// Every variable the ingress reads (besides the standard AWS ones).
 pub const INGRESS_VARS: &[&str] = &[
@@ -41,8 +43,19 @@ pub const INGRESS_VARS: &[&str] = &[
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
+    // Judgement of untrusted mail at end of DATA (judge/).
+    "INGRESS_DNS_SERVERS",
+    "INGRESS_AUTH_CHECKS",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
+    // The connect-time screen (screen/).
+    "INGRESS_DNSBL",
+    "INGRESS_DNSBL_THRESHOLD",
+    "INGRESS_GREET_PAUSE",
+    // rspamd at the end of DATA (rspamd/).
+    "INGRESS_RSPAMD_URL",
+    "INGRESS_RSPAMD_TIMEOUT",
+    "INGRESS_RSPAMD_FAILURE",
 ];
 
 /// S3's smallest part of a multipart upload (all but the last), and the default part size.
@@ -90,6 +103,19 @@ pub struct IngressConfig {
     pub rate_limit: Option<RateSpec>,
     /// CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
+    /// The resolver(s) of every judgement lookup (blocklists, SPF, DKIM, DMARC, ARC); empty:
+    /// the system resolver.
+    pub dns_servers: Vec<SocketAddr>,
+    /// What SPF, DKIM and DMARC do to untrusted mail.
+    pub auth_checks: AuthMode,
+    /// `INGRESS_DNSBL`: the blocklists and their weights.
+    pub dnsbl: Vec<Zone>,
+    /// `INGRESS_DNSBL_THRESHOLD`: the summed weight that blocks a client.
+    pub dnsbl_threshold: i32,
+    /// `INGRESS_GREET_PAUSE`: how long the greeting waits (the pregreet test); zero is off.
+    pub greet_pause: Duration,
+    /// `INGRESS_RSPAMD_URL` and its companions; `None`: no spam filter.
+    pub rspamd: Option<RspamdConfig>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -99,6 +125,8 @@ pub enum SpoolMode {
     /// Accept and drop every message. Never for real mail: `250` would be a lie.
     Discard,
 }
+
+pub use crate::judge::auth::AuthMode;
 
 impl IngressConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -190,6 +218,25 @@ impl IngressConfig {
         if timeout.is_zero() {
             return Err(err("INGRESS_TIMEOUT", "must be greater than zero"));
         }
+        let dnsbl = dnsbl::parse_zones(&r.list("INGRESS_DNSBL")).map_err(|e| err("INGRESS_DNSBL", e))?;
+        let greet_pause = r.duration("INGRESS_GREET_PAUSE", "0s")?;
+        if greet_pause >= timeout {
+            return Err(err("INGRESS_GREET_PAUSE", "must be shorter than INGRESS_TIMEOUT"));
+        }
+        let rspamd_timeout = r.duration("INGRESS_RSPAMD_TIMEOUT", "15s")?;
+        if rspamd_timeout.is_zero() {
+            return Err(err("INGRESS_RSPAMD_TIMEOUT", "must be greater than zero"));
+        }
+        let on_failure = r.choice(
+            "INGRESS_RSPAMD_FAILURE",
+            OnFailure::Accept,
+            &[("accept", OnFailure::Accept), ("tempfail", OnFailure::TempFail)],
+        )?;
+        let rspamd = r
+            .opt("INGRESS_RSPAMD_URL")
+            .map(|u| rspamd::parse_url(&u).map_err(|e| err("INGRESS_RSPAMD_URL", e)))
+            .transpose()?
+            .map(|url| RspamdConfig { url, timeout: rspamd_timeout, on_failure });
         Ok(Self {
             spool: SpoolConfig::read(&r)?,
             listen: r.addrs("INGRESS_LISTEN", Some("0.0.0.0:25"))?,
@@ -220,6 +267,16 @@ impl IngressConfig {
             recipients_file,
             rate_limit,
             metrics_namespace: shared::metrics::namespace(&r)?,
+            dns_servers: r.addrs("INGRESS_DNS_SERVERS", None)?,
+            dnsbl,
+            dnsbl_threshold: r.parse("INGRESS_DNSBL_THRESHOLD", 1)?,
+            greet_pause,
+            rspamd,
+            auth_checks: r.choice(
+                "INGRESS_AUTH_CHECKS",
+                AuthMode::Enforce,
+                &[("enforce", AuthMode::Enforce), ("monitor", AuthMode::Monitor), ("off", AuthMode::Off)],
+            )?,
         })
     }
 }
@@ -250,6 +307,33 @@ mod tests {
         assert_eq!(c.part_size, 5 * 1024 * 1024);
         assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
+        assert!(c.dns_servers.is_empty() && c.dnsbl.is_empty());
+        assert_eq!((c.dnsbl_threshold, c.greet_pause), (1, Duration::ZERO));
+        assert!(c.rspamd.is_none());
+        let c = IngressConfig::from_vars(&vars(&[("INGRESS_RSPAMD_URL", "http://127.0.0.1:11333")])).unwrap();
+        let want = RspamdConfig {
+            url: "127.0.0.1:11333".into(),
+            timeout: Duration::from_secs(15),
+            on_failure: OnFailure::Accept,
+        };
+        assert_eq!(c.rspamd, Some(want));
+    }
+
+    #[test]
+    fn screen_settings() {
+        let c = IngressConfig::from_vars(&vars(&[
+            ("INGRESS_DNS_SERVERS", "127.0.0.1:5353"),
+            ("INGRESS_DNSBL", "zen.spamhaus.org*2,bl.example"),
+            ("INGRESS_DNSBL_THRESHOLD", "3"),
+            ("INGRESS_GREET_PAUSE", "6s"),
+        ]))
+        .unwrap();
+        assert_eq!(c.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(
+            c.dnsbl.iter().map(|z| (z.name.as_str(), z.weight)).collect::<Vec<_>>(),
+            vec![("zen.spamhaus.org", 2), ("bl.example", 1)]
+        );
+        assert_eq!((c.dnsbl_threshold, c.greet_pause), (3, Duration::from_secs(6)));
     }
 
     #[test]
@@ -289,6 +373,14 @@ mod tests {
             // A recipient table without relay domains would govern nothing.
             (&[("INGRESS_RECIPIENTS_FILE", "Cargo.toml")], "INGRESS_RECIPIENTS_FILE"),
             (&[("METRICS_NAMESPACE", "AWS/Mail")], "METRICS_NAMESPACE"),
+            (&[("INGRESS_DNS_SERVERS", "8.8.8.8")], "INGRESS_DNS_SERVERS"),
+            (&[("INGRESS_DNSBL", "zen.spamhaus.org*many")], "INGRESS_DNSBL"),
+            (&[("INGRESS_DNSBL_THRESHOLD", "one")], "INGRESS_DNSBL_THRESHOLD"),
+            (&[("INGRESS_GREET_PAUSE", "soon")], "INGRESS_GREET_PAUSE"),
+            (&[("INGRESS_RSPAMD_URL", "https://rspamd:11333")], "INGRESS_RSPAMD_URL"),
+            (&[("INGRESS_RSPAMD_TIMEOUT", "0s")], "INGRESS_RSPAMD_TIMEOUT"),
+            (&[("INGRESS_RSPAMD_FAILURE", "drop")], "INGRESS_RSPAMD_FAILURE"),
+            (&[("INGRESS_GREET_PAUSE", "10m")], "INGRESS_GREET_PAUSE"),
             (
                 &[
                     ("INGRESS_TLS_CERT", "Cargo.toml"),

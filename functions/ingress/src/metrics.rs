@@ -4,6 +4,10 @@
 //! |---|---|
 //! | `Accepted` | messages queued: one per `250 … queued as <id>` (S3 and SQS both succeeded) |
 //! | `Rejected` | permanent refusals: each 5xx reply to a well-formed MAIL, RCPT, DATA or BDAT command or to the end of a message (a refused recipient counts once, a refused message once) |
+//! | `AuthChecked` | judged messages by `Result`, their DMARC result: `pass`, `fail`, `none` (no policy, or a broken one), `temperror` (DNS trouble or the lookups' deadline) |
+//! | `Blocklisted` | connections from clients whose DNS blocklist weights reached `INGRESS_DNSBL_THRESHOLD` (each of their recipients is also a `Rejected`); a client refused for talking before the greeting counts as one `Rejected` |
+//! | `SpamRejected` | messages rspamd judged `reject` (`554 5.7.1` at the end of DATA; also a `Rejected`) |
+//! | `FilterUnavailable` | messages rspamd did not judge in time (down, slow, unreadable answer): delivered unchecked or `451 4.7.1` per `INGRESS_RSPAMD_FAILURE` |
 //! | `TempFailed` | temporary refusals: each 4xx reply to the same (storage failure `451 4.3.0`, memory `451 4.3.1`, too many recipients `452 4.5.3`, rate limit `451 4.7.1`, …), plus each connection turned away at a connection limit (`421 4.7.0`) |
 //!
 //! Not counted: replies to syntax errors and other commands (a client's bug, not mail refused),
@@ -15,9 +19,21 @@ use shared::metrics::{Metric, Metrics};
 pub const ACCEPTED: &str = "Accepted";
 pub const REJECTED: &str = "Rejected";
 pub const TEMP_FAILED: &str = "TempFailed";
+pub const AUTH_CHECKED: &str = "AuthChecked";
+pub const BLOCKLISTED: &str = "Blocklisted";
+pub const SPAM_REJECTED: &str = "SpamRejected";
+pub const FILTER_UNAVAILABLE: &str = "FilterUnavailable";
 
 /// Every metric the ingress emits.
-pub static METRICS: &[Metric] = &[Metric::counter(ACCEPTED), Metric::counter(REJECTED), Metric::counter(TEMP_FAILED)];
+pub static METRICS: &[Metric] = &[
+    Metric::counter(ACCEPTED),
+    Metric::counter(REJECTED),
+    Metric::counter(TEMP_FAILED),
+    Metric::counter_by(AUTH_CHECKED, "Result", &["pass", "fail", "none", "temperror"]),
+    Metric::counter(BLOCKLISTED),
+    Metric::counter(SPAM_REJECTED),
+    Metric::counter(FILTER_UNAVAILABLE),
+];
 
 /// The `Service` dimension of the ingress's metrics.
 pub const SERVICE: &str = "ingress";

@@ -6,7 +6,9 @@
 //! calls (open an upload, upload a part, abort, store) are awaited in line, so no bytes are
 //! read meanwhile: a session holds one part of a message, and TCP makes the client wait.
 //! However the connection ends, the uploads the session leaves open are aborted. What the
-//! session counted goes to the metrics after every round of actions and when it ends.
+//! session counted goes to the metrics after every round of actions and when it ends. A
+//! message to store is first judged ([`Judge`]): refused, it is dropped (its upload aborted)
+//! and the session sends the refusal; accepted, it is stored with the judge's header edits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use shared::metrics::Metrics;
 
+use crate::judge::Judge;
 use crate::server::tls;
 use crate::session::{Action, Session};
 use crate::spool::Spool;
@@ -41,6 +44,8 @@ pub struct Deps {
     pub tls: Option<TlsAcceptor>,
     pub timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// End-of-DATA checks of untrusted mail, between the session and the spool.
+    pub judge: Arc<Judge>,
 }
 
 /// Run a session on `stream` until it closes.
@@ -110,7 +115,16 @@ async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, m
                         return;
                     }
                     let queue_id = msg.env.queue_id.clone();
-                    let result = deps.spool.store(*msg).await;
+                    let mut msg = *msg;
+                    if let Some(refusal) = deps.judge.incoming(&mut msg).await {
+                        if let Some(upload) = msg.content.upload() {
+                            deps.spool.abort(upload.clone()).await;
+                        }
+                        drop(msg);
+                        session.refused(&queue_id, refusal);
+                        continue;
+                    }
+                    let result = deps.spool.store(msg).await;
                     session.stored(&queue_id, result);
                 }
                 Action::Close => {

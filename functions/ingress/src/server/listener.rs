@@ -17,9 +17,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::judge::auth::AuthMode;
+use crate::judge::authenticate::Authenticate;
+use crate::judge::spam::Spam;
+use crate::judge::{Check, Judge};
 use crate::policy::Policy;
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
+use crate::rspamd::client::RspamdClient;
+use crate::screen::resolver::HickoryBlocklists;
+use crate::screen::{self, Outcome, Screen};
 use crate::server::connection::{self, Deps, Phase};
 use crate::server::proxy;
 use crate::server::tls;
@@ -101,6 +108,7 @@ pub struct Server {
     limits: Arc<ConnLimits>,
     grace: Duration,
     proxy_protocol: bool,
+    screen: Arc<Screen>,
 }
 
 impl Server {
@@ -142,11 +150,26 @@ impl Server {
             tables: tables.clone(),
             rate_limit: cfg.rate_limit.clone().map(RateLimit::new),
         });
+        let dns = HickoryBlocklists::new(&cfg.dns_servers).map_err(|e| format!("INGRESS_DNS_SERVERS: {e}"))?;
+        let screen = Arc::new(Screen {
+            zones: cfg.dnsbl.clone(),
+            threshold: cfg.dnsbl_threshold,
+            greet_pause: cfg.greet_pause,
+            deadline: cfg.timeout.min(screen::MAX_LOOKUP_TIME),
+            dns: Arc::new(dns),
+        });
         Ok(Self {
+            screen,
             listeners,
             session_cfg,
             tables,
-            deps: Arc::new(Deps { spool, tls, timeout: cfg.timeout, metrics }),
+            deps: Arc::new(Deps {
+                spool,
+                tls,
+                timeout: cfg.timeout,
+                metrics: metrics.clone(),
+                judge: Arc::new(judge(cfg, metrics)?),
+            }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
             proxy_protocol: cfg.proxy_protocol,
@@ -174,6 +197,7 @@ impl Server {
                 limits: self.limits.clone(),
                 phase: phase_rx.clone(),
                 proxy_protocol: self.proxy_protocol,
+                screen: self.screen.clone(),
             };
             loops.push(tokio::spawn(accept_loop(listener, kind, ctx)));
         }
@@ -200,6 +224,7 @@ struct Ctx {
     limits: Arc<ConnLimits>,
     phase: watch::Receiver<Phase>,
     proxy_protocol: bool,
+    screen: Arc<Screen>,
 }
 
 async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
@@ -223,7 +248,7 @@ async fn accept_loop(listener: TcpListener, kind: ListenerKind, ctx: Ctx) {
 }
 
 async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, ctx: Ctx) {
-    let Ctx { cfg, deps, limits, phase, proxy_protocol } = ctx;
+    let Ctx { cfg, deps, limits, phase, proxy_protocol, screen } = ctx;
     if proxy_protocol {
         match proxy::read_header(&mut sock, addr).await {
             Ok(client) => addr = client,
@@ -257,8 +282,43 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
         }
         _ => (Box::new(sock), None),
     };
-    let session = Session::new(cfg, kind, ip, tls_info);
+    let mut stream = stream;
+    let mut session = Session::new(cfg.clone(), kind, ip, tls_info);
+    // Only strangers on the MTA listener are screened (see `screen`).
+    if kind == ListenerKind::Mta && !screen.is_off() && !cfg.policy.is_trusted(ip, false) {
+        match screen.run(ip, &mut stream).await {
+            Outcome::Clean => {}
+            Outcome::Blocklisted { zone, .. } => {
+                deps.metrics.count(crate::metrics::BLOCKLISTED, 1);
+                session.blocklist(zone);
+            }
+            Outcome::Pregreeted => {
+                deps.metrics.count(crate::metrics::REJECTED, 1);
+                let _ = stream.write_all(replies::pregreet().to_string().as_bytes()).await;
+                let _ = stream.shutdown().await;
+                tracing::info!(event = "disconnect", client = %ip, reason = "pregreet");
+                return;
+            }
+            Outcome::Gone => {
+                tracing::info!(event = "disconnect", client = %ip, reason = "client closed before the greeting");
+                return;
+            }
+        }
+    }
     connection::serve(stream, session, &deps, phase).await;
+}
+
+/// The end-of-DATA checks `cfg` asks for.
+fn judge(cfg: &IngressConfig, metrics: Arc<Metrics>) -> Result<Judge, String> {
+    let mut checks: Vec<Box<dyn Check>> = Vec::new();
+    if cfg.auth_checks != AuthMode::Off {
+        checks.push(Box::new(Authenticate::new(&cfg.dns_servers, &cfg.hostname, cfg.auth_checks, metrics.clone())?));
+    }
+    if let Some(r) = &cfg.rspamd {
+        let scanner = Box::new(RspamdClient::new(r.url.clone(), r.timeout));
+        checks.push(Box::new(Spam::new(scanner, r.on_failure, &cfg.hostname, metrics)));
+    }
+    Ok(Judge::new(checks))
 }
 
 #[cfg(test)]

@@ -182,6 +182,12 @@ impl Session {
             return self.reply(replies::too_many_recipients());
         }
         let queue_id = txn.env.queue_id.clone();
+        if !trusted && let Some(zone) = &self.blocklisted {
+            let helo = self.helo.as_ref().map(|h| h.name.as_str()).unwrap_or("");
+            tracing::warn!(event = "rcpt", queue_id, client = %self.peer, helo, from = %txn.env.sender, to = %to.address, result = "rejected", reason = "blocklisted", zone = %zone);
+            let r = replies::blocklisted(self.peer, zone);
+            return self.reply(r);
+        }
         let address = match self.cfg.policy.check_rcpt(&to.address, trusted, self.tables.recipients.as_deref()) {
             Ok(a) => a,
             Err(r) => {

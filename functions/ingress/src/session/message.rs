@@ -191,6 +191,8 @@ impl Session {
         self.push_action(Action::Store(Box::new(Incoming {
             env: txn.env,
             received_from: format!("{helo} ([{}])", self.peer),
+            client: self.peer,
+            helo: helo.to_string(),
             content,
             size,
             reservation,

@@ -139,6 +139,9 @@ pub struct Incoming {
     pub env: Envelope,
     /// `helo ([ip])`, for DSNs and logs.
     pub received_from: String,
+    /// The client's address (PROXY v2's source when enabled) and HELO name, for the judge.
+    pub client: IpAddr,
+    pub helo: String,
     /// The message as stored (our trace field, then the client's normalised data): whole, or
     /// the end of its multipart upload.
     pub content: Content,
@@ -220,6 +223,9 @@ pub struct Session {
     /// replies to the message that follows) are counted.
     pub(crate) mail_command: bool,
     tally: Tally,
+    /// The DNS blocklist that lists the client (the screen found it at connect): its recipients
+    /// are refused unless it authenticates.
+    pub(crate) blocklisted: Option<String>,
 }
 
 impl Session {
@@ -244,9 +250,15 @@ impl Session {
             actions: VecDeque::new(),
             mail_command: false,
             tally: Tally::default(),
+            blocklisted: None,
         };
         s.actions.push_back(Action::Reply(replies::greeting(&s.cfg.hostname)));
         s
+    }
+
+    /// The connect-time screen found the client on `zone` (before any input was read).
+    pub fn blocklist(&mut self, zone: String) {
+        self.blocklisted = Some(zone);
     }
 
     /// The next thing to do, if any.
@@ -377,6 +389,14 @@ impl Session {
             tracing::info!(event = "aborted", queue_id = %upload.queue_id, client = %self.peer, reason = "transaction ended");
             self.push_action(Action::AbortUpload(upload));
         }
+    }
+
+    /// The judge refused the message (nothing was stored; the shell aborted its upload).
+    pub fn refused(&mut self, queue_id: &str, r: Reply) {
+        self.mode = Mode::Command;
+        tracing::warn!(event = "rejected", queue_id, client = %self.peer, reply = %r.one_line(), reason = "judged");
+        self.reply(r);
+        self.process();
     }
 
     /// An action the shell took but could not carry out (the connection failed first): it goes

@@ -51,6 +51,14 @@ pub fn auth_challenge(b64: &str) -> Reply {
 }
 
 // Errors, following the contract's mapping.
+/// To each recipient of a client the DNS blocklists list (see `screen`).
+pub fn blocklisted(client: std::net::IpAddr, zone: &str) -> Reply {
+    Reply::new(554, "5.7.1", format!("Service unavailable; client [{client}] blocked using {zone}"))
+}
+/// Instead of the greeting, to a client that talked before it (the pregreet test).
+pub fn pregreet() -> Reply {
+    Reply::new(554, "5.5.1", "Protocol error: talking before the greeting")
+}
 pub fn bad_sequence(what: &str) -> Reply {
     Reply::new(503, "5.5.1", format!("Bad sequence of commands: {what}"))
 }

@@ -1163,3 +1163,27 @@ fn a_header_section_too_long_to_check_is_refused_only_for_users_with_a_list() {
     let mut d = alice_streaming(None, 64 * 1024);
     assert_eq!(d.codes(&long), [250], "no list, no check");
 }
+
+#[test]
+fn a_blocklisted_client_gets_554_at_each_rcpt_unless_it_authenticates() {
+    let mut d = Driver::mta();
+    d.s.blocklist("zen.example".into());
+    assert_eq!(d.codes(b"EHLO bot.example\r\nMAIL FROM:<a@example.org>\r\n"), [250, 250]);
+    assert_eq!(
+        d.send(b"RCPT TO:<u@example.test>\r\nRCPT TO:<postmaster>\r\n"),
+        [
+            "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.example\r\n",
+            "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.example\r\n",
+        ]
+    );
+    assert_eq!(d.codes(b"DATA\r\n"), [554], "no recipient, no message");
+    assert!(d.stored.is_empty());
+
+    // Our own user on a listed address (a dynamic range): AUTH makes it trusted.
+    let mut d = Driver::new(ListenerKind::Mta, "192.0.2.1", true, true);
+    d.s.blocklist("zen.example".into());
+    d.send(b"EHLO c\r\nSTARTTLS\r\n");
+    d.send(b"EHLO c\r\n");
+    assert_eq!(d.codes(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), [235]);
+    assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@anywhere.test>\r\n"), [250, 250]);
+}

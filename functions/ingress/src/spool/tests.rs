@@ -30,6 +30,8 @@ fn incoming(rcpts: &[&str]) -> Incoming {
     Incoming {
         env: envelope(rcpts),
         received_from: "client ([192.0.2.1])".into(),
+        client: "192.0.2.1".parse().unwrap(),
+        helo: "client".into(),
         content: Content::Whole(b"Subject: x\r\n\r\nhi\r\n".to_vec()),
         size: 18,
         reservation: MemoryBudget::new(1 << 20).reservation(),
@@ -304,6 +306,8 @@ async fn two_part_message(spool: &AwsSpool) -> Incoming {
     Incoming {
         env,
         received_from: "client ([192.0.2.1])".into(),
+        client: "192.0.2.1".parse().unwrap(),
+        helo: "client".into(),
         content: Content::Multipart { upload, parts: vec![tag], last: b"tail\r\n".to_vec() },
         size: 70,
         reservation: MemoryBudget::new(1 << 20).reservation(),
