@@ -181,3 +181,35 @@ def test_monitor_records_but_does_not_refuse_and_off_does_nothing(
     wait_until(lambda: len(stored(spool)) == 2, 10, what="second message")
     [off] = [m for m in stored(spool) if m != raw]
     assert auth_results(off) == ["mx.inbound.test; dmarc=pass"], "off: not judged, not edited"
+
+
+def forwarded(keys, sealer):  # noqa: F811
+    """A message signed by sender.test, then changed by a mailing list at `sealer` (a footer,
+    which breaks the signature) and ARC-sealed there by dkimpy over the list's own results."""
+    original = signed(message(), keys)
+    listed = (f"Authentication-Results: {sealer}; dkim=pass header.d=sender.test; spf=pass "
+              f"smtp.mailfrom=sender.test; dmarc=pass header.from=sender.test\r\n").encode()
+    msg = listed + original.replace(b"Hello Bob.\r\n", b"Hello Bob.\r\n-- \r\nlist footer\r\n")
+    seal = dkim.arc_sign(msg, b"arc", sealer.encode(), keys["rsa2"][0].read_bytes(), sealer.encode())
+    return b"".join(seal) + msg
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted-sealer", "untrusted-sealer"])
+def test_a_trusted_sealers_valid_arc_chain_overrides_a_dmarc_reject(
+        dns_server, ingress, loopback_hosts, spool, keys, trusted):  # noqa: F811
+    good, list_server = loopback_hosts(2)[0]
+    dns = dns_server(*records(keys, good), txt_zone_line("arc._domainkey.lists.test", keys["rsa2"][1]))
+    addr, _ = ingress(dns, INGRESS_ARC_TRUSTED_SEALERS="Lists.Test" if trusted else "other.test")
+    # The list re-sends from its own address with the author's envelope sender: SPF fails too.
+    code, text = send(addr, list_server, forwarded(keys, "lists.test"))
+    if not trusted:
+        assert code == 550 and "sender.test" in text, (code, text)
+        assert stored(spool) == []
+        return
+    assert code == 250, text
+    [raw] = stored(spool)
+    ours = [v for v in auth_results(raw) if v.startswith(HOSTNAME)]
+    assert len(ours) == 1, auth_results(raw)
+    assert "arc=pass" in ours[0] and "dmarc=fail" in ours[0], ours
+    assert "policy overridden: valid ARC chain sealed by trusted lists.test" in ours[0], ours
+    assert any(v.startswith("lists.test;") for v in auth_results(raw)), "the list's own results are kept"

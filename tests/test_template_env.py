@@ -439,7 +439,8 @@ def test_dashboard_is_json_and_shows_every_metric_the_programs_emit(tpl):
     shown = {m[1] for w in dashboard["widgets"] for m in w["properties"].get("metrics", []) if len(m) > 1
              and isinstance(m[1], str)}
     emitted = metric_names(RELAY_METRICS_RS) | metric_names(INGRESS_METRICS_RS)
-    assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed"}
+    assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed",
+                       "AuthChecked"}
     assert emitted <= shown, emitted - shown
     alarms = dashboard["widgets"][-1]["properties"]["alarms"]
     alarm_resources = {k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
