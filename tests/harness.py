@@ -101,6 +101,18 @@ def free_port(host="127.0.0.1", udp=False):
 _next_loopback = itertools.count(1)  # 127.0.0.1 stays for the shared servers
 
 
+def split_auth_results(data, authserv_id):
+    """(field, rest): the ingress's Authentication-Results at the top of `data` (judged mail
+    from untrusted clients carries one, issue 18) with its continuation lines, and what follows;
+    field is None when `data` does not start with one for `authserv_id`."""
+    if not data.lower().startswith(b"authentication-results: " + authserv_id.lower() + b";"):
+        return None, data
+    end = data.index(b"\r\n") + 2
+    while data[end:end + 1] in (b" ", b"\t"):
+        end = data.index(b"\r\n", end) + 2
+    return data[:end], data[end:]
+
+
 def loopback_hosts(count):
     """(ips, port): `count` fresh loopback addresses (127.0.x.y, never 127.0.0.1, unique in this
     test session) and one port free on all of them. The relay uses a single RELAY_MX_PORT for

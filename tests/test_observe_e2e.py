@@ -48,7 +48,10 @@ def emf_lines(process):
     lines = [json.loads(line) for line in process.stdout_text().splitlines()]
     for line in lines:
         directive = line["_aws"]["CloudWatchMetrics"][0]
-        assert directive["Namespace"] and directive["Dimensions"] == [["Service"]], line
+        # Service, and for a counter by dimension (AuthChecked by Result) that one too.
+        [dimensions] = directive["Dimensions"]
+        assert directive["Namespace"] and dimensions[0] == "Service" and len(dimensions) <= 2, line
+        assert all(d in line for d in dimensions), line
         for metric in directive["Metrics"]:
             assert metric["Name"] in line, (metric, line)
     return lines
@@ -170,6 +173,9 @@ def test_ingress_metrics_count_queued_refused_and_temporarily_refused_mail(start
     assert {line["Service"] for line in lines} == {"ingress"}
     assert {line["_aws"]["CloudWatchMetrics"][0]["Namespace"] for line in lines} == {"SmtpRelay"}
     assert totals(lines, "Accepted", "Rejected", "TempFailed") == {"Accepted": 1, "Rejected": 1, "TempFailed": 1}
+    # The one message came from an untrusted client and was judged: no DMARC record anywhere.
+    judged = {line["Result"]: line["AuthChecked"] for line in lines if "AuthChecked" in line}
+    assert judged == {"pass": 0, "fail": 0, "none": 1, "temperror": 0}, judged
 
 
 def test_ingress_health_check_greets_through_the_proxy_protocol_and_fails_when_down(start_process, spool, free_port):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness import TRANSPARENCY_MESSAGE, wait_until
+from harness import TRANSPARENCY_MESSAGE, split_auth_results, wait_until
 from ingress_fixtures import ingress  # noqa: F401  (fixture)
 
 BODY = TRANSPARENCY_MESSAGE
@@ -37,6 +37,9 @@ def assert_delivered_with_one_received_header(message, body):
     data = message["data"]
     assert data.endswith(body), data
     trace = data[: len(data) - len(body)]
+    # The client is untrusted, so the ingress judged the message: its results come first.
+    results, trace = split_auth_results(trace, b"mx.ingress.test")
+    assert results is not None and b"dmarc=none" in results, data
     assert trace.startswith(b"Received: from "), trace
     # Exactly one header field was added: one line that is not a continuation.
     starts = [line for line in trace.split(b"\r\n") if line and not line[:1].isspace()]

@@ -27,7 +27,8 @@
 //! an address, which would create a CloudWatch metric (and a monthly charge) per value. A
 //! counter may add one more dimension with a fixed, declared set of values
 //! ([`Metric::counter_by`], e.g. `AuthChecked` by `Result`): each value is its own EMF line with
-//! dimensions `[Service, <dimension>]`, written in every window that has any datapoint.
+//! dimensions `[Service, <dimension>]`, written (every value, zeros included) in each window in
+//! which it counted anything.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,7 +241,8 @@ impl Aggregator {
             line.extend(values);
             lines.push(Value::Object(line).to_string());
         }
-        for (i, m) in self.metrics.iter().enumerate() {
+        // A counter by dimension: in the windows where it counted anything, every value.
+        for (i, m) in self.metrics.iter().enumerate().filter(|(i, _)| by[*i].iter().any(|n| *n > 0)) {
             for (j, value) in m.values.iter().enumerate() {
                 let line = json!({
                     "_aws": {
@@ -460,6 +462,9 @@ mod tests {
             assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Service", "Result"]]));
         }
         assert!(a.flush(3000).is_empty());
+        a.count("Accepted", 1, 4000);
+        let lines = a.flush(5000);
+        assert_eq!(lines.len(), 1, "no AuthChecked lines in a window that counted none: {lines:?}");
     }
 
     #[test]

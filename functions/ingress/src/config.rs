@@ -46,6 +46,7 @@ pub const INGRESS_VARS: &[&str] = &[
     // Judgement of untrusted mail at end of DATA (judge/).
     "INGRESS_DNS_SERVERS",
     "INGRESS_AUTH_CHECKS",
+    "INGRESS_ARC_TRUSTED_SEALERS",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
     // The connect-time screen (screen/).
@@ -116,6 +117,8 @@ pub struct IngressConfig {
     pub greet_pause: Duration,
     /// `INGRESS_RSPAMD_URL` and its companions; `None`: no spam filter.
     pub rspamd: Option<RspamdConfig>,
+    /// Sealers whose valid ARC chain overrides a DMARC failure's policy.
+    pub arc_trusted_sealers: Vec<String>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -277,6 +280,7 @@ impl IngressConfig {
                 AuthMode::Enforce,
                 &[("enforce", AuthMode::Enforce), ("monitor", AuthMode::Monitor), ("off", AuthMode::Off)],
             )?,
+            arc_trusted_sealers: r.list("INGRESS_ARC_TRUSTED_SEALERS"),
         })
     }
 }
@@ -307,6 +311,8 @@ mod tests {
         assert_eq!(c.part_size, 5 * 1024 * 1024);
         assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
+        assert_eq!(c.auth_checks, AuthMode::Enforce);
+        assert!(c.arc_trusted_sealers.is_empty());
         assert!(c.dns_servers.is_empty() && c.dnsbl.is_empty());
         assert_eq!((c.dnsbl_threshold, c.greet_pause), (1, Duration::ZERO));
         assert!(c.rspamd.is_none());
@@ -334,6 +340,21 @@ mod tests {
             vec![("zen.spamhaus.org", 2), ("bl.example", 1)]
         );
         assert_eq!((c.dnsbl_threshold, c.greet_pause), (3, Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn judge_settings() {
+        let c = IngressConfig::from_vars(&vars(&[
+            ("INGRESS_DNS_SERVERS", "127.0.0.1:5353, [::1]:53"),
+            ("INGRESS_AUTH_CHECKS", "monitor"),
+            ("INGRESS_ARC_TRUSTED_SEALERS", "lists.example, fwd.example"),
+        ]))
+        .unwrap();
+        assert_eq!(c.dns_servers, ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(c.auth_checks, AuthMode::Monitor);
+        assert_eq!(c.arc_trusted_sealers, ["lists.example", "fwd.example"]);
+        let e = IngressConfig::from_vars(&vars(&[("INGRESS_AUTH_CHECKS", "strict")])).unwrap_err();
+        assert!(e.to_string().contains("INGRESS_AUTH_CHECKS"), "{e}");
     }
 
     #[test]

@@ -63,14 +63,19 @@ pub struct Facts {
     pub domain: String,
     /// The results after our authserv-id, as RFC 8601 resinfo: `;\r\n\tspf=… ;\r\n\tdkim=…`.
     pub results: String,
+    /// The latest sealer of an ARC chain that validated, when it is in
+    /// `INGRESS_ARC_TRUSTED_SEALERS`.
+    pub trusted_sealer: Option<String>,
 }
 
-/// The reply and marking for `facts` under `mode` (`Off` never gets here, but accepts).
-pub fn outcome(mode: AuthMode, dmarc: Dmarc, policy: Policy, domain: &str) -> (Outcome, bool) {
+/// The reply and marking under `mode` (`Off` never gets here, but accepts). A valid ARC chain
+/// from a trusted sealer overrides a DMARC failure's policy.
+pub fn outcome(mode: AuthMode, dmarc: Dmarc, policy: Policy, domain: &str, trusted_arc: bool) -> (Outcome, bool) {
     if mode != AuthMode::Enforce {
         return (Outcome::Accept, false);
     }
     match (dmarc, policy) {
+        (Dmarc::Fail, _) if trusted_arc => (Outcome::Accept, false),
         (Dmarc::Fail, Policy::Reject) => (
             Outcome::Reject(Reply::new(
                 550,
@@ -95,8 +100,13 @@ pub fn outcome(mode: AuthMode, dmarc: Dmarc, policy: Policy, domain: &str) -> (O
 /// The check's verdict: the outcome, our `Authentication-Results` at the top, and every one
 /// claiming `hostname` removed.
 pub fn verdict(mode: AuthMode, hostname: &str, facts: &Facts) -> Verdict {
-    let (outcome, spam) = outcome(mode, facts.dmarc, facts.policy, &facts.domain);
-    let results = if facts.results.is_empty() { "; none" } else { facts.results.as_str() };
+    let trusted_arc = facts.trusted_sealer.is_some();
+    let (outcome, spam) = outcome(mode, facts.dmarc, facts.policy, &facts.domain, trusted_arc);
+    let mut results = if facts.results.is_empty() { "; none".to_string() } else { facts.results.clone() };
+    if let (Some(sealer), Dmarc::Fail) = (&facts.trusted_sealer, facts.dmarc) {
+        // A comment on the last resinfo, the DMARC one: why a failure was not refused.
+        results.push_str(&format!(" (policy overridden: valid ARC chain sealed by trusted {sealer})"));
+    }
     Verdict {
         outcome,
         edits: Edits {
@@ -124,27 +134,32 @@ mod tests {
         for mode in modes {
             for d in results {
                 for p in policies {
-                    let (out, spam) = outcome(mode, d, p, "example.com");
-                    // (code, status, X-Spam)
-                    let want: (u16, &str, bool) = match (mode, d, p) {
-                        (AuthMode::Enforce, D::Fail, P::Reject) => (550, "5.7.1", false),
-                        (AuthMode::Enforce, D::Fail, P::Quarantine) => (250, "", true),
-                        (AuthMode::Enforce, D::TempError, _) => (451, "4.7.0", false),
-                        _ => (250, "", false),
-                    };
-                    let got = match &out {
-                        Outcome::Accept => (250, "", spam),
-                        Outcome::TempFail(r) | Outcome::Reject(r) => (r.code, r.status.as_deref().unwrap_or(""), spam),
-                    };
-                    assert_eq!(got, want, "{mode:?} {d:?} {p:?}");
-                    if let Outcome::Reject(r) = &out {
-                        assert!(r.one_line().contains("example.com"), "names the domain: {}", r.one_line());
+                    for arc in [false, true] {
+                        let (out, spam) = outcome(mode, d, p, "example.com", arc);
+                        // (code, status, X-Spam)
+                        let want: (u16, &str, bool) = match (mode, d, p) {
+                            (AuthMode::Enforce, D::Fail, _) if arc => (250, "", false),
+                            (AuthMode::Enforce, D::Fail, P::Reject) => (550, "5.7.1", false),
+                            (AuthMode::Enforce, D::Fail, P::Quarantine) => (250, "", true),
+                            (AuthMode::Enforce, D::TempError, _) => (451, "4.7.0", false),
+                            _ => (250, "", false),
+                        };
+                        let got = match &out {
+                            Outcome::Accept => (250, "", spam),
+                            Outcome::TempFail(r) | Outcome::Reject(r) => {
+                                (r.code, r.status.as_deref().unwrap_or(""), spam)
+                            }
+                        };
+                        assert_eq!(got, want, "{mode:?} {d:?} {p:?}");
+                        if let Outcome::Reject(r) = &out {
+                            assert!(r.one_line().contains("example.com"), "names the domain: {}", r.one_line());
+                        }
+                        seen += 1;
                     }
-                    seen += 1;
                 }
             }
         }
-        assert_eq!(seen, 45);
+        assert_eq!(seen, 90);
     }
 
     #[test]
@@ -154,6 +169,7 @@ mod tests {
             policy: Policy::Reject,
             domain: "example.com".into(),
             results: ";\r\n\tdmarc=pass header.from=example.com".into(),
+            trusted_sealer: None,
         };
         let v = verdict(AuthMode::Enforce, "mx.example.org", &facts);
         assert_eq!(v.outcome, Outcome::Accept);
@@ -164,6 +180,20 @@ mod tests {
         assert_eq!(v.edits.remove, [Removal::AuthservId { name: AUTH_RESULTS.into(), id: "mx.example.org".into() }]);
         let none = Facts { results: String::new(), ..facts };
         assert_eq!(verdict(AuthMode::Monitor, "h", &none).edits.prepend, ["Authentication-Results: h; none"]);
+        let overridden = Facts {
+            dmarc: Dmarc::Fail,
+            results: ";\r\n\tdmarc=fail".into(),
+            trusted_sealer: Some("lists.example".into()),
+            ..none
+        };
+        let v = verdict(AuthMode::Enforce, "h", &overridden);
+        assert_eq!(v.outcome, Outcome::Accept);
+        assert_eq!(
+            v.edits.prepend,
+            [
+                "Authentication-Results: h;\r\n\tdmarc=fail (policy overridden: valid ARC chain sealed by trusted lists.example)"
+            ]
+        );
     }
 
     #[test]

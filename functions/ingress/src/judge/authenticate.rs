@@ -7,7 +7,9 @@
 //! SPF checks the MAIL FROM identity, or the HELO identity for the null sender, with the
 //! client's real address. DKIM checks every signature (RSA and Ed25519); a body-hash mismatch
 //! comes back `neutral`, never `pass`. DMARC aligns both with the `From:` domain and picks
-//! `p`/`sp`/`np`. ARC is recorded (`arc=`) but does not yet change the verdict.
+//! `p`/`sp`/`np`. ARC validates the chain (`arc=`); when it passes and its latest sealer (the
+//! highest instance's ARC-Seal `d=`) is in `INGRESS_ARC_TRUSTED_SEALERS`, a DMARC failure's
+//! policy is not applied (mailing lists and forwarders break SPF and DKIM).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use async_trait::async_trait;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator};
+use mail_auth::{
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
+};
 use shared::metrics::Metrics;
 
 use super::auth::{self, AuthMode, Dmarc, Facts, Policy};
@@ -34,13 +38,21 @@ pub struct Authenticate {
     authenticator: MessageAuthenticator,
     hostname: String,
     mode: AuthMode,
+    /// Lower-case domains without a trailing dot.
+    trusted_sealers: Vec<String>,
     deadline: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Authenticate {
     /// A check resolving through `servers` (the system's resolvers when empty).
-    pub fn new(servers: &[SocketAddr], hostname: &str, mode: AuthMode, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(
+        servers: &[SocketAddr],
+        hostname: &str,
+        mode: AuthMode,
+        trusted_sealers: &[String],
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let (config, mut opts) = if servers.is_empty() {
             mail_auth::hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| format!("INGRESS_DNS_SERVERS unset and the system resolver is unusable: {e}"))?
@@ -53,7 +65,8 @@ impl Authenticate {
         opts.cache_size = 4096;
         opts.ndots = 0;
         let authenticator = MessageAuthenticator::new(config, opts).map_err(|e| format!("INGRESS_DNS_SERVERS: {e}"))?;
-        Ok(Self { authenticator, hostname: hostname.to_string(), mode, deadline: DEADLINE, metrics })
+        let trusted_sealers = trusted_sealers.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+        Ok(Self { authenticator, hostname: hostname.to_string(), mode, trusted_sealers, deadline: DEADLINE, metrics })
     }
 
     /// The same with another deadline (tests).
@@ -63,7 +76,13 @@ impl Authenticate {
 
     async fn verify(&self, msg: &Judged<'_>) -> Facts {
         let Some(parsed) = AuthenticatedMessage::parse(msg.message) else {
-            return Facts { dmarc: Dmarc::None, policy: Policy::None, domain: String::new(), results: String::new() };
+            return Facts {
+                dmarc: Dmarc::None,
+                policy: Policy::None,
+                domain: String::new(),
+                results: String::new(),
+                trusted_sealer: None,
+            };
         };
         let a = &self.authenticator;
         let host = self.hostname.as_str();
@@ -77,14 +96,22 @@ impl Authenticate {
         let arc = a.verify_arc(&parsed).await;
         let mail_from_domain = sender.rsplit_once('@').map_or(msg.helo, |(_, d)| d);
         let dmarc = a.verify_dmarc(DmarcParameters::new(&parsed, &dkim, mail_from_domain, &spf)).await;
-        let mut results = AuthenticationResults::new(host);
-        results = if sender.is_empty() {
-            results.with_spf_ehlo_result(&spf, msg.client, msg.helo)
+        let spf_results = AuthenticationResults::new(host);
+        let spf_results = if sender.is_empty() {
+            spf_results.with_spf_ehlo_result(&spf, msg.client, msg.helo)
         } else {
-            results.with_spf_mailfrom_result(&spf, msg.client, sender, msg.helo)
+            spf_results.with_spf_mailfrom_result(&spf, msg.client, sender, msg.helo)
         };
-        let results =
-            results.with_dkim_results(&dkim, parsed.from()).with_arc_result(&arc, msg.client).with_dmarc_result(&dmarc);
+        // mail-auth writes nothing for a message without signatures: RFC 8601 says `dkim=none`.
+        let dkim_results = match dkim.is_empty() {
+            true => ";\r\n\tdkim=none".to_string(),
+            false => {
+                resinfo(&AuthenticationResults::new(host).with_dkim_results(&dkim, parsed.from()).to_string(), host)
+            }
+        };
+        let rest = AuthenticationResults::new(host).with_arc_result(&arc, msg.client).with_dmarc_result(&dmarc);
+        let results = [spf_results.to_string(), rest.to_string()].map(|r| resinfo(&r, host));
+        let results = format!("{}{dkim_results}{}", results[0], results[1]);
         Facts {
             dmarc: match dmarc.result() {
                 DmarcResult::Pass => Dmarc::Pass,
@@ -99,8 +126,21 @@ impl Authenticate {
                 mail_auth::dmarc::Policy::None | mail_auth::dmarc::Policy::Unspecified => Policy::None,
             },
             domain: dmarc.domain().to_string(),
-            results: resinfo(&results.to_string(), host),
+            results,
+            trusted_sealer: self.trusted_sealer(&arc),
         }
+    }
+}
+
+impl Authenticate {
+    /// The latest sealer of a chain that validated, if we trust it.
+    fn trusted_sealer(&self, arc: &ArcOutput<'_>) -> Option<String> {
+        if *arc.result() != DkimResult::Pass {
+            return None;
+        }
+        let latest = arc.sets().iter().max_by_key(|s| s.seal.header.i)?;
+        let d = latest.seal.header.d.trim_end_matches('.').to_ascii_lowercase();
+        self.trusted_sealers.contains(&d).then_some(d)
     }
 }
 
@@ -132,6 +172,7 @@ impl Check for Authenticate {
                     policy: Policy::None,
                     domain: String::new(),
                     results: ";\r\n\tdmarc=temperror (DNS lookups timed out)".into(),
+                    trusted_sealer: None,
                 }
             }
         };

@@ -312,7 +312,13 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
 fn judge(cfg: &IngressConfig, metrics: Arc<Metrics>) -> Result<Judge, String> {
     let mut checks: Vec<Box<dyn Check>> = Vec::new();
     if cfg.auth_checks != AuthMode::Off {
-        checks.push(Box::new(Authenticate::new(&cfg.dns_servers, &cfg.hostname, cfg.auth_checks, metrics.clone())?));
+        checks.push(Box::new(Authenticate::new(
+            &cfg.dns_servers,
+            &cfg.hostname,
+            cfg.auth_checks,
+            &cfg.arc_trusted_sealers,
+            metrics.clone(),
+        )?));
     }
     if let Some(r) = &cfg.rspamd {
         let scanner = Box::new(RspamdClient::new(r.url.clone(), r.timeout));

@@ -1,0 +1,215 @@
+"""Inbound authentication end to end (issue 18): the real ingress as the public MX of
+inbound.test judges untrusted mail with SPF, DKIM and DMARC against records on the loopback DNS
+server, signatures made by an independent signer (dkimpy), clients connecting from distinct
+loopback addresses; what it stores lands in LocalStack's S3, which we read back."""
+
+import email
+import email.policy
+import smtplib
+import time
+
+import dkim
+import pytest
+
+from harness import wait_until
+from test_dkim import keys, txt_zone_line  # noqa: F401  (keys is a fixture)
+from test_relay_e2e import log_lines
+
+HOSTNAME = "mx.inbound.test"
+RCPT = "bob@inbound.test"
+SENDER = "alice@sender.test"
+
+
+def message(from_addr=SENDER, extra=b"", body=b"Hello Bob.\r\n"):
+    return (extra + f"From: Alice <{from_addr}>\r\nTo: Bob <{RCPT}>\r\nSubject: hello\r\n".encode()
+            + b"Date: Mon, 01 Dec 2025 10:00:00 +0000\r\nMessage-ID: <m1@sender.test>\r\n\r\n" + body)
+
+
+def signed(msg, keys, domain="sender.test", selector="s1", key="rsa"):  # noqa: F811
+    sig = dkim.sign(msg, selector.encode(), domain.encode(), keys[key][0].read_bytes(),
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    return sig + msg
+
+
+def records(keys, ip_good):  # noqa: F811
+    return [
+        f'sender.test. TXT "v=spf1 ip4:{ip_good} -all"',
+        '_dmarc.sender.test. TXT "v=DMARC1; p=reject"',
+        txt_zone_line("s1._domainkey.sender.test", keys["rsa"][1]),  # 2048 bits: several strings
+        f'quarantined.test. TXT "v=spf1 ip4:{ip_good} -all"',
+        '_dmarc.quarantined.test. TXT "v=DMARC1; p=quarantine"',
+    ]
+
+
+@pytest.fixture
+def ingress(start_process, spool, loopback_hosts):
+    """start(dns, **env) -> (addr, process); clients get their own addresses from loopback_hosts."""
+
+    def start(dns, **env):
+        [ip], port = loopback_hosts(1)
+        proc = start_process("ingress", env={
+            **spool.env, "INGRESS_LISTEN": f"{ip}:{port}", "INGRESS_HOSTNAME": HOSTNAME,
+            "RELAY_DOMAINS": "inbound.test", "INGRESS_DNS_SERVERS": dns, **env,
+        }, wait_port=(ip, port))
+        return (ip, port), proc
+
+    return start
+
+
+def send(addr, source, msg, sender=SENDER, helo="client.sender.test"):
+    """(code, text) of the end of DATA, sent from `source`."""
+    with smtplib.SMTP(*addr, source_address=(source, 0), local_hostname=helo, timeout=60) as c:
+        c.ehlo(helo)
+        code, text = c.mail(sender)
+        assert code == 250, text
+        code, text = c.rcpt(RCPT)
+        assert code == 250, text
+        code, text = c.data(msg)
+        return code, text.decode()
+
+
+def stored(spool):
+    return [m for k, m in sorted(spool.objects("spool/").items())]
+
+
+def auth_results(raw):
+    parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+    return [" ".join(v.split()) for v in parsed.get_all("Authentication-Results", [])]
+
+
+def test_aligned_pass_is_delivered_with_one_honest_authentication_results_and_forgeries_removed(
+        dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    ips, _ = loopback_hosts(1)
+    forged = (b"Authentication-Results: MX.Inbound.TEST (forged)\r\n\t; dmarc=pass header.from=sender.test\r\n"
+              b"Authentication-Results: mx.inbound.test; spf=pass\r\n"
+              b"Authentication-Results: other.example; dkim=pass\r\n")
+    addr, _ = ingress(dns_server(*records(keys, ips[0])))
+    code, text = send(addr, ips[0], signed(message(extra=forged), keys))
+    assert code == 250, text
+    [raw] = stored(spool)
+    assert raw.startswith(b"Authentication-Results: mx.inbound.test;"), raw[:200]
+    ours = [v for v in auth_results(raw) if v.lower().startswith("mx.inbound.test")]
+    assert len(ours) == 1, auth_results(raw)
+    for result in ("spf=pass", "dkim=pass", "dmarc=pass", "header.from=sender.test", "smtp.mailfrom=alice@sender.test"):
+        assert result in ours[0], ours
+    assert "other.example; dkim=pass" in auth_results(raw), "another server's results are kept"
+    # The signature still verifies, independently, after our edits (all above it).
+    txt = keys["rsa"][1].encode()
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: txt if name.startswith(b"s1._domainkey.sender.test") else None)
+
+
+def test_spf_fail_without_dkim_under_p_reject_is_refused_550_and_nothing_is_stored(
+        dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    good, bad = loopback_hosts(2)[0]
+    addr, proc = ingress(dns_server(*records(keys, good)))
+    code, text = send(addr, bad, message())
+    assert code == 550 and text.startswith("5.7.1") and "sender.test" in text, (code, text)
+    time.sleep(0.5)
+    assert stored(spool) == [] and spool.peek() == [], "nothing stored, nothing queued, so no bounce"
+    assert any(l.get("event") == "authenticated" and l.get("dmarc") == "fail" for l in log_lines(proc))
+
+
+def test_dkim_alone_aligns_and_a_tampered_body_does_not(dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    good, bad = loopback_hosts(2)[0]
+    addr, _ = ingress(dns_server(*records(keys, good)))
+    msg = signed(message(), keys)
+    code, text = send(addr, bad, msg)  # SPF fails: only the signature can align
+    assert code == 250, text
+    [raw] = stored(spool)
+    [ours] = auth_results(raw)
+    assert "dkim=pass" in ours and "spf=fail" in ours and "dmarc=pass" in ours, ours
+    tampered = msg.replace(b"Hello Bob.", b"Hello Bob, pay this invoice.")
+    code, text = send(addr, bad, tampered)
+    assert code == 550 and "sender.test" in text, (code, text)
+    assert len(stored(spool)) == 1
+
+
+def test_p_quarantine_is_accepted_and_marked_x_spam(dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    good, bad = loopback_hosts(2)[0]
+    addr, _ = ingress(dns_server(*records(keys, good)))
+    code, text = send(addr, bad, message("carol@quarantined.test", extra=b"X-Spam: No\r\n"),
+                      sender="carol@quarantined.test")
+    assert code == 250, text
+    [raw] = stored(spool)
+    parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert parsed.get_all("X-Spam") == ["Yes"], "marked, and the sender's own X-Spam gone"
+    [ours] = auth_results(raw)
+    assert "dmarc=fail" in ours and "policy.dmarc=quarantine" in ours, ours
+
+
+def test_our_own_clients_are_not_judged(dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    good, own = loopback_hosts(2)[0]
+    forged = b"Authentication-Results: mx.inbound.test; dmarc=pass\r\n"
+    dns = dns_server(*records(keys, good))
+    addr, _ = ingress(dns, RELAY_NETWORKS=f"{own}/32")
+    code, text = send(addr, own, message(extra=forged))  # would be a DMARC reject from anyone else
+    assert code == 250, text
+    [raw] = stored(spool)
+    assert auth_results(raw) == ["mx.inbound.test; dmarc=pass"], "untouched: our own mail is not judged"
+    asked = [name.rstrip(".").lower() for name, _, _ in dns.queries()]
+    assert "_dmarc.sender.test" not in asked, asked
+
+
+def test_a_resolver_that_does_not_answer_gives_451_in_bounded_time(
+        dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    [client], _ = loopback_hosts(1)
+    addr, _ = ingress(dns_server("sender.test. TIMEOUT"), INGRESS_TIMEOUT="5m")
+    start = time.monotonic()
+    code, text = send(addr, client, signed(message(), keys))
+    elapsed = time.monotonic() - start
+    assert code == 451 and text.startswith("4.7."), (code, text)
+    assert elapsed < 15, f"the lookups' deadline (5 s), not INGRESS_TIMEOUT: {elapsed:.1f}s"
+    assert stored(spool) == []
+
+
+def test_monitor_records_but_does_not_refuse_and_off_does_nothing(
+        dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    good, bad = loopback_hosts(2)[0]
+    dns = dns_server(*records(keys, good))
+    forged = b"Authentication-Results: mx.inbound.test; dmarc=pass\r\n"
+    addr, _ = ingress(dns, INGRESS_AUTH_CHECKS="monitor")
+    code, text = send(addr, bad, message(extra=forged))
+    assert code == 250, text
+    [raw] = stored(spool)
+    [ours] = auth_results(raw)
+    assert "dmarc=fail" in ours and "spf=fail" in ours, ours
+    assert b"X-Spam" not in raw
+
+    addr, _ = ingress(dns, INGRESS_AUTH_CHECKS="off")
+    code, text = send(addr, bad, message(extra=forged))
+    assert code == 250, text
+    wait_until(lambda: len(stored(spool)) == 2, 10, what="second message")
+    [off] = [m for m in stored(spool) if m != raw]
+    assert auth_results(off) == ["mx.inbound.test; dmarc=pass"], "off: not judged, not edited"
+
+
+def forwarded(keys, sealer):  # noqa: F811
+    """A message signed by sender.test, then changed by a mailing list at `sealer` (a footer,
+    which breaks the signature) and ARC-sealed there by dkimpy over the list's own results."""
+    original = signed(message(), keys)
+    listed = (f"Authentication-Results: {sealer}; dkim=pass header.d=sender.test; spf=pass "
+              f"smtp.mailfrom=sender.test; dmarc=pass header.from=sender.test\r\n").encode()
+    msg = listed + original.replace(b"Hello Bob.\r\n", b"Hello Bob.\r\n-- \r\nlist footer\r\n")
+    seal = dkim.arc_sign(msg, b"arc", sealer.encode(), keys["rsa2"][0].read_bytes(), sealer.encode())
+    return b"".join(seal) + msg
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted-sealer", "untrusted-sealer"])
+def test_a_trusted_sealers_valid_arc_chain_overrides_a_dmarc_reject(
+        dns_server, ingress, loopback_hosts, spool, keys, trusted):  # noqa: F811
+    good, list_server = loopback_hosts(2)[0]
+    dns = dns_server(*records(keys, good), txt_zone_line("arc._domainkey.lists.test", keys["rsa2"][1]))
+    addr, _ = ingress(dns, INGRESS_ARC_TRUSTED_SEALERS="Lists.Test" if trusted else "other.test")
+    # The list re-sends from its own address with the author's envelope sender: SPF fails too.
+    code, text = send(addr, list_server, forwarded(keys, "lists.test"))
+    if not trusted:
+        assert code == 550 and "sender.test" in text, (code, text)
+        assert stored(spool) == []
+        return
+    assert code == 250, text
+    [raw] = stored(spool)
+    ours = [v for v in auth_results(raw) if v.startswith(HOSTNAME)]
+    assert len(ours) == 1, auth_results(raw)
+    assert "arc=pass" in ours[0] and "dmarc=fail" in ours[0], ours
+    assert "policy overridden: valid ARC chain sealed by trusted lists.test" in ours[0], ours
+    assert any(v.startswith("lists.test;") for v in auth_results(raw)), "the list's own results are kept"
