@@ -18,6 +18,7 @@ from harness import (
     ENDPOINT,
     Aws,
     CaptureServer,
+    Dynamo,
     PolicyServer,
     PrivateCa,
     Process,
@@ -94,9 +95,11 @@ def aws():
     if services is None:
         pytest.fail(f"LocalStack is not running at {ENDPOINT}: start it with `infra/local/localstack.sh start` "
                     "or run everything with ./tests/run", pytrace=False)
-    bad = {n: services.get(n) for n in ("s3", "sqs") if services.get(n) not in ("available", "running")}
+    wanted = ("s3", "sqs", "secretsmanager", "ssm")
+    bad = {n: services.get(n) for n in wanted if services.get(n) not in ("available", "running")}
     if bad:
-        pytest.fail(f"LocalStack at {ENDPOINT} does not offer {bad}; it must run with SERVICES=s3,sqs", pytrace=False)
+        pytest.fail(f"LocalStack at {ENDPOINT} does not offer {bad}; it must run with SERVICES={','.join(wanted)} "
+                    "(infra/local/localstack.sh)", pytrace=False)
     return Aws()
 
 
@@ -120,6 +123,26 @@ def spool(aws, request):
     s = Spool(aws, bucket=name, queue=name)
     yield s
     s.delete()
+
+
+@pytest.fixture(scope="session")
+def dynamo(tmp_path_factory):
+    """moto's server (DynamoDB) for the whole test session, started on first use (from the venv
+    infra/local/setup.sh made for it): dynamo.endpoint, dynamo.client (boto3)."""
+    d = Dynamo(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def state_table(dynamo, request):
+    """A state table of this test's own on moto's server (pk/sk, TTL on `ttl`), deleted after it:
+    .name, .env (STATE_TABLE + AWS_ENDPOINT_URL_DYNAMODB: add it to a program's env),
+    .items(), .client (boto3)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:30].strip("-")
+    t = dynamo.table(f"t-{slug}-{uuid.uuid4().hex[:8]}")
+    yield t
+    t.delete()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ SMTP_SINK = "/usr/sbin/smtp-sink"
 
 sys.path.insert(0, str(INFRA_LOCAL))
 import resources  # noqa: E402  (infra/local/resources.py: shape of the spool)
+import state_table  # noqa: E402  (infra/local/state_table.py: the DynamoDB state table on moto)
 
 
 # A lone dot line, lines starting with dots, 8-bit UTF-8: everything dot-stuffing and transparency
@@ -590,6 +591,65 @@ class Spool:
 
     def delete(self):
         resources.delete_spool(self.s3, self.sqs, self.bucket, [self.queue_url, self.dlq_url])
+
+
+# ---------------------------------------------------------------------------------------------
+# DynamoDB (moto's server)
+
+
+def moto_server_path():
+    """moto_server in the venv infra/local/setup.sh made for it (MOTO_SERVER, as env.sh sets it,
+    or the same path derived from requirements-moto.txt)."""
+    if os.environ.get("MOTO_SERVER"):
+        return os.environ["MOTO_SERVER"]
+    import hashlib
+
+    digest = hashlib.sha256((INFRA_LOCAL / "requirements-moto.txt").read_bytes()).hexdigest()[:12]
+    venv = os.environ.get("MOTO_VENV") or str(Path.home() / ".cache" / "smtp-relay" / f"moto-{digest}")
+    return f"{venv}/bin/moto_server"
+
+
+class Dynamo:
+    """moto's server on loopback: .endpoint, .client (boto3 DynamoDB), .stop(); .table(name) makes
+    a state table there."""
+
+    def __init__(self, log_path):
+        server = moto_server_path()
+        if not os.access(server, os.X_OK):
+            raise RuntimeError(f"{server} is missing: run infra/local/setup.sh")
+        self.log = open(log_path, "w")
+        self.proc, self.endpoint = state_table.start(server, "127.0.0.1", free_port(), self.log)
+        self.client = state_table.client(self.endpoint)
+
+    def table(self, name):
+        state_table.create_table(self.client, name)
+        return StateTable(self, name)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class StateTable:
+    """One state table: .name, .env (STATE_TABLE and AWS_ENDPOINT_URL_DYNAMODB for a process),
+    .items() (every item, attribute values as boto3 returns them), .delete()."""
+
+    def __init__(self, dynamo, name):
+        self.dynamo, self.client, self.name = dynamo, dynamo.client, name
+        self.env = {"STATE_TABLE": name, "AWS_ENDPOINT_URL_DYNAMODB": dynamo.endpoint}
+
+    def items(self):
+        out = []
+        for page in self.client.get_paginator("scan").paginate(TableName=self.name):
+            out += page.get("Items", [])
+        return out
+
+    def delete(self):
+        state_table.delete_table(self.client, self.name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars};
 
 /// Every variable relayctl reads (besides the standard AWS ones); docs/configuration.md lists them.
 #[cfg_attr(not(test), allow(dead_code))]
-pub const CTL_VARS: &[&str] = &["SPOOL_BUCKET", "SPOOL_QUEUE_URL", "RELAY_HELO_NAME", "RELAY_BOUNCE_FROM"];
+pub const CTL_VARS: &[&str] =
+    &["SPOOL_BUCKET", "SPOOL_QUEUE_URL", "STATE_TABLE", "RELAY_HELO_NAME", "RELAY_BOUNCE_FROM"];
 
 /// relayctl settings.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# infra/local/localstack.sh start|stop|status — LocalStack (S3 + SQS only) run natively from the
-# venv, no Docker. Owns: .local/localstack.{pid,log} (localstack-PORT.* when LOCALSTACK_PORT is not
+# infra/local/localstack.sh start|stop|status — LocalStack (S3, SQS, Secrets Manager, SSM) run
+# natively from the venv, no Docker. Owns: .local/localstack.{pid,log} (localstack-PORT.* when LOCALSTACK_PORT is not
 # 4566). `start` is a no-op when one is already healthy on the port; `stop` only stops the
 # instance this script started (pid file).
 set -euo pipefail
@@ -15,7 +15,7 @@ healthy() {
     curl -s --max-time 2 "$LOCALSTACK_ENDPOINT/_localstack/health" 2>/dev/null |
         "$VENV_PY" -c 'import json, sys
 s = json.load(sys.stdin)["services"]
-sys.exit(not all(s.get(n) in ("available", "running") for n in ("s3", "sqs")))' 2>/dev/null
+sys.exit(not all(s.get(n) in ("available", "running") for n in ("s3", "sqs", "secretsmanager", "ssm")))' 2>/dev/null
 }
 
 our_pid() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null && cat "$PID_FILE"; }
@@ -32,7 +32,7 @@ start() {
         fi
         # Host settings keep queue URLs on 127.0.0.1 (the default *.localhost.localstack.cloud
         # names need internet DNS); DNS_ADDRESS=0 stops LocalStack's own DNS server.
-        GATEWAY_LISTEN="127.0.0.1:$LOCALSTACK_PORT" SERVICES=s3,sqs \
+        GATEWAY_LISTEN="127.0.0.1:$LOCALSTACK_PORT" SERVICES=s3,sqs,secretsmanager,ssm \
             LOCALSTACK_HOST="127.0.0.1:$LOCALSTACK_PORT" SQS_ENDPOINT_STRATEGY=path DNS_ADDRESS=0 \
             SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 \
             setsid "$VENV_PY" -m localstack.runtime.main >"$LOG_FILE" 2>&1 </dev/null &

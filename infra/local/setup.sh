@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # infra/local/setup.sh — idempotent installer for the local stack, the end-to-end tests and the
 # benchmarks. Owns: the table of capabilities this machine must have (below), the Debian packages
-# that provide them, and the Python venv (LocalStack, pytest, aiosmtpd, dnslib, boto3, ...) at
-# $RELAY_VENV.
+# that provide them, the Python venv (LocalStack, pytest, aiosmtpd, dnslib, boto3, ...) at
+# $RELAY_VENV, and moto's server (DynamoDB) in a venv of its own at $MOTO_VENV.
 #
 # It decides from capabilities, not from presence: each entry of the table is a command that
 # proves one thing the tests or benchmarks ask of a tool (swaks present but without TLS fails its
@@ -167,11 +167,35 @@ install_venv() {
     exec 9>&-
 }
 
+# moto's server in a venv of its own (LocalStack's moto-ext owns the `moto` module in the main
+# one), made once per requirements-moto.txt; proven by starting it and asking for DynamoDB.
+install_moto() {
+    local marker="$MOTO_VENV/.installed-$MOTO_REQ_HASH"
+    [ -e "$marker" ] && return
+    mkdir -p "$(dirname "$MOTO_VENV")"
+    exec 8>"$MOTO_VENV.lock"
+    flock 8
+    if [ ! -e "$marker" ]; then
+        local py
+        py="$(find_python)"
+        log "creating $MOTO_VENV with $py"
+        rm -rf "$MOTO_VENV"
+        "$py" -m venv "$MOTO_VENV"
+        "$MOTO_VENV/bin/python" -m pip install -q -r "$MOTO_REQUIREMENTS"
+        "$MOTO_VENV/bin/python" -m pip check >&2
+        "$VENV_PY" "$here/state_table.py" --check "$MOTO_SERVER" \
+            || { log "moto's server in $MOTO_VENV does not serve DynamoDB"; exit 1; }
+        touch "$marker"
+    fi
+    exec 8>&-
+}
+
 CHECK_TMP="$(mktemp -d)"
 trap 'rm -rf "$CHECK_TMP"' EXIT
 if [ "${1:-}" = "--check" ]; then report_checks; exit; fi
 ensure_capabilities
 install_venv
+install_moto
 # Every run (quick: no import): a module a test started importing since the venv was made.
 "$VENV_PY" "$here/check_imports.py" --find "$REPO_ROOT"
 mkdir -p "$LOCAL_DIR"

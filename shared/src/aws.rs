@@ -1,7 +1,7 @@
 //! AWS client construction shared by both programs.
 //!
 //! The SDK's default chain supplies region and credentials and honours `AWS_ENDPOINT_URL`
-//! (and the per-service `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_SQS`). When an endpoint is
+//! (and the per-service `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL_DYNAMODB`). When an endpoint is
 //! overridden — LocalStack or another S3-compatible store — S3 uses path-style addressing,
 //! because virtual-host names like `bucket.127.0.0.1` cannot resolve.
 //!
@@ -14,11 +14,13 @@
 
 use aws_config::BehaviorVersion;
 
-/// The S3 and SQS clients, built once at start and cloned cheaply.
+/// The S3, SQS and DynamoDB clients, built once at start and cloned cheaply (building one
+/// makes no request).
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 /// True when the environment overrides the S3 endpoint.
@@ -31,7 +33,11 @@ pub async fn clients() -> Clients {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await;
     let path_style = endpoint_overridden(|k| std::env::var(k).ok());
     let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
-    Clients { s3: aws_sdk_s3::Client::from_conf(s3_conf), sqs: aws_sdk_sqs::Client::new(&sdk) }
+    Clients {
+        s3: aws_sdk_s3::Client::from_conf(s3_conf),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+    }
 }
 
 /// The SDK's hyper HTTPS client over rustls + ring, trusting the platform's roots.

@@ -18,6 +18,7 @@ use crate::screen::dnsbl::{self, Zone};
 pub const INGRESS_VARS: &[&str] = &[
     "SPOOL_BUCKET",
     "SPOOL_QUEUE_URL",
+    "STATE_TABLE",
     "INGRESS_LISTEN",
     "INGRESS_SUBMISSION_LISTEN",
     "INGRESS_TLS_LISTEN",

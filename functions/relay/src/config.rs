@@ -24,6 +24,7 @@ pub enum TlsMode {
 pub const RELAY_VARS: &[&str] = &[
     "SPOOL_BUCKET",
     "SPOOL_QUEUE_URL",
+    "STATE_TABLE",
     "RELAY_HELO_NAME",
     "RELAY_DNS_SERVERS",
     "RELAY_MX_PORT",

@@ -45,16 +45,25 @@ impl Vars for HashMap<String, String> {
     }
 }
 
-/// Settings every program needs: the spool bucket and the job queue.
+/// Settings every program needs: the spool bucket, the job queue, and the state table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolConfig {
     pub bucket: String,
     pub queue_url: String,
+    /// `STATE_TABLE`: the DynamoDB table of [`crate::table`]; unset turns its features off.
+    pub state_table: Option<String>,
 }
+
+/// The variables [`SpoolConfig`] reads.
+pub const SPOOL_VARS: &[&str] = &["SPOOL_BUCKET", "SPOOL_QUEUE_URL", "STATE_TABLE"];
 
 impl SpoolConfig {
     pub fn read(r: &Reader) -> Result<Self, ConfigError> {
-        Ok(Self { bucket: r.required("SPOOL_BUCKET")?, queue_url: r.required("SPOOL_QUEUE_URL")? })
+        Ok(Self {
+            bucket: r.required("SPOOL_BUCKET")?,
+            queue_url: r.required("SPOOL_QUEUE_URL")?,
+            state_table: r.opt("STATE_TABLE"),
+        })
     }
 }
 
@@ -75,6 +84,9 @@ mod tests {
     fn spool_settings_are_required() {
         let mut m = vars_with_spool(&[]);
         assert_eq!(SpoolConfig::read(&Reader(&m)).unwrap().bucket, "b");
+        assert_eq!(SpoolConfig::read(&Reader(&m)).unwrap().state_table, None);
+        m.insert("STATE_TABLE".into(), " relay-state ".into());
+        assert_eq!(SpoolConfig::read(&Reader(&m)).unwrap().state_table.as_deref(), Some("relay-state"));
         m.remove("SPOOL_BUCKET");
         assert_eq!(SpoolConfig::read(&Reader(&m)).unwrap_err().to_string(), "SPOOL_BUCKET: must be set");
     }

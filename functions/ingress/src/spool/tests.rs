@@ -152,7 +152,13 @@ impl FakeAws {
             .http_client(http)
             .build();
         AwsSpool {
-            clients: Clients { s3: aws_sdk_s3::Client::from_conf(s3), sqs: aws_sdk_sqs::Client::from_conf(sqs) },
+            clients: Clients {
+                s3: aws_sdk_s3::Client::from_conf(s3),
+                sqs: aws_sdk_sqs::Client::from_conf(sqs),
+                dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                    aws_sdk_dynamodb::Config::builder().behavior_version_latest().build(),
+                ),
+            },
             bucket: "spool".into(),
             queue_url: format!("{}/000000000000/jobs", self.url),
         }
