@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ingress::config::{IngressConfig, SpoolMode};
+use ingress::judge::authenticate::SealKey;
 use ingress::policy::tables::LiveTables;
 use ingress::server::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
@@ -30,12 +31,22 @@ async fn main() -> ExitCode {
     // Before the listeners open: once a client (or a test) can connect, SIGHUP must not be
     // its default action, which ends the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let clients = shared::aws::clients().await;
+    // Read once, before serving: a key that cannot be used stops the ingress here.
+    let seal_key = match &cfg.arc_seal {
+        None => None,
+        Some(spec) => match shared::signing::load::load("INGRESS_ARC_SEAL", spec, &clients.s3).await {
+            Ok(key) => Some(SealKey { domain: spec.domain.clone(), selector: spec.selector.clone(), key }),
+            Err(e) => {
+                eprintln!("ingress: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let spool: Arc<dyn Spool> = match cfg.spool_mode {
-        SpoolMode::S3 => Arc::new(AwsSpool {
-            clients: shared::aws::clients().await,
-            bucket: cfg.spool.bucket.clone(),
-            queue_url: cfg.spool.queue_url.clone(),
-        }),
+        SpoolMode::S3 => {
+            Arc::new(AwsSpool { clients, bucket: cfg.spool.bucket.clone(), queue_url: cfg.spool.queue_url.clone() })
+        }
         SpoolMode::Discard => {
             tracing::warn!("INGRESS_SPOOL=discard: accepted mail is dropped (benchmark mode)");
             Arc::new(DiscardSpool)
@@ -43,7 +54,7 @@ async fn main() -> ExitCode {
     };
     let metrics = Metrics::stdout(&cfg.metrics_namespace, ingress::metrics::SERVICE, ingress::metrics::METRICS);
     tokio::spawn(metrics.clone().run());
-    let server = match Server::bind(&cfg, spool, metrics.clone()).await {
+    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");
