@@ -5,6 +5,7 @@ from distinct loopback addresses; what it stores lands in LocalStack's S3, which
 Messages larger than a part (streamed to S3 as they arrive) are judged too, and our own ARC seal
 (INGRESS_ARC_SEAL) is verified by dkimpy."""
 
+import base64
 import email
 import email.policy
 import smtplib
@@ -12,6 +13,7 @@ import time
 
 import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from harness import wait_until
 from test_dkim import dns_txt, keys, txt_zone_line  # noqa: F401  (keys is a fixture)
@@ -50,6 +52,9 @@ def records(keys, ip_good):  # noqa: F811
         txt_zone_line("s1._domainkey.sender.test", keys["rsa"][1]),  # 2048 bits: several strings
         f'quarantined.test. TXT "v=spf1 ip4:{ip_good} -all"',
         '_dmarc.quarantined.test. TXT "v=DMARC1; p=quarantine"',
+        f'monitored.test. TXT "v=spf1 ip4:{ip_good} -all"',
+        '_dmarc.monitored.test. TXT "v=DMARC1; p=none"',
+        txt_zone_line("ed._domainkey.sender.test", keys["ed"][1]),
     ]
 
 
@@ -121,10 +126,20 @@ def test_spf_fail_without_dkim_under_p_reject_is_refused_550_and_nothing_is_stor
     assert any(l.get("event") == "authenticated" and l.get("dmarc") == "fail" for l in log_lines(proc))
 
 
-def test_dkim_alone_aligns_and_a_tampered_body_does_not(dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+@pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
+def test_dkim_alone_aligns_and_a_tampered_body_does_not(
+        dns_server, ingress, loopback_hosts, spool, keys, algorithm):  # noqa: F811
     good, bad = loopback_hosts(2)[0]
     addr, _ = ingress(dns_server(*records(keys, good)))
-    msg = signed(message(), keys)
+    if algorithm == "rsa":
+        msg = signed(message(), keys)
+    else:  # RFC 8463, signed by dkimpy with the Ed25519 key published under selector "ed"
+        pem = serialization.load_pem_private_key(keys["ed"][0].read_bytes(), password=None)
+        seed = base64.b64encode(pem.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                                  serialization.NoEncryption()))
+        msg = message()
+        msg = dkim.sign(msg, b"ed", b"sender.test", seed, signature_algorithm=b"ed25519-sha256",
+                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + msg
     code, text = send(addr, bad, msg)  # SPF fails: only the signature can align
     assert code == 250, text
     [raw] = stored(spool)
@@ -147,6 +162,17 @@ def test_p_quarantine_is_accepted_and_marked_x_spam(dns_server, ingress, loopbac
     assert parsed.get_all("X-Spam") == ["Yes"], "marked, and the sender's own X-Spam gone"
     [ours] = auth_results(raw)
     assert "dmarc=fail" in ours and "policy.dmarc=quarantine" in ours, ours
+
+
+def test_p_none_fails_are_recorded_and_accepted_unmarked(dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
+    good, bad = loopback_hosts(2)[0]
+    addr, _ = ingress(dns_server(*records(keys, good)))
+    code, text = send(addr, bad, message("dave@monitored.test"), sender="dave@monitored.test")
+    assert code == 250, text
+    [raw] = stored(spool)
+    [ours] = auth_results(raw)
+    assert "dmarc=fail" in ours and "policy.dmarc=none" in ours and "spf=fail" in ours, ours
+    assert b"X-Spam" not in raw
 
 
 def test_our_own_clients_are_not_judged(dns_server, ingress, loopback_hosts, spool, keys):  # noqa: F811
