@@ -137,65 +137,56 @@ ensure_capabilities() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The venv: made once per requirements.txt (the hash is in its path and marker); concurrent runs
-# wait for one installer.
+# The venvs: each made once per content of its requirements file (the hash is in its path and
+# marker); concurrent runs wait for one installer.
 
-install_venv() {
-    local marker="$RELAY_VENV/.installed-$REQ_HASH"
+# make_venv VENV REQUIREMENTS HASH PROOF...: make VENV from REQUIREMENTS unless its marker for
+# HASH is there; the command PROOF must then pass before the marker is written.
+make_venv() {
+    local venv="$1" requirements="$2" hash="$3"; shift 3
+    local marker="$venv/.installed-$hash"
     [ -e "$marker" ] && return
-    mkdir -p "$(dirname "$RELAY_VENV")"
-    exec 9>"$RELAY_VENV.lock"
+    mkdir -p "$(dirname "$venv")"
+    exec 9>"$venv.lock"
     flock 9
     if [ ! -e "$marker" ]; then
         local py
         py="$(find_python)"
-        log "creating $RELAY_VENV with $py (takes a few minutes the first time)"
-        rm -rf "$RELAY_VENV"
-        "$py" -m venv "$RELAY_VENV"
-        "$VENV_PY" -m pip install -q -r "$REQUIREMENTS"
-        "$VENV_PY" -m pip check >&2
-        # Proof that the tests can run here: every module they (and the local tools) import
-        # imports, and pytest loads every test module with its configuration (an ini option
-        # whose plugin is missing, e.g. `timeout` without pytest-timeout, is an error).
-        "$VENV_PY" "$here/check_imports.py" "$REPO_ROOT"
-        local out
-        out="$("$VENV_PY" -m pytest --collect-only -q -p no:cacheprovider \
-            -W error::pytest.PytestConfigWarning "$REPO_ROOT/tests" 2>&1)" \
-            || { echo "$out" >&2; log "pytest cannot collect the tests in $RELAY_VENV"; exit 1; }
+        log "creating $venv with $py (takes a few minutes the first time)"
+        rm -rf "$venv"
+        "$py" -m venv "$venv"
+        "$venv/bin/python" -m pip install -q -r "$requirements"
+        "$venv/bin/python" -m pip check >&2
+        "$@"
         touch "$marker"
     fi
     exec 9>&-
 }
 
-# moto's server in a venv of its own (LocalStack's moto-ext owns the `moto` module in the main
-# one), made once per requirements-moto.txt; proven by starting it and asking for DynamoDB.
-install_moto() {
-    local marker="$MOTO_VENV/.installed-$MOTO_REQ_HASH"
-    [ -e "$marker" ] && return
-    mkdir -p "$(dirname "$MOTO_VENV")"
-    exec 8>"$MOTO_VENV.lock"
-    flock 8
-    if [ ! -e "$marker" ]; then
-        local py
-        py="$(find_python)"
-        log "creating $MOTO_VENV with $py"
-        rm -rf "$MOTO_VENV"
-        "$py" -m venv "$MOTO_VENV"
-        "$MOTO_VENV/bin/python" -m pip install -q -r "$MOTO_REQUIREMENTS"
-        "$MOTO_VENV/bin/python" -m pip check >&2
-        "$VENV_PY" "$here/state_table.py" --check "$MOTO_SERVER" \
-            || { log "moto's server in $MOTO_VENV does not serve DynamoDB"; exit 1; }
-        touch "$marker"
-    fi
-    exec 8>&-
+# Proof that the tests can run here: every module they (and the local tools) import imports,
+# and pytest loads every test module with its configuration (an ini option whose plugin is
+# missing, e.g. `timeout` without pytest-timeout, is an error).
+prove_test_venv() {
+    "$VENV_PY" "$here/check_imports.py" "$REPO_ROOT"
+    local out
+    out="$("$VENV_PY" -m pytest --collect-only -q -p no:cacheprovider \
+        -W error::pytest.PytestConfigWarning "$REPO_ROOT/tests" 2>&1)" \
+        || { echo "$out" >&2; log "pytest cannot collect the tests in $RELAY_VENV"; exit 1; }
+}
+
+# moto's server (DynamoDB) has a venv of its own: LocalStack's moto-ext owns the `moto` module
+# in the main one. Proven by starting it and asking for DynamoDB.
+prove_moto() {
+    "$VENV_PY" "$here/state_table.py" --check "$MOTO_SERVER" \
+        || { log "moto's server in $MOTO_VENV does not serve DynamoDB"; exit 1; }
 }
 
 CHECK_TMP="$(mktemp -d)"
 trap 'rm -rf "$CHECK_TMP"' EXIT
 if [ "${1:-}" = "--check" ]; then report_checks; exit; fi
 ensure_capabilities
-install_venv
-install_moto
+make_venv "$RELAY_VENV" "$REQUIREMENTS" "$REQ_HASH" prove_test_venv
+make_venv "$MOTO_VENV" "$MOTO_REQUIREMENTS" "$MOTO_REQ_HASH" prove_moto
 # Every run (quick: no import): a module a test started importing since the venv was made.
 "$VENV_PY" "$here/check_imports.py" --find "$REPO_ROOT"
 mkdir -p "$LOCAL_DIR"

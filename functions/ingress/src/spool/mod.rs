@@ -227,6 +227,12 @@ impl AwsSpool {
                 return Err(e);
             }
         }
+        self.complete_upload(upload, &parts).await
+    }
+
+    /// Complete `upload` from `parts` and return the version made; on failure the upload is
+    /// aborted and anything a late failure may still have made is deleted.
+    async fn complete_upload(&self, upload: Upload, parts: &[PartTag]) -> Result<Option<String>, String> {
         let completed = parts
             .iter()
             .map(|p| {
@@ -439,44 +445,27 @@ impl AwsSpool {
         first: Vec<u8>,
         from: u64,
     ) -> Result<Option<String>, String> {
-        let key = &stored.key;
-        let out = object_request!(self.clients.s3.create_multipart_upload(), &self.bucket, key, env)
-            .send()
-            .await
-            .map_err(|e| format!("S3 create upload {key}: {}", DisplayErrorContext(e)))?;
-        let id = out.upload_id().ok_or_else(|| format!("S3 create upload {key}: no upload id"))?.to_string();
-        let upload = Upload { queue_id: env.queue_id.clone(), key: key.clone(), id };
-        let result = self.copy_parts(&upload, stored, first, from).await;
-        match result {
-            Ok(version) => Ok(version),
+        let upload = self.begin(env).await?;
+        let parts = match self.copy_parts(&upload, stored, first, from).await {
+            Ok(parts) => parts,
             Err(e) => {
                 self.abort(upload).await;
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        self.complete_upload(upload, &parts).await
     }
 
+    /// Part 1 uploaded from `first`, the others copied from `stored`'s bytes `from..`.
     async fn copy_parts(
         &self,
         upload: &Upload,
         stored: &Stored,
         first: Vec<u8>,
         from: u64,
-    ) -> Result<Option<String>, String> {
-        let s3 = &self.clients.s3;
-        let key = &upload.key;
-        let out = s3
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&upload.id)
-            .part_number(1)
-            .body(ByteStream::from(first))
-            .send()
-            .await
-            .map_err(|e| format!("S3 upload part 1 of {key}: {}", DisplayErrorContext(e)))?;
-        let mut parts = vec![CompletedPart::builder().part_number(1).set_e_tag(out.e_tag).build()];
-        let mut source = format!("{}/{}", self.bucket, key);
+    ) -> Result<Vec<PartTag>, String> {
+        let mut parts = vec![self.upload_part(Part { upload: upload.clone(), number: 1, bytes: first }).await?];
+        let mut source = format!("{}/{}", self.bucket, stored.key);
         if let Some(v) = &stored.version {
             source.push_str(&format!("?versionId={v}"));
         }
@@ -484,31 +473,26 @@ impl AwsSpool {
         while start < stored.size {
             let end = stored.size.min(start + MAX_PART);
             let number = parts.len() as i32 + 1;
-            let out = s3
+            let out = self
+                .clients
+                .s3
                 .upload_part_copy()
                 .bucket(&self.bucket)
-                .key(key)
+                .key(&upload.key)
                 .upload_id(&upload.id)
                 .part_number(number)
                 .copy_source(&source)
                 .copy_source_range(format!("bytes={start}-{}", end - 1))
                 .send()
                 .await
-                .map_err(|e| format!("S3 copy part {number} of {key}: {}", DisplayErrorContext(e)))?;
-            let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+                .map_err(|e| format!("S3 copy part {number} of {}: {}", upload.key, DisplayErrorContext(e)))?;
+            let result = out.copy_part_result();
+            let etag = result.and_then(|r| r.e_tag()).ok_or_else(|| format!("S3 copy part {number}: no ETag"))?;
+            let crc32 = result.and_then(|r| r.checksum_crc32()).map(str::to_string);
+            parts.push(PartTag { number, etag: etag.to_string(), crc32 });
             start = end;
         }
-        let done = s3
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&upload.id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-            .await
-            .map_err(|e| format!("S3 complete {key}: {}", DisplayErrorContext(e)))?;
-        Ok(done.version_id)
+        Ok(parts)
     }
 }
 
