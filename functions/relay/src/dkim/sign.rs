@@ -7,7 +7,10 @@
 //!
 //! **Which header fields (`h=`).** The fields of RFC 6376 §5.4.1 that are present, plus
 //! Message-ID and the MIME fields (a signed body under an unsigned Content-Type could be
-//! re-labelled); never Received, Return-Path or the trace fields, which change in transit. From,
+//! re-labelled), `List-Unsubscribe-Post` (RFC 8058 §4: a one-click unsubscription is honoured
+//! only when the signature covers it and `List-Unsubscribe`) and the feedback domain's reference
+//! header (`X-Relay-Ref`, so a report quoting it names a message we signed); never Received,
+//! Return-Path or the trace fields, which change in transit. From,
 //! Subject, To and Date are over-signed: `h=` names each once more than the message has it (once
 //! when it has none), so a verifier treats the extra one as an empty field and a copy added in
 //! transit breaks the signature (RFC 6376 §8.15).
@@ -29,7 +32,8 @@ use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner};
 use mail_parser::{Message, MessageParser};
 
-/// Signed when present: RFC 6376 §5.4.1, then Message-ID and the MIME fields.
+/// Signed when present: RFC 6376 §5.4.1 (and RFC 8058's List-Unsubscribe-Post), then Message-ID,
+/// the MIME fields and our reference header.
 const SIGNED: &[&str] = &[
     "From",
     "Reply-To",
@@ -46,6 +50,7 @@ const SIGNED: &[&str] = &[
     "List-Id",
     "List-Help",
     "List-Unsubscribe",
+    "List-Unsubscribe-Post",
     "List-Subscribe",
     "List-Post",
     "List-Owner",
@@ -54,6 +59,7 @@ const SIGNED: &[&str] = &[
     "MIME-Version",
     "Content-Type",
     "Content-Transfer-Encoding",
+    shared::feedback::REF_HEADER,
 ];
 
 /// Named once more in `h=` than present (present or not), so that added copies break the signature.
