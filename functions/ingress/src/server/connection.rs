@@ -8,7 +8,8 @@
 //! However the connection ends, the uploads the session leaves open are aborted. What the
 //! session counted goes to the metrics after every round of actions and when it ends. A
 //! message to store is first judged ([`Judge`]): refused, it is dropped (its upload aborted)
-//! and the session sends the refusal; accepted, it is stored with the judge's header edits.
+//! and the session sends the refusal; accepted, it is stored with the judge's header edits. A
+//! report to the feedback domain goes to the [`Feedback`] stage instead of both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use shared::metrics::Metrics;
 
+use crate::feedback::Feedback;
 use crate::judge::Judge;
 use crate::server::tls;
 use crate::session::{Action, Session};
@@ -46,6 +48,8 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
     /// End-of-DATA checks of untrusted mail, between the session and the spool.
     pub judge: Arc<Judge>,
+    /// Reports to `FEEDBACK_DOMAIN` (with `STATE_TABLE`).
+    pub feedback: Option<Arc<Feedback>>,
 }
 
 /// Run a session on `stream` until it closes.
@@ -115,6 +119,10 @@ async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, m
                         return;
                     }
                     let queue_id = msg.env.queue_id.clone();
+                    if let Some(feedback) = deps.feedback.as_ref().filter(|f| f.claims(&msg.env)) {
+                        session.stored(&queue_id, feedback.receive(*msg).await);
+                        continue;
+                    }
                     let mut msg = *msg;
                     if let Some(refusal) = deps.judge.incoming(&mut msg).await {
                         if let Some(upload) = msg.content.upload() {

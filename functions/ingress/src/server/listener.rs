@@ -17,11 +17,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::feedback::Feedback;
 use crate::judge::auth::AuthMode;
 use crate::judge::authenticate::Authenticate;
 use crate::judge::spam::Spam;
 use crate::judge::{Check, Judge};
 use crate::policy::Policy;
+use crate::policy::feedback::Intake;
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
 use crate::rspamd::client::RspamdClient;
@@ -114,7 +116,12 @@ pub struct Server {
 impl Server {
     /// Bind every listener and load TLS material, the AUTH file and the recipient table;
     /// errors name the variable.
-    pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub async fn bind(
+        cfg: &IngressConfig,
+        spool: Arc<dyn Spool>,
+        metrics: Arc<Metrics>,
+        feedback: Option<Arc<Feedback>>,
+    ) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
@@ -149,6 +156,7 @@ impl Server {
             part_size: cfg.part_size,
             tables: tables.clone(),
             rate_limit: cfg.rate_limit.clone().map(RateLimit::new),
+            feedback: feedback.as_ref().map(|f| Intake::new(f.return_path.clone())),
         });
         let dns = HickoryBlocklists::new(&cfg.dns_servers).map_err(|e| format!("INGRESS_DNS_SERVERS: {e}"))?;
         let screen = Arc::new(Screen {
@@ -169,6 +177,7 @@ impl Server {
                 timeout: cfg.timeout,
                 metrics: metrics.clone(),
                 judge: Arc::new(judge(cfg, metrics)?),
+                feedback,
             }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
