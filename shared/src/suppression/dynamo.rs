@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 
-use super::{Entry, ListError, Page, Reason, SuppressionList, key};
+use super::{Entry, ListError, Page, Reason, SuppressionList, distinct_keys, key};
 use crate::table::{self, PK as PK_ATTR, SK, StateTable};
 
 /// The partition key of every suppression entry.
@@ -116,28 +116,16 @@ impl DynamoList {
     }
 }
 
-#[async_trait]
-impl SuppressionList for DynamoList {
-    async fn lookup(&self, addresses: &[&str]) -> Result<Vec<Entry>, ListError> {
-        // BatchGetItem refuses a request that names one key twice.
-        let mut keys: Vec<String> = addresses.iter().map(|a| key(a)).collect();
-        keys.sort();
-        keys.dedup();
-        let mut found = Vec::new();
-        for chunk in keys.chunks(MAX_BATCH_KEYS) {
-            found.extend(self.batch(chunk).await?);
-        }
-        Ok(found)
-    }
-
-    async fn add(&self, entry: &Entry) -> Result<bool, ListError> {
+impl DynamoList {
+    /// PutItem of `entry`, under `condition` if any: false when the condition failed.
+    async fn put(&self, entry: &Entry, condition: Option<&str>) -> Result<bool, ListError> {
         let put = self
             .table
             .client
             .put_item()
             .table_name(&self.table.name)
             .set_item(Some(to_item(entry)))
-            .condition_expression("attribute_not_exists(pk)")
+            .set_condition_expression(condition.map(String::from))
             .send()
             .await;
         match put {
@@ -146,17 +134,24 @@ impl SuppressionList for DynamoList {
             Err(e) => Err(fail("PutItem")(e)),
         }
     }
+}
+
+#[async_trait]
+impl SuppressionList for DynamoList {
+    async fn lookup(&self, addresses: &[&str]) -> Result<Vec<Entry>, ListError> {
+        let mut found = Vec::new();
+        for chunk in distinct_keys(addresses).chunks(MAX_BATCH_KEYS) {
+            found.extend(self.batch(chunk).await?);
+        }
+        Ok(found)
+    }
+
+    async fn add(&self, entry: &Entry) -> Result<bool, ListError> {
+        self.put(entry, Some("attribute_not_exists(pk)")).await
+    }
 
     async fn set(&self, entry: &Entry) -> Result<(), ListError> {
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(to_item(entry)))
-            .send()
-            .await
-            .map_err(fail("PutItem"))?;
-        Ok(())
+        self.put(entry, None).await.map(|_| ())
     }
 
     async fn get(&self, address: &str) -> Result<Option<Entry>, ListError> {

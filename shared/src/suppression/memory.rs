@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::dynamo::MAX_BATCH_KEYS;
-use super::{Entry, ListError, Page, SuppressionList, key};
+use super::{Entry, ListError, Page, SuppressionList, distinct_keys, key};
 
 #[derive(Clone, Default)]
 pub struct MemoryList {
@@ -50,9 +50,7 @@ impl MemoryList {
 #[async_trait]
 impl SuppressionList for MemoryList {
     async fn lookup(&self, addresses: &[&str]) -> Result<Vec<Entry>, ListError> {
-        let mut keys: Vec<String> = addresses.iter().map(|a| key(a)).collect();
-        keys.sort();
-        keys.dedup();
+        let keys = distinct_keys(addresses);
         for _ in keys.chunks(MAX_BATCH_KEYS) {
             self.call("BatchGetItem")?;
         }

@@ -70,6 +70,15 @@ pub fn key(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
+/// The keys of `addresses`, each once, in key order (BatchGetItem refuses a request that names
+/// one key twice).
+pub fn distinct_keys(addresses: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = addresses.iter().map(|a| key(a)).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// `RELAY_SUPPRESSION`: which reasons add a recipient automatically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoSuppress {

@@ -242,17 +242,13 @@ mod tests {
             ("fbl@fb.test".into(), forged.clone(), None),
             ("fbl@fb.test".into(), "none".into(), None),
         ];
-        for (to, reference, want) in cases {
-            let r = read(testdata::arf("abuse", None, None, &reference).as_bytes());
-            assert_eq!(reference_of(&to, &r, &rp).as_deref(), want, "{to} {reference}");
+        for (to, quoted, want) in cases {
+            let r = read(testdata::arf("abuse", None, None, &quoted).as_bytes());
+            assert_eq!(reference(&to, &r, &rp).as_deref(), want, "{to} {quoted}");
         }
         // The quoted Return-Path and Original-Mail-From name it too.
         let r = read(testdata::arf("abuse", None, Some(&ours), "none").as_bytes());
-        assert_eq!(reference_of("fbl@fb.test", &r, &rp).as_deref(), Some(QID));
-    }
-
-    fn reference_of(to: &str, r: &Read, rp: &ReturnPath) -> Option<String> {
-        reference(to, r, rp)
+        assert_eq!(reference("fbl@fb.test", &r, &rp).as_deref(), Some(QID));
     }
 
     #[test]
@@ -321,7 +317,8 @@ mod tests {
     fn complaints_name_their_recipient() {
         let all = AutoSuppress::default();
         // (Original-Rcpt-To, quoted To, message recipients, complained)
-        let cases: &[(Option<&str>, &str, &[&str], &[&str])] = &[
+        type Case<'a> = (Option<&'a str>, &'a str, &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
             (Some("Bob@b.test"), "x@y.test", &["bob@b.test", "carol@b.test"], &["bob@b.test"]),
             (None, "carol@b.test", &["bob@b.test", "carol@b.test"], &["carol@b.test"]),
             (None, "list@lists.test", &["bob@b.test"], &["bob@b.test"]),
