@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ingress::config::{IngressConfig, SpoolMode};
 use ingress::feedback::Feedback;
 use ingress::feedback::origin::S3Origins;
+use ingress::judge::authenticate::SealKey;
 use ingress::policy::tables::LiveTables;
 use ingress::server::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
@@ -36,6 +37,17 @@ async fn main() -> ExitCode {
     // its default action, which ends the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let clients = shared::aws::clients().await;
+    // Read once, before serving: a key that cannot be used stops the ingress here.
+    let seal_key = match &cfg.arc_seal {
+        None => None,
+        Some(spec) => match shared::signing::load::load("INGRESS_ARC_SEAL", spec, &clients.s3).await {
+            Ok(key) => Some(SealKey { domain: spec.domain.clone(), selector: spec.selector.clone(), key }),
+            Err(e) => {
+                eprintln!("ingress: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let spool: Arc<dyn Spool> = match cfg.spool_mode {
         SpoolMode::S3 => Arc::new(AwsSpool {
             clients: clients.clone(),
@@ -56,7 +68,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match Server::bind(&cfg, spool, metrics.clone(), feedback).await {
+    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key, feedback).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");

@@ -12,18 +12,21 @@ use shared::{DsnParams, Recipient};
 
 use super::origin::MemoryOrigins;
 use super::*;
+use crate::judge::HeaderChange;
+use crate::judge::source::{Chunks, ReadBack};
 use crate::session::budget::MemoryBudget;
-use crate::spool::upload::{Part, PartTag, Upload};
+use crate::spool::upload::{Part, PartTag, Stored, Upload};
 
 const QID: &str = "01JQUEUEID0000000000000000";
 const REPORT: &str = "01JREPORT00000000000000000";
 
-/// Records what it is asked to store; fails when told to.
+/// Records what it is asked to store; fails when told to. Reports are whole: the streaming
+/// half of the spool is never called.
 #[derive(Clone, Default)]
-struct Stored(Arc<Mutex<Vec<Incoming>>>, Arc<std::sync::atomic::AtomicBool>);
+struct Recorded(Arc<Mutex<Vec<Incoming>>>, Arc<std::sync::atomic::AtomicBool>);
 
 #[async_trait]
-impl Spool for Stored {
+impl Spool for Recorded {
     async fn begin(&self, _env: &Envelope) -> Result<Upload, String> {
         unreachable!("reports are whole")
     }
@@ -31,6 +34,16 @@ impl Spool for Stored {
         unreachable!("reports are whole")
     }
     async fn abort(&self, _upload: Upload) {}
+    async fn persist(&self, _env: &Envelope, _content: Content, _size: u64) -> Result<Stored, String> {
+        unreachable!("store is whole here")
+    }
+    async fn replace_header(&self, _env: &Envelope, _stored: Stored, _change: HeaderChange) -> Result<Stored, String> {
+        unreachable!("reports are not judged")
+    }
+    async fn withdraw(&self, _stored: Stored) {}
+    async fn enqueue(&self, _msg: &Incoming, _stored: Stored) -> Result<(), String> {
+        unreachable!("store is whole here")
+    }
     async fn store(&self, msg: Incoming) -> Result<(), String> {
         if self.1.load(Ordering::SeqCst) {
             return Err("S3 down".into());
@@ -40,12 +53,19 @@ impl Spool for Stored {
     }
 }
 
+#[async_trait]
+impl ReadBack for Recorded {
+    async fn read(&self, _stored: &Stored) -> Result<Chunks, String> {
+        unreachable!("reports are not judged")
+    }
+}
+
 struct World {
     rp: ReturnPath,
     list: MemoryList,
     origins: MemoryOrigins,
     events: MemoryEvents,
-    spool: Stored,
+    spool: Recorded,
     emf: shared::metrics::Memory,
     feedback: Feedback,
 }
@@ -53,7 +73,7 @@ struct World {
 fn world() -> World {
     let rp = ReturnPath::new("fb.test", &[5u8; 32]);
     let (list, origins, events, spool) =
-        (MemoryList::default(), MemoryOrigins::default(), MemoryEvents::default(), Stored::default());
+        (MemoryList::default(), MemoryOrigins::default(), MemoryEvents::default(), Recorded::default());
     origins.messages.lock().unwrap().insert(
         QID.into(),
         MessageMeta {

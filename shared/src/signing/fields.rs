@@ -1,0 +1,67 @@
+//! The header fields a signature covers (`h=`), for the relay's DKIM signatures and the
+//! ingress's ARC message signatures alike (RFC 6376 §5.4; RFC 8617 §4.1.2 asks the same of an
+//! AMS). Never Received, Return-Path or other trace fields, which change in transit.
+//! `List-Unsubscribe-Post` is signed beside `List-Unsubscribe` (RFC 8058 §4: a one-click
+//! unsubscription is honoured only when the signature covers both), and so is the feedback
+//! domain's reference header (`X-Relay-Ref`), so a report quoting it names a message we signed.
+
+/// Signed when present: RFC 6376 §5.4.1 (and RFC 8058's List-Unsubscribe-Post), then Message-ID,
+/// the MIME fields and our reference header.
+const SIGNED: &[&str] = &[
+    "From",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "To",
+    "Cc",
+    "Resent-Date",
+    "Resent-From",
+    "Resent-To",
+    "Resent-Cc",
+    "In-Reply-To",
+    "References",
+    "List-Id",
+    "List-Help",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Subscribe",
+    "List-Post",
+    "List-Owner",
+    "List-Archive",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    crate::feedback::REF_HEADER,
+];
+
+/// Named once more in `h=` than present (present or not), so that added copies break the signature.
+const OVERSIGNED: &[&str] = &["From", "Subject", "To", "Date"];
+
+/// The names for `h=` of a message whose header fields are named `present`, in mail-auth's
+/// terms: a name listed once signs every instance the message has (or, absent, one empty
+/// instance); listing a present name twice adds one empty instance.
+pub fn signed_fields(present: &[&str]) -> Vec<&'static str> {
+    let mut h = Vec::new();
+    for &name in SIGNED {
+        let is_present = present.iter().any(|p| p.eq_ignore_ascii_case(name));
+        match (OVERSIGNED.contains(&name), is_present) {
+            (true, true) => h.extend([name, name]),
+            (true, false) | (false, true) => h.push(name),
+            (false, false) => {}
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn present_fields_are_signed_and_the_oversigned_once_more() {
+        let h = signed_fields(&["Received", "from", "To", "Message-ID", "X-Mailer", "List-Unsubscribe"]);
+        assert_eq!(h, ["From", "From", "Subject", "Date", "To", "To", "List-Unsubscribe", "Message-ID"]);
+        assert_eq!(signed_fields(&[]), ["From", "Subject", "Date", "To"], "absent ones are signed empty");
+    }
+}
