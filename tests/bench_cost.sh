@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tests/bench_cost.sh [M] — S3 and SQS requests per message on the first-attempt path, and what
-# they cost per million messages at list prices, read from LocalStack's own request log.
+# tests/bench_cost.sh [M] — S3, SQS and DynamoDB requests per message on the first-attempt path,
+# and what they cost per million messages at list prices, read from LocalStack's own request log
+# and from moto's request recording (the state table, STATE_TABLE).
 #
 # A private LocalStack (its own free port and log, .local/localstack-PORT.log, so nobody else's
 # traffic is counted) takes M messages (default 200, one recipient each) from the real ingress
@@ -15,7 +16,15 @@
 # log output (stderr) and of EMF metric lines (stdout) per message, both programs at RUST_LOG=info.
 #
 # Prices (us-east-1 list): S3 PUT/COPY/POST/LIST $0.005 per 1000, GET/HEAD $0.0004 per 1000,
-# DELETE free; SQS $0.40 per million requests (a batch call is one request).
+# DELETE free; SQS $0.40 per million requests (a batch call is one request); DynamoDB on demand
+# $0.125 per million read request units, $0.625 per million write request units.
+#
+# DynamoDB: a private moto server (its own port) records every request it serves
+# (MOTO_ENABLE_RECORDING); both programs run with STATE_TABLE and FEEDBACK_DOMAIN, as deployed.
+# Units are counted from the requests as DynamoDB bills them: half a read unit per item an
+# eventually consistent read looks up (BatchGetItem), one per consistent read, one write unit
+# per write (every item here is under 1 KB). The key reads of the feedback domain happen once
+# per program start and are shown apart.
 # Before: the figures measured on the design this replaced (issue 12 §4): ingress PUT; relay
 # HEAD of the record, GET, conditional PUT of the record; ~1.2 SQS requests.
 #
@@ -59,6 +68,18 @@ print(resources.create_spool(s3, sqs, "bench-cost", "bench-cost")[0])
 PY
 )"
 export SPOOL_BUCKET=bench-cost SPOOL_QUEUE_URL="$QUEUE_URL" RUST_LOG=info
+
+# ---- the state table on a private moto server that records its requests
+[ -x "$MOTO_SERVER" ] || die "$MOTO_SERVER missing; run infra/local/setup.sh"
+DDB_PORT="$(free_port)"
+DDB_REC="$WORK/dynamodb.jsonl"
+MOTO_ENABLE_RECORDING=1 MOTO_RECORDER_FILEPATH="$DDB_REC" "$MOTO_SERVER" -H 127.0.0.1 -p "$DDB_PORT" \
+    >"$WORK/moto.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$DDB_PORT") 2>/dev/null && break; sleep 0.2; done
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DDB_PORT" STATE_TABLE=bench-state FEEDBACK_DOMAIN=fb.bench.test
+"$VENV_PY" "$REPO_ROOT/infra/local/state_table.py" create "$AWS_ENDPOINT_URL_DYNAMODB" "$STATE_TABLE"
+ddb_mark() { if [ -f "$DDB_REC" ]; then wc -l <"$DDB_REC"; else echo 0; fi; }
 ops() { grep -o 'AWS [a-z0-9]*\.[A-Za-z]*' "$LS_LOG" | sed 's/^AWS //' | sort | uniq -c; }
 mark() { wc -l <"$LS_LOG"; }
 
@@ -69,6 +90,7 @@ INGRESS_LISTEN="127.0.0.1:$IN_PORT" INGRESS_HOSTNAME=mx.bench.test RELAY_DOMAINS
 PIDS+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$IN_PORT") 2>/dev/null && break; sleep 0.1; done
 before_ingress="$(mark)"
+ddb_before="$(ddb_mark)"
 "$VENV_PY" - "$IN_PORT" "$M" <<'PY'
 import smtplib, sys
 port, m = int(sys.argv[1]), int(sys.argv[2])
@@ -107,6 +129,8 @@ done
 sleep 2                                            # the last DeleteMessageBatch
 kill -TERM "$RELAY_PID"; wait "$RELAY_PID" || true
 after_relay="$(mark)"
+ddb_after="$(ddb_mark)"
+sed -n "$((ddb_before + 1)),${ddb_after}p" "$DDB_REC" >"$WORK/dynamodb.phase"
 
 phase() { sed -n "$(($1 + 1)),$2p" "$LS_LOG" | grep -o 'AWS [a-z0-9]*\.[A-Za-z]*' | sed 's/^AWS //' | sort | uniq -c; }
 phase "$before_ingress" "$after_ingress" >"$WORK/ingress.ops"
@@ -150,7 +174,7 @@ PY
 # ---- the measured per-message lines of the cost model (docs/cost.md)
 MEMORY_MB="$(sed -n '/^  RelayMemorySize:/,/Default:/s/^ *Default: *//p' "$REPO_ROOT/template.yaml")"
 "$VENV_PY" - "$M" "$JOB_BYTES" "${MEMORY_MB:-256}" "$WORK" <<'PY'
-import json, math, sys
+import base64, json, math, sys
 from datetime import datetime
 m, job_bytes, memory_mb, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 def ops(path):
@@ -193,8 +217,29 @@ emf_bytes = (size(f"{work}/ingress.emf") + size(f"{work}/relay.emf")) / m
 print(f"\ncost model, measured per message ({m} messages, one recipient each, job {job_bytes} bytes):")
 print(f"  S3        PUT-class {s3_put:.2f}, GET-class {s3_get:.2f} requests")
 print(f"  SQS       {(send_calls + relay_sqs) / m:.2f} requests = {sqs_chunks:.2f} billed 64 KiB chunks")
-# ---- DynamoDB (issue 20 adds its request counts here; keep this block self-contained) ----
-print("  DynamoDB  (not measured here yet)")
+# ---- DynamoDB: both programs' requests to the state table, from moto's recording ----
+ddb_ops, startup, rru, wru = {}, {}, 0.0, 0.0
+for line in open(f"{work}/dynamodb.phase"):
+    r = json.loads(line)
+    op = r["headers"].get("X-Amz-Target", "?").split(".")[-1]
+    raw = base64.b64decode(r["body"]) if r.get("body_encoded") else (r["body"] or "").encode()
+    body = json.loads(raw or b"{}")
+    if "feedback-key" in json.dumps(body):  # the token key: read (or made) once per start
+        startup[op] = startup.get(op, 0) + 1
+        continue
+    ddb_ops[op] = ddb_ops.get(op, 0) + 1
+    if op == "BatchGetItem":
+        keys = sum(len(t.get("Keys", [])) for t in body.get("RequestItems", {}).values())
+        rru += keys * (1.0 if any(t.get("ConsistentRead") for t in body["RequestItems"].values()) else 0.5)
+    elif op in ("GetItem", "Query"):
+        rru += 1.0 if body.get("ConsistentRead") else 0.5
+    elif op in ("PutItem", "UpdateItem", "DeleteItem"):
+        wru += 1.0
+requests = sum(ddb_ops.values())
+per_op = ", ".join(f"{op} {n / m:.2f}" for op, n in sorted(ddb_ops.items())) or "none"
+print(f"  DynamoDB  {requests / m:.2f} requests ({per_op}) = {rru / m:.2f} read units, {wru / m:.2f} write units"
+      f" = ${(rru * 0.125 + wru * 0.625) / m:.3f} per million; at start: "
+      + (", ".join(f"{op} {n}" for op, n in sorted(startup.items())) or "nothing"))
 # ---- end DynamoDB ----
 print(f"  Lambda    {invocations:.3f} invocations; {wall / m * 1000:.2f} ms wall per delivery "
       f"= {gb_s:.6f} GB-s at {memory_mb} MB (relay poll on LocalStack, smarthost on loopback)")

@@ -165,6 +165,29 @@ def test_rsa_signature_verifies_at_the_destination_and_breaks_when_a_field_is_ad
     assert verify(refolded, dns_addr)[0][3] is True
 
 
+def test_one_click_unsubscribe_and_the_feedback_reference_are_signed(
+        mail_world, keys, spool, start_process, state_table):
+    """RFC 8058: a List-Unsubscribe-Post is honoured only under a signature covering it and
+    List-Unsubscribe; the feedback domain's reference header is added before signing."""
+    mx, _, dns_addr, port = world(mail_world, keys, [RSA])
+    bulk = MESSAGE.replace(b"X-Mailer: test\r\n", b"List-Unsubscribe: <https://example.org/u/42>, "
+                           b"<mailto:unsubscribe@example.org?subject=42>\r\n"
+                           b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    enqueue(spool, "example.test", ["bob@example.test"], message=bulk, body="seven_bit")
+    start_relay(start_process, spool, dns_addr, port, **dkim_env(keys, RSA), **state_table.env,
+                FEEDBACK_DOMAIN="fb.example.org")
+    [m] = mx.wait_for(1, timeout=60)
+    data = m["data"]
+    assert m["mail_from"].endswith("@fb.example.org") and b"\r\nX-Relay-Ref: " in data
+    assert verify(data, dns_addr) == [("example.org", "rsa2048", "rsa-sha256", True)]
+    h = [n.lower() for n in signature_tags(data)[0]["h"].split(":")]
+    for name in ("list-unsubscribe", "list-unsubscribe-post", "x-relay-ref"):
+        assert h.count(name) == 1, (name, h)
+    for tampered in (data.replace(b"One-Click", b"One-Clack", 1), data.replace(b"u/42", b"u/43", 1),
+                     re.sub(rb"X-Relay-Ref: \S+", b"X-Relay-Ref: forged", data, count=1)):
+        assert verify(tampered, dns_addr)[0][3] is False
+
+
 def test_ed25519_signature_verifies(mail_world, keys, spool, start_process):
     mx, _, dns_addr, port = world(mail_world, keys, [ED])
     enqueue(spool, "example.test", ["bob@example.test"], message=MESSAGE, body="seven_bit")

@@ -446,7 +446,8 @@ def test_dashboard_is_json_and_shows_every_metric_the_programs_emit(tpl):
              and isinstance(m[1], str)}
     emitted = metric_names(RELAY_METRICS_RS) | metric_names(INGRESS_METRICS_RS)
     assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed",
-                       "AuthChecked", "Blocklisted", "SpamRejected", "FilterUnavailable"}
+                       "AuthChecked", "Blocklisted", "SpamRejected", "FilterUnavailable",
+                       "Suppressed", "AsyncBounces", "Complaints"}
     assert emitted <= shown, emitted - shown
     alarms = dashboard["widgets"][-1]["properties"]["alarms"]
     alarm_resources = {k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}

@@ -1,5 +1,5 @@
 //! `relayctl`: the operator's view of the relay's queue — Postfix's `mailq`, `postcat -q` and
-//! `postsuper` for a spool that lives in S3 and SQS. Only wiring lives here: arguments (clap),
+//! `postsuper` for a spool that lives in S3 and SQS — and of its suppression list (`suppress`). Only wiring lives here: arguments (clap),
 //! configuration, clients, exit codes.
 //!
 //! Exit codes: 0 done (also when stdout is a closed pipe), 1 an error (on stderr), 2 a usage or
@@ -10,17 +10,20 @@ mod config;
 mod fence;
 mod render;
 mod spool;
+mod suppress;
 mod trace;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shared::suppression::{DynamoList, Reason};
+use shared::table::StateTable;
 
 #[derive(Parser)]
 #[command(
     name = "relayctl",
     version,
-    about = "Inspect and act on the relay's queue (SPOOL_BUCKET, SPOOL_QUEUE_URL, AWS_*)"
+    about = "Inspect and act on the relay's queue and suppression list (SPOOL_BUCKET, SPOOL_QUEUE_URL, STATE_TABLE, AWS_*)"
 )]
 struct Cli {
     /// Print one JSON object instead of a table.
@@ -54,6 +57,34 @@ enum Command {
     },
     /// Attempt a message's deferred recipients now.
     Retry { queue_id: String },
+    /// The suppression list (STATE_TABLE): recipients the relay no longer attempts.
+    Suppress {
+        #[command(subcommand)]
+        action: Suppress,
+    },
+}
+
+#[derive(Subcommand)]
+enum Suppress {
+    /// Every suppressed address, in address order.
+    List {
+        /// Stop after this many (the output then says where the next page starts).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this address.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One address's entry; exits 1 when it is not listed.
+    Show { address: String },
+    /// Put an address on the list (replacing its entry if it has one).
+    Add {
+        address: String,
+        #[arg(long, default_value = "bounce", value_parser = ["bounce", "complaint"])]
+        reason: String,
+    },
+    /// Take an address off the list.
+    Remove { address: String },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -68,8 +99,8 @@ async fn main() -> ExitCode {
     };
     let clients = shared::aws::clients().await;
     let store = spool::Store {
-        s3: clients.s3,
-        sqs: clients.sqs,
+        s3: clients.s3.clone(),
+        sqs: clients.sqs.clone(),
         bucket: cfg.spool.bucket.clone(),
         queue_url: cfg.spool.queue_url.clone(),
     };
@@ -85,6 +116,22 @@ async fn main() -> ExitCode {
             commands::cancel(&store, &cfg, checked(queue_id), *bounce, &out, j, now).await
         }
         Command::Retry { queue_id } => commands::retry(&store, checked(queue_id), &out, j, now).await,
+        Command::Suppress { action } => {
+            let Some(name) = cfg.spool.state_table.clone() else {
+                eprintln!("relayctl: STATE_TABLE is not set: there is no suppression list");
+                return ExitCode::from(2);
+            };
+            let list = DynamoList { table: StateTable { client: clients.dynamodb.clone(), name } };
+            match action {
+                Suppress::List { limit, after } => suppress::list(&list, *limit, after.as_deref(), &out, j, now).await,
+                Suppress::Show { address } => suppress::show(&list, suppress::checked(address), &out, j, now).await,
+                Suppress::Add { address, reason } => {
+                    let reason = Reason::parse(reason).expect("clap checked it");
+                    suppress::add(&list, suppress::checked(address), reason, &out, j, now).await
+                }
+                Suppress::Remove { address } => suppress::remove(&list, suppress::checked(address), &out, j).await,
+            }
+        }
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

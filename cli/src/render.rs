@@ -78,7 +78,8 @@ fn state_cell(d: Delivery) -> Cell {
     }
 }
 
-fn table(header: &[&str]) -> Table {
+/// A table with these column headers, no borders.
+pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(NOTHING).set_header(header.to_vec());
     t

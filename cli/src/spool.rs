@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use aws_sdk_sqs::types::QueueAttributeName;
 use relay::store::{S3Spool, Spool, SqsQueue, Stored};
 use shared::keys;
-use shared::meta::{self, MessageMeta};
+use shared::meta::MessageMeta;
 
 /// A message object as found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +40,6 @@ fn sqs_err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: aws_sdk_sqs::e
     anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e))
 }
 
-fn epoch(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
-    t.map(|t| t.secs())
-}
-
 impl Store {
     /// The relay's S3 edge on the same bucket.
     pub fn spool(&self) -> S3Spool {
@@ -57,42 +53,8 @@ impl Store {
 
     /// The message `queue_id`: the current object, or the newest version behind a delete marker.
     pub async fn message(&self, queue_id: &str) -> Result<Option<MessageInfo>> {
-        let key = keys::message_key(queue_id);
-        match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
-            Ok(h) => {
-                let meta = h.metadata().and_then(meta::decode);
-                return Ok(Some(MessageInfo {
-                    meta,
-                    size: h.content_length().unwrap_or_default() as u64,
-                    deleted_at: None,
-                    version: None,
-                }));
-            }
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {}
-            Err(e) => return Err(s3_err(e)).with_context(|| format!("HeadObject {key}")),
-        }
-        let out = self.s3.list_object_versions().bucket(&self.bucket).prefix(&key).send().await.map_err(s3_err)?;
-        let newest =
-            out.versions().iter().filter(|v| v.key() == Some(key.as_str())).max_by_key(|v| epoch(v.last_modified()));
-        let Some(version) = newest else { return Ok(None) };
-        let deleted_at = out
-            .delete_markers()
-            .iter()
-            .filter(|d| d.key() == Some(key.as_str()))
-            .filter_map(|d| epoch(d.last_modified()))
-            .max();
-        let id = version.version_id().map(String::from);
-        let h = self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .set_version_id(id.clone())
-            .send()
-            .await
-            .map_err(s3_err)?;
-        let meta = h.metadata().and_then(meta::decode);
-        Ok(Some(MessageInfo { meta, size: version.size().unwrap_or_default() as u64, deleted_at, version: id }))
+        let found = shared::spooled::find(&self.s3, &self.bucket, queue_id).await.map_err(|e| anyhow!(e))?;
+        Ok(found.map(|f| MessageInfo { meta: f.meta, size: f.size, deleted_at: f.deleted_at, version: f.version }))
     }
 
     /// The bytes of a message found by [`Store::message`].

@@ -4,11 +4,15 @@
 //! through SQS ([`job`]), the per-job state the relay leaves in S3 ([`state`]), the DynamoDB state table's conventions ([`table`]), the envelope as
 //! message-object metadata ([`meta`]), where objects live in the spool bucket ([`keys`]), how configuration is
 //! read from the environment ([`config`]), how AWS clients are built ([`aws`]), SMTP replies
-//! ([`reply`]), signing keys and the fields signatures cover ([`signing`]), queue ids ([`queue_id`]), log set-up ([`logging`]) and the embedded-format metrics
-//! both programs print ([`metrics`]).
+//! ([`reply`]), signing keys and the fields signatures cover ([`signing`]), queue ids ([`queue_id`]), log set-up ([`logging`]), the embedded-format metrics
+//! both programs print ([`metrics`]), the SES-shaped events both publish ([`events`]), finding a
+//! spooled message by queue id ([`spooled`]), and sender reputation: the suppression list
+//! ([`suppression`]) and the feedback domain's tokens ([`feedback`]).
 
 pub mod aws;
 pub mod config;
+pub mod events;
+pub mod feedback;
 pub mod job;
 pub mod keys;
 pub mod logging;
@@ -17,7 +21,9 @@ pub mod metrics;
 pub mod queue_id;
 pub mod reply;
 pub mod signing;
+pub mod spooled;
 pub mod state;
+pub mod suppression;
 pub mod table;
 
 pub use job::{BodyType, DsnParams, Job, Notify, RcptState, Recipient, Ret};

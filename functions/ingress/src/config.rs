@@ -10,6 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 use shared::signing::KeySpec;
+use shared::suppression::AutoSuppress;
 
 use crate::policy::rate::RateSpec;
 use crate::rspamd::{self, OnFailure, RspamdConfig};
@@ -60,6 +61,10 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_RSPAMD_URL",
     "INGRESS_RSPAMD_TIMEOUT",
     "INGRESS_RSPAMD_FAILURE",
+    // Sender reputation (feedback/): reports to the feedback domain, their suppressions and events.
+    "FEEDBACK_DOMAIN",
+    "RELAY_SUPPRESSION",
+    "RELAY_EVENTS_QUEUE_URL",
 ];
 
 /// S3's smallest part of a multipart upload (all but the last), and the default part size.
@@ -124,6 +129,12 @@ pub struct IngressConfig {
     pub arc_trusted_sealers: Vec<String>,
     /// `INGRESS_ARC_SEAL`: our ARC sealing key (read at start); `None`: judged mail is not sealed.
     pub arc_seal: Option<KeySpec>,
+    /// `FEEDBACK_DOMAIN`: reports about our mail are accepted there (with `STATE_TABLE`).
+    pub feedback_domain: Option<String>,
+    /// `RELAY_SUPPRESSION`: which reports put a recipient on the suppression list.
+    pub suppression: AutoSuppress,
+    /// `RELAY_EVENTS_QUEUE_URL`: where the events of reports go.
+    pub events_queue_url: Option<String>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -249,6 +260,13 @@ impl IngressConfig {
         if arc_seal.is_some() && auth_checks == AuthMode::Off {
             return Err(err("INGRESS_ARC_SEAL", "seals our results: needs INGRESS_AUTH_CHECKS enforce or monitor"));
         }
+        let feedback_domain = shared::feedback::read_domain(&r)?;
+        if let Some(d) = feedback_domain.as_ref().filter(|d| relay_domains.contains(d)) {
+            return Err(err(
+                "FEEDBACK_DOMAIN",
+                format!("{d} is also in RELAY_DOMAINS: mail there is reports, never relayed"),
+            ));
+        }
         let rspamd = r
             .opt("INGRESS_RSPAMD_URL")
             .map(|u| rspamd::parse_url(&u).map_err(|e| err("INGRESS_RSPAMD_URL", e)))
@@ -292,6 +310,9 @@ impl IngressConfig {
             auth_checks,
             arc_trusted_sealers: r.list("INGRESS_ARC_TRUSTED_SEALERS"),
             arc_seal,
+            feedback_domain,
+            suppression: AutoSuppress::read(&r)?,
+            events_queue_url: r.opt("RELAY_EVENTS_QUEUE_URL"),
         })
     }
 }
@@ -327,6 +348,17 @@ mod tests {
         assert!(c.dns_servers.is_empty() && c.dnsbl.is_empty());
         assert_eq!((c.dnsbl_threshold, c.greet_pause), (1, Duration::ZERO));
         assert!(c.rspamd.is_none());
+        assert_eq!((c.feedback_domain.as_deref(), c.suppression), (None, AutoSuppress::default()));
+        let c =
+            IngressConfig::from_vars(&vars(&[("FEEDBACK_DOMAIN", "FB.example.org."), ("RELAY_SUPPRESSION", "off")]));
+        let c = c.unwrap();
+        assert_eq!((c.feedback_domain.as_deref(), c.suppression), (Some("fb.example.org"), AutoSuppress::OFF));
+        for pairs in [
+            &[("FEEDBACK_DOMAIN", "fb.example.org"), ("RELAY_DOMAINS", "example.org,fb.example.org")][..],
+            &[("FEEDBACK_DOMAIN", "not a domain")],
+        ] {
+            assert_eq!(IngressConfig::from_vars(&vars(pairs)).unwrap_err().var, "FEEDBACK_DOMAIN", "{pairs:?}");
+        }
         let c = IngressConfig::from_vars(&vars(&[("INGRESS_RSPAMD_URL", "http://127.0.0.1:11333")])).unwrap();
         let want = RspamdConfig {
             url: "127.0.0.1:11333".into(),

@@ -13,12 +13,16 @@
 //!   clients: the pregreet test and the DNS blocklists;
 //! * [`rspamd`] — the spam filter's HTTP client and the meaning of its answers, a check of the
 //!   end-of-DATA judgement;
+//! * [`feedback`] — reports to the feedback domain (asynchronous bounces, ARF complaints) in
+//!   place of the judge and the spool: events, suppressions, and the report forwarded to the
+//!   sender of the message it is about;
 //! * [`spool`] — the durable hand-off to S3 (single PUT or multipart) and SQS, then `250`;
 //! * [`config`] reads the ingress's settings; [`metrics`] counts Accepted, Rejected,
-//!   TempFailed and Blocklisted; [`alloc`] tunes the allocator so streamed parts' memory goes back to the system.
+//!   TempFailed, Blocklisted and the reports' AsyncBounces and Complaints; [`alloc`] tunes the allocator so streamed parts' memory goes back to the system.
 
 pub mod alloc;
 pub mod config;
+pub mod feedback;
 pub mod judge;
 pub mod metrics;
 pub mod policy;

@@ -7,11 +7,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ingress::config::{IngressConfig, SpoolMode};
+use ingress::feedback::Feedback;
+use ingress::feedback::origin::S3Origins;
 use ingress::judge::authenticate::SealKey;
 use ingress::policy::tables::LiveTables;
 use ingress::server::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
+use shared::events::{EventSink, SqsEvents};
 use shared::metrics::Metrics;
+use shared::suppression::DynamoList;
+use shared::table::StateTable;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
@@ -44,9 +49,11 @@ async fn main() -> ExitCode {
         },
     };
     let spool: Arc<dyn Spool> = match cfg.spool_mode {
-        SpoolMode::S3 => {
-            Arc::new(AwsSpool { clients, bucket: cfg.spool.bucket.clone(), queue_url: cfg.spool.queue_url.clone() })
-        }
+        SpoolMode::S3 => Arc::new(AwsSpool {
+            clients: clients.clone(),
+            bucket: cfg.spool.bucket.clone(),
+            queue_url: cfg.spool.queue_url.clone(),
+        }),
         SpoolMode::Discard => {
             tracing::warn!("INGRESS_SPOOL=discard: accepted mail is dropped (benchmark mode)");
             Arc::new(DiscardSpool)
@@ -54,7 +61,14 @@ async fn main() -> ExitCode {
     };
     let metrics = Metrics::stdout(&cfg.metrics_namespace, ingress::metrics::SERVICE, ingress::metrics::METRICS);
     tokio::spawn(metrics.clone().run());
-    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key).await {
+    let feedback = match feedback(&cfg, &clients, spool.clone(), metrics.clone()).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ingress: FEEDBACK_DOMAIN: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key, feedback).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");
@@ -70,6 +84,37 @@ async fn main() -> ExitCode {
     server.run(shutdown_signal()).await;
     metrics.flush();
     ExitCode::SUCCESS
+}
+
+/// The feedback stage, when `FEEDBACK_DOMAIN` and `STATE_TABLE` are both set (its key is read,
+/// or made, in the table now: a table that cannot be read stops the ingress here).
+async fn feedback(
+    cfg: &IngressConfig,
+    clients: &shared::aws::Clients,
+    spool: Arc<dyn Spool>,
+    metrics: Arc<Metrics>,
+) -> Result<Option<Arc<Feedback>>, String> {
+    let off = "feedback domain (reports, their suppressions and events)";
+    let table = StateTable::announce(cfg.spool.state_table.as_deref(), &clients.dynamodb, "ingress", off);
+    let now = chrono::Utc::now().timestamp();
+    let (Some(return_path), Some(table)) =
+        (shared::feedback::return_path(table.as_ref(), cfg.feedback_domain.as_deref(), now).await?, table)
+    else {
+        return Ok(None);
+    };
+    let events = cfg
+        .events_queue_url
+        .clone()
+        .map(|queue_url| -> Box<dyn EventSink> { Box::new(SqsEvents { client: clients.sqs.clone(), queue_url }) });
+    Ok(Some(Arc::new(Feedback {
+        return_path,
+        origins: Box::new(S3Origins { s3: clients.s3.clone(), bucket: cfg.spool.bucket.clone() }),
+        list: Box::new(DynamoList { table }),
+        auto: cfg.suppression,
+        events,
+        spool,
+        metrics,
+    })))
 }
 
 /// `ingress health`: exit 0 when the MTA listener greets, 1 otherwise (one line on stderr).

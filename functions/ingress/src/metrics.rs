@@ -8,6 +8,8 @@
 //! | `Blocklisted` | connections from clients whose DNS blocklist weights reached `INGRESS_DNSBL_THRESHOLD` (each of their recipients is also a `Rejected`); a client refused for talking before the greeting counts as one `Rejected` |
 //! | `SpamRejected` | messages rspamd judged `reject` (`554 5.7.1` at the end of DATA; also a `Rejected`) |
 //! | `FilterUnavailable` | messages rspamd did not judge in time (down, slow, unreadable answer): delivered unchecked or `451 4.7.1` per `INGRESS_RSPAMD_FAILURE` |
+//! | `AsyncBounces` | recipients a report to the feedback domain says failed permanently after their server accepted the message (one per `Bounce` event the ingress publishes) |
+//! | `Complaints` | spam complaints (ARF reports) about a message of ours that name its recipient (one per `Complaint` event) |
 //! | `TempFailed` | temporary refusals: each 4xx reply to the same (storage failure `451 4.3.0`, memory `451 4.3.1`, too many recipients `452 4.5.3`, rate limit `451 4.7.1`, …), plus each connection turned away at a connection limit (`421 4.7.0`) |
 //!
 //! Not counted: replies to syntax errors and other commands (a client's bug, not mail refused),
@@ -23,6 +25,8 @@ pub const AUTH_CHECKED: &str = "AuthChecked";
 pub const BLOCKLISTED: &str = "Blocklisted";
 pub const SPAM_REJECTED: &str = "SpamRejected";
 pub const FILTER_UNAVAILABLE: &str = "FilterUnavailable";
+pub const ASYNC_BOUNCES: &str = "AsyncBounces";
+pub const COMPLAINTS: &str = "Complaints";
 
 /// Every metric the ingress emits.
 pub static METRICS: &[Metric] = &[
@@ -33,6 +37,8 @@ pub static METRICS: &[Metric] = &[
     Metric::counter(BLOCKLISTED),
     Metric::counter(SPAM_REJECTED),
     Metric::counter(FILTER_UNAVAILABLE),
+    Metric::counter(ASYNC_BOUNCES),
+    Metric::counter(COMPLAINTS),
 ];
 
 /// The `Service` dimension of the ingress's metrics.

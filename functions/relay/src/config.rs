@@ -13,6 +13,7 @@ use shared::config::{
 #[cfg(test)]
 use shared::signing::KeySource;
 use shared::signing::KeySpec;
+use shared::suppression::AutoSuppress;
 
 /// How the relay treats TLS to the next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_THROTTLE_BACKOFF",
     // DKIM signing (dkim/)
     "RELAY_DKIM_KEYS",
+    // Sender reputation: automatic suppressions, the return path in the feedback domain.
+    "RELAY_SUPPRESSION",
+    "FEEDBACK_DOMAIN",
 ];
 
 /// How to reach the smarthost.
@@ -156,6 +160,11 @@ pub struct RelayConfig {
     pub throttle_backoff: Vec<Duration>,
     /// DKIM keys to load at start; empty when nothing is signed.
     pub dkim_keys: Vec<KeySpec>,
+    /// `RELAY_SUPPRESSION`: which permanent failures put a recipient on the suppression list
+    /// (read before every attempt when `STATE_TABLE` is set).
+    pub suppression: AutoSuppress,
+    /// `FEEDBACK_DOMAIN`: mail of our own leaves with a return path there (with `STATE_TABLE`).
+    pub feedback_domain: Option<String>,
 }
 
 impl RelayConfig {
@@ -235,6 +244,8 @@ impl RelayConfig {
             connection_idle: r.duration("RELAY_CONNECTION_IDLE", "5s")?,
             throttle_backoff: schedule(&r, "RELAY_THROTTLE_BACKOFF", "1m,2m,4m,8m,16m,30m")?,
             dkim_keys: dkim_keys(&r)?,
+            suppression: AutoSuppress::read(&r)?,
+            feedback_domain: shared::feedback::read_domain(&r)?,
         })
     }
 }
@@ -355,6 +366,7 @@ mod tests {
         assert_eq!(c.connection_idle, Duration::from_secs(5));
         assert_eq!(c.throttle_backoff.first(), Some(&Duration::from_secs(60)));
         assert_eq!(c.throttle_backoff.last(), Some(&Duration::from_secs(1800)));
+        assert_eq!((c.suppression, c.feedback_domain.as_deref()), (AutoSuppress::default(), None));
 
         let off = RelayConfig::from_vars(&vars(&[("RELAY_DELAY_WARNING", "0")])).unwrap();
         assert_eq!(off.delay_warning, None);
@@ -391,6 +403,8 @@ mod tests {
             (&[("RELAY_CONNECTION_IDLE", "briefly")], "RELAY_CONNECTION_IDLE"),
             (&[("RELAY_THROTTLE_BACKOFF", "1m,later")], "RELAY_THROTTLE_BACKOFF"),
             (&[("RELAY_DKIM_KEYS", "example.org:sel")], "RELAY_DKIM_KEYS"),
+            (&[("RELAY_SUPPRESSION", "always")], "RELAY_SUPPRESSION"),
+            (&[("FEEDBACK_DOMAIN", "not a domain")], "FEEDBACK_DOMAIN"),
         ];
         for (pairs, var) in cases {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();

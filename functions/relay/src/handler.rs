@@ -1,9 +1,12 @@
 //! The relay's one entry point: a batch of SQS records in, the records to redeliver out.
 //!
 //! Per job: wait if it is early; read its state object ([`fence`] decides: proceed, redo the
-//! tail of an unacknowledged run, or drop a superseded job); fetch the message (gone = a sole job
-//! already completed); route (a route, the smarthost or MX), deliver, then carry out the
-//! [`plan`](crate::decide::plan) in the order that keeps a redelivered job safe:
+//! tail of an unacknowledged run, or drop a superseded job); look its pending recipients up in
+//! the suppression list (one request; listed ones are not attempted, see
+//! [`suppress`](crate::decide::suppress)); fetch the message (gone = a sole job already
+//! completed); route (a route, the smarthost or MX), deliver, list the recipients whose mailbox
+//! the remote said does not exist, then carry out the [`plan`](crate::decide::plan) in the order
+//! that keeps a redelivered job safe:
 //!
 //! 1. DSN messages to S3;
 //! 2. **one** conditional state write carrying sent + bounced + deferred and the retry job
@@ -41,10 +44,13 @@ use crate::decide::events::{self, Event};
 use crate::decide::fence::{self, Check};
 use crate::decide::plan::{self, Plan};
 use crate::decide::record;
+use crate::decide::suppress;
 use crate::deliver::Transport;
 use crate::route::{self, MtaSts, Resolver};
 use crate::store::{EventSink, Expect, Queue, Spool, StoreError, Stored};
+use crate::suppression;
 use crate::vocab::Attempt;
+use shared::suppression::SuppressionList;
 
 /// Unix seconds, injectable for tests.
 pub trait Clock: Send + Sync {
@@ -73,6 +79,8 @@ pub struct Deps {
     /// `RELAY_EVENTS_QUEUE_URL`'s queue, when set.
     pub events: Option<Box<dyn EventSink>>,
     pub metrics: Arc<Metrics>,
+    /// The suppression list in `STATE_TABLE`, when set.
+    pub suppression: Option<Box<dyn SuppressionList>>,
 }
 
 /// Why a record goes back to SQS.
@@ -199,12 +207,20 @@ async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>, out: &mut
         }
         None => return Err(StoreError::new("GetObject", &job.message_key, "no such message")),
     };
-    let routed = route::route(&job, &deps.config, deps.resolver.as_ref(), &deps.mta_sts, now).await;
-    let attempt = match routed {
-        Ok(targets) => deps.transport.deliver(&targets, &job, &message).await,
-        Err(verdict) => Attempt::all(&job, &verdict, None),
+    let listed = suppression::listed(&job, deps.suppression.as_deref()).await;
+    let (to_deliver, suppressed) = suppress::split(&job, &listed);
+    let attempt = if to_deliver.pending().next().is_none() {
+        Attempt::default()
+    } else {
+        match route::route(&to_deliver, &deps.config, deps.resolver.as_ref(), &deps.mta_sts, now).await {
+            Ok(targets) => deps.transport.deliver(&targets, &to_deliver, &message).await,
+            Err(verdict) => Attempt::all(&to_deliver, &verdict, None),
+        }
     };
+    let attempt = suppress::join(&job, attempt, suppressed);
     let now = deps.clock.now();
+    let gone = suppress::additions(&job, &attempt, deps.config.suppression, now);
+    suppression::add(&job, gone, deps.suppression.as_deref()).await;
     let plan = plan::plan(&job, &attempt, now, &deps.config);
     log(&job, &attempt, &plan);
     let outcomes = events::build(&job, &attempt, &plan, now, &deps.config);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shared::state::Delivery;
+use shared::suppression::MemoryList;
 use shared::{Job, Reply, keys};
 
 use super::*;
@@ -102,6 +103,7 @@ struct World {
     clock: Arc<AtomicI64>,
     events: MemoryEvents,
     emf: shared::metrics::Memory,
+    list: MemoryList,
     deps: Deps,
 }
 
@@ -139,6 +141,7 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
     let clock = Arc::new(AtomicI64::new(NOW));
     let events = MemoryEvents::default();
     let (metrics, emf) = shared::metrics::Metrics::memory(crate::metrics::SERVICE, crate::metrics::METRICS);
+    let list = MemoryList::default();
     let fetcher = FakeFetcher::default();
     fetcher.set("sts.test", Ok("version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n"));
     fetcher.set("unlisted.test", Ok("version: STSv1\nmode: enforce\nmx: elsewhere.test\nmax_age: 86400\n"));
@@ -152,9 +155,10 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
         clock: Box::new(TestClock(clock.clone())),
         events: Some(Box::new(events.clone())),
         metrics,
+        suppression: Some(Box::new(list.clone())),
     };
     spool.0.lock().unwrap().insert(keys::message_key(QID), b"Subject: hi\r\n\r\nbody\r\n".to_vec());
-    World { spool, queue, ledger, smtp, clock, events, emf, deps }
+    World { spool, queue, ledger, smtp, clock, events, emf, list, deps }
 }
 
 fn job(domain: &str, rcpts: &[&str]) -> Job {
@@ -601,3 +605,6 @@ async fn an_enforce_policy_reaches_the_transport_as_verified_targets_of_listed_h
     let targets = w.smtp.targets.lock().unwrap().clone();
     assert_eq!(targets[0][0].tls, TlsRequirement::Default);
 }
+
+#[path = "handler_suppression_tests.rs"]
+mod suppression;

@@ -5,7 +5,8 @@
 //! through the stages in folder order: [`route`] (where to), [`deliver`] (the SMTP
 //! client), [`decide`] (what follows, pure), and [`handler`] carries out the decision against the
 //! [`store`] edges (S3, SQS). [`poll`] drives the same handler as a long-poll consumer; [`config`]
-//! reads the relay's settings; [`metrics`] names what the relay counts.
+//! reads the relay's settings; [`metrics`] names what the relay counts; [`suppression`] calls the
+//! suppression list around a job.
 //!
 //! Functional core, imperative shell: [`decide`], the wire format in [`deliver::wire`], the MX
 //! ordering in [`route::mx`] and the loop rules in [`route::loops`] are pure and unit-tested; the
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod poll;
 pub mod route;
 pub mod store;
+pub mod suppression;
 pub mod vocab;
 
 #[cfg(test)]

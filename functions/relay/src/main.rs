@@ -15,6 +15,8 @@ use relay::route::HickoryResolver;
 use relay::route::mta_sts::{HttpsFetcher, MtaSts};
 use relay::store::{EventSink, S3Spool, SqsEvents, SqsQueue};
 use shared::metrics::Metrics;
+use shared::suppression::{DynamoList, SuppressionList};
+use shared::table::StateTable;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -72,6 +74,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The state table: the suppression list, and the feedback domain's key (read, or made, now).
+    let off = "suppression list, feedback domain";
+    let table = StateTable::announce(config.spool.state_table.as_deref(), &clients.dynamodb, "relay", off);
+    let now = chrono::Utc::now().timestamp();
+    let transport = match shared::feedback::return_path(table.as_ref(), config.feedback_domain.as_deref(), now).await {
+        Ok(rp) => transport.with_feedback(rp),
+        Err(e) => {
+            eprintln!("relay: FEEDBACK_DOMAIN: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let suppression = table.map(|table| -> Box<dyn SuppressionList> { Box::new(DynamoList { table }) });
     let spool = S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() };
     let deps = Arc::new(Deps {
         mta_sts: MtaSts::new(Box::new(spool.clone()), Box::new(HttpsFetcher::new(policy_roots))),
@@ -82,6 +96,7 @@ async fn main() -> ExitCode {
         clock: Box::new(SystemClock),
         events,
         metrics: metrics.clone(),
+        suppression,
         config,
     });
     if lambda {

@@ -7,6 +7,7 @@
 //! | `Deferred` | Count | recipients left for a later attempt (one per `DeliveryDelay` event) |
 //! | `Bounced` | Count | recipients given up on (one per `Bounce` event), DSNs included |
 //! | `DeliveryDelay` | Seconds | for each sent recipient: accepted by the ingress → sent |
+//! | `Suppressed` | Count | recipients not attempted because they are on the suppression list (each also a `Bounced`) |
 //!
 //! DSNs are mail the relay delivers like any other, so their recipients count too. Recipients
 //! skipped because a delivery record shows them done count nothing: they were counted when they
@@ -14,16 +15,22 @@
 
 use shared::metrics::{Metric, Metrics};
 
-use crate::decide::events::Event;
+use crate::decide::events::{Event, ON_SUPPRESSION_LIST};
 
 pub const SENT: &str = "Sent";
 pub const DEFERRED: &str = "Deferred";
 pub const BOUNCED: &str = "Bounced";
 pub const DELIVERY_DELAY: &str = "DeliveryDelay";
+pub const SUPPRESSED: &str = "Suppressed";
 
 /// Every metric the relay emits, in the order of its EMF lines.
-pub static METRICS: &[Metric] =
-    &[Metric::counter(SENT), Metric::counter(DEFERRED), Metric::counter(BOUNCED), Metric::seconds(DELIVERY_DELAY)];
+pub static METRICS: &[Metric] = &[
+    Metric::counter(SENT),
+    Metric::counter(DEFERRED),
+    Metric::counter(BOUNCED),
+    Metric::seconds(DELIVERY_DELAY),
+    Metric::counter(SUPPRESSED),
+];
 
 /// The `Service` dimension of the relay's metrics.
 pub const SERVICE: &str = "relay";
@@ -34,6 +41,7 @@ pub struct Tally {
     pub sent: u64,
     pub deferred: u64,
     pub bounced: u64,
+    pub suppressed: u64,
     /// Seconds from acceptance to delivery, one per sent recipient.
     pub delays: Vec<f64>,
 }
@@ -48,7 +56,12 @@ pub fn tally(events: &[Event]) -> Tally {
                 t.delays.push(delivery.processing_time_millis as f64 / 1000.0);
             }
             Event::DeliveryDelay { .. } => t.deferred += 1,
-            Event::Bounce { .. } => t.bounced += 1,
+            Event::Bounce { bounce, .. } => {
+                t.bounced += 1;
+                t.suppressed += u64::from(bounce.bounce_sub_type == ON_SUPPRESSION_LIST);
+            }
+            // The ingress reports complaints; the relay makes none.
+            Event::Complaint { .. } => {}
         }
     }
     t
@@ -60,6 +73,7 @@ pub fn record(metrics: &Metrics, events: &[Event]) {
     metrics.count(SENT, t.sent);
     metrics.count(DEFERRED, t.deferred);
     metrics.count(BOUNCED, t.bounced);
+    metrics.count(SUPPRESSED, t.suppressed);
     for d in t.delays {
         metrics.observe(DELIVERY_DELAY, d);
     }

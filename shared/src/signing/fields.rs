@@ -1,8 +1,12 @@
 //! The header fields a signature covers (`h=`), for the relay's DKIM signatures and the
 //! ingress's ARC message signatures alike (RFC 6376 §5.4; RFC 8617 §4.1.2 asks the same of an
 //! AMS). Never Received, Return-Path or other trace fields, which change in transit.
+//! `List-Unsubscribe-Post` is signed beside `List-Unsubscribe` (RFC 8058 §4: a one-click
+//! unsubscription is honoured only when the signature covers both), and so is the feedback
+//! domain's reference header (`X-Relay-Ref`), so a report quoting it names a message we signed.
 
-/// Signed when present: RFC 6376 §5.4.1, then Message-ID and the MIME fields.
+/// Signed when present: RFC 6376 §5.4.1 (and RFC 8058's List-Unsubscribe-Post), then Message-ID,
+/// the MIME fields and our reference header.
 const SIGNED: &[&str] = &[
     "From",
     "Reply-To",
@@ -19,6 +23,7 @@ const SIGNED: &[&str] = &[
     "List-Id",
     "List-Help",
     "List-Unsubscribe",
+    "List-Unsubscribe-Post",
     "List-Subscribe",
     "List-Post",
     "List-Owner",
@@ -27,6 +32,7 @@ const SIGNED: &[&str] = &[
     "MIME-Version",
     "Content-Type",
     "Content-Transfer-Encoding",
+    crate::feedback::REF_HEADER,
 ];
 
 /// Named once more in `h=` than present (present or not), so that added copies break the signature.

@@ -1,5 +1,6 @@
 //! The end of a message, in the shell: judged (untrusted mail), then stored and queued — or
-//! refused, leaving nothing behind. This is where the judge's decision meets the spool.
+//! refused, leaving nothing behind. This is where the judge's decision meets the spool (and
+//! where a report to the feedback domain leaves for the feedback stage instead).
 //!
 //! A message that fitted in a part is judged in memory, its header section edited in place,
 //! and stored with one PUT. A streamed one is already mostly in S3: its upload is completed,
@@ -26,8 +27,12 @@ pub enum Ending {
     Refused(Reply),
 }
 
-/// Judge, store and queue `msg`.
+/// Judge, store and queue `msg` — or, a report to the feedback domain, hand it to the feedback
+/// stage, which stores what it forwards itself (`crate::feedback`).
 pub async fn accept(deps: &Deps, mut msg: Incoming) -> Ending {
+    if let Some(feedback) = deps.feedback.as_ref().filter(|f| f.claims(&msg.env)) {
+        return Ending::Stored(feedback.receive(msg).await);
+    }
     if msg.env.trusted || deps.judge.is_off() {
         return Ending::Stored(deps.spool.store(msg).await);
     }

@@ -8,7 +8,8 @@
 //! However the connection ends, the uploads the session leaves open are aborted. What the
 //! session counted goes to the metrics after every round of actions and when it ends. A
 //! message to store is judged, stored and queued by [`accept`](super::accept::accept):
-//! refused, nothing of it remains and the session sends the refusal.
+//! refused, nothing of it remains and the session sends the refusal. (A report to the
+//! feedback domain goes to the [`Feedback`] stage there instead.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use shared::metrics::Metrics;
 
+use crate::feedback::Feedback;
 use crate::judge::Judge;
 use crate::server::accept::{Ending, accept};
 use crate::server::tls;
@@ -47,6 +49,8 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
     /// End-of-DATA checks of untrusted mail, between the session and the spool.
     pub judge: Arc<Judge>,
+    /// Reports to `FEEDBACK_DOMAIN` (with `STATE_TABLE`).
+    pub feedback: Option<Arc<Feedback>>,
 }
 
 /// Run a session on `stream` until it closes.

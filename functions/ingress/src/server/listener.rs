@@ -17,11 +17,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::feedback::Feedback;
 use crate::judge::auth::AuthMode;
 use crate::judge::authenticate::{Authenticate, SealKey};
 use crate::judge::spam::Spam;
 use crate::judge::{Check, Judge};
 use crate::policy::Policy;
+use crate::policy::feedback::Intake;
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
 use crate::rspamd::client::RspamdClient;
@@ -113,12 +115,14 @@ pub struct Server {
 
 impl Server {
     /// Bind every listener and load TLS material, the AUTH file and the recipient table;
-    /// errors name the variable. `seal_key` is `INGRESS_ARC_SEAL`'s key, read by the caller.
+    /// errors name the variable. `seal_key` is `INGRESS_ARC_SEAL`'s key, read by the caller;
+    /// `feedback` the feedback domain's stage, when it is on.
     pub async fn bind(
         cfg: &IngressConfig,
         spool: Arc<dyn Spool>,
         metrics: Arc<Metrics>,
         seal_key: Option<SealKey>,
+        feedback: Option<Arc<Feedback>>,
     ) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
@@ -154,6 +158,7 @@ impl Server {
             part_size: cfg.part_size,
             tables: tables.clone(),
             rate_limit: cfg.rate_limit.clone().map(RateLimit::new),
+            feedback: feedback.as_ref().map(|f| Intake::new(f.return_path.clone())),
         });
         let dns = HickoryBlocklists::new(&cfg.dns_servers).map_err(|e| format!("INGRESS_DNS_SERVERS: {e}"))?;
         let screen = Arc::new(Screen {
@@ -174,6 +179,7 @@ impl Server {
                 timeout: cfg.timeout,
                 metrics: metrics.clone(),
                 judge: Arc::new(judge(cfg, metrics, seal_key)?),
+                feedback,
             }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,

@@ -188,7 +188,7 @@ impl Session {
             let r = replies::blocklisted(self.peer, zone);
             return self.reply(r);
         }
-        let address = match self.cfg.policy.check_rcpt(&to.address, trusted, self.tables.recipients.as_deref()) {
+        let address = match self.check_recipient(&to.address, trusted) {
             Ok(a) => a,
             Err(r) => {
                 tracing::warn!(event = "rcpt", queue_id, client = %self.peer, to = %to.address, result = "rejected", reply = %r.one_line());
@@ -275,7 +275,7 @@ impl Session {
             single_rcpt: (txn.env.recipients.len() == 1).then(|| txn.env.recipients[0].address.as_str()),
             now: chrono::Utc::now(),
         };
-        Body::new(&trace.render(), self.cfg.max_message_size, self.cfg.part_size, self.cfg.budget.reservation())
+        Body::new(&trace.render(), self.size_limit(), self.cfg.part_size, self.cfg.budget.reservation())
     }
 
     fn starttls(&mut self) {

@@ -12,7 +12,8 @@
 //! The command handlers are in [`commands`]; receiving a message (DATA, BDAT, the parts of a
 //! large one) is in [`message`], over the DATA/BDAT rules of [`body`] and [`header`] (hop
 //! count, the bounded header section); [`received`] writes our trace field, [`replies`] holds
-//! every reply, and [`budget`] is the memory budget all sessions share.
+//! every reply, and [`budget`] is the memory budget all sessions share; `feedback` keeps a
+//! report to the feedback domain in a transaction of its own.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,6 +25,7 @@ use smtp_proto::request::receiver::DataReceiver;
 
 use crate::metrics::Tally;
 use crate::policy::Policy;
+use crate::policy::feedback::Intake;
 use crate::policy::rate::RateLimit;
 use crate::policy::senders::SenderList;
 use crate::policy::tables::{LiveTables, Tables};
@@ -34,6 +36,7 @@ use budget::{MemoryBudget, Reservation};
 pub mod body;
 pub mod budget;
 pub mod commands;
+mod feedback;
 pub mod header;
 mod message;
 pub mod received;
@@ -73,6 +76,8 @@ pub struct SessionConfig {
     pub tables: Arc<LiveTables>,
     /// `INGRESS_RATE_LIMIT`, checked at MAIL.
     pub rate_limit: Option<RateLimit>,
+    /// `FEEDBACK_DOMAIN`'s intake, checked at RCPT (with `STATE_TABLE`).
+    pub feedback: Option<Intake>,
 }
 
 /// The negotiated TLS parameters, for the trace field and logs.

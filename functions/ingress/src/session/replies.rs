@@ -179,6 +179,12 @@ pub fn header_too_long_to_check(user: &str) -> Reply {
 pub fn unknown_recipient(address: &str) -> Reply {
     Reply::new(550, "5.1.1", format!("<{address}>: Recipient address rejected: User unknown in relay recipient table"))
 }
+pub fn not_a_return_path(address: &str) -> Reply {
+    Reply::new(550, "5.1.1", format!("<{address}>: Recipient address rejected: not a return path of ours"))
+}
+pub fn report_alone() -> Reply {
+    Reply::new(452, "4.5.3", "Reports to the feedback domain go in a transaction of their own")
+}
 pub fn rate_limited(who: &str, limit: &str, retry_after: std::time::Duration) -> Reply {
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     Reply::new(

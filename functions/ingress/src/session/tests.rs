@@ -31,6 +31,7 @@ fn cfg_parts(kind_tls: bool, auth: bool, part_size: usize) -> Arc<SessionConfig>
         part_size,
         tables: Arc::new(LiveTables::fixed(Tables::default())),
         rate_limit: None,
+        feedback: None,
     })
 }
 
@@ -1187,3 +1188,6 @@ fn a_blocklisted_client_gets_554_at_each_rcpt_unless_it_authenticates() {
     assert_eq!(d.codes(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), [235]);
     assert_eq!(d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@anywhere.test>\r\n"), [250, 250]);
 }
+
+#[path = "feedback_tests.rs"]
+mod feedback;

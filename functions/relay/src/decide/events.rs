@@ -1,154 +1,18 @@
-//! Delivery events: one JSON document per recipient outcome, in the shape of Amazon SES event
-//! publishing, so tools written for SES (dashboards, suppression lists, bounce handlers) read
-//! them as they are. Pure: built from what the handler already has — the job, the attempt's
-//! verdicts and the plan — and published by the edge in [`crate::store::events`].
-//!
-//! The SES shape, where it applies:
-//! * `eventType`: `Delivery`, `Bounce` or `DeliveryDelay`;
-//! * `mail`: `timestamp` (when the ingress accepted the message), `messageId` (the queue id),
-//!   `source` (the envelope sender, empty for a bounce), `sourceIp` (the submitting client, when
-//!   known) and `destination` (the recipients of this job — the message's recipients in one
-//!   destination domain, at most [`MAX_DESTINATION`] of them);
-//! * `delivery`: `timestamp`, `processingTimeMillis` (accepted → delivered), `recipients`,
-//!   `smtpResponse`, `remoteMtaIp`, `reportingMTA`;
-//! * `bounce`: `bounceType` (always `Permanent`: the relay has given up), `bounceSubType`,
-//!   `bouncedRecipients[].{emailAddress, action, status, diagnosticCode}`, `timestamp`,
-//!   `remoteMtaIp`, `reportingMTA`;
-//! * `deliveryDelay`: `timestamp`, `delayType`, `expirationTime` (when the message will bounce),
-//!   `delayedRecipients[].{emailAddress, status, diagnosticCode}`, `remoteMtaIp`, `reportingMTA`,
-//!   and, beyond SES, `nextAttemptTime` and `attempt` (attempts made so far).
-//!
-//! SES's account fields (`sendingAccountId`, `sourceArn`, `headers`, `tags`) have no
-//! counterpart here and are left out. Timestamps are ISO 8601 in UTC with milliseconds.
+//! Delivery events of the relay: one per recipient outcome, in the SES shape of
+//! [`shared::events`] (which describes every field). Pure: built from what the handler already
+//! has — the job, the attempt's verdicts and the plan — and published by the edge in
+//! [`shared::events::sink`]. A recipient the relay did not attempt because it is on the
+//! suppression list bounces with `bounceSubType` `OnAccountSuppressionList`.
 
-use chrono::{DateTime, SecondsFormat};
-use serde::Serialize;
 use shared::Job;
+pub use shared::events::{
+    Bounce, BouncedRecipient, DelayedRecipient, Delivery, DeliveryDelay, Event, MAX_DESTINATION, Mail,
+    ON_SUPPRESSION_LIST, Report, iso,
+};
 
 use crate::config::RelayConfig;
 use crate::decide::plan::Plan;
 use crate::vocab::{Attempt, Verdict};
-
-/// At most this many addresses in `mail.destination` (SES lists at most 50 recipients per
-/// message too); the cap keeps an event of a job with thousands of recipients small.
-pub const MAX_DESTINATION: usize = 50;
-
-/// One delivery event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "eventType")]
-pub enum Event {
-    Delivery {
-        mail: Mail,
-        delivery: Delivery,
-    },
-    Bounce {
-        mail: Mail,
-        bounce: Bounce,
-    },
-    DeliveryDelay {
-        mail: Mail,
-        #[serde(rename = "deliveryDelay")]
-        delivery_delay: DeliveryDelay,
-    },
-}
-
-/// The message an event is about.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Mail {
-    pub timestamp: String,
-    pub message_id: String,
-    pub source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_ip: Option<String>,
-    pub destination: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Delivery {
-    pub processing_time_millis: i64,
-    pub recipients: Vec<String>,
-    pub smtp_response: String,
-    #[serde(flatten)]
-    pub report: Report,
-}
-
-/// The members every event's own object has: when, where the attempt ended, who reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    pub timestamp: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_mta_ip: Option<String>,
-    #[serde(rename = "reportingMTA")]
-    pub reporting_mta: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Bounce {
-    pub bounce_type: &'static str,
-    pub bounce_sub_type: &'static str,
-    pub bounced_recipients: Vec<BouncedRecipient>,
-    #[serde(flatten)]
-    pub report: Report,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BouncedRecipient {
-    pub email_address: String,
-    pub action: &'static str,
-    pub status: String,
-    pub diagnostic_code: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliveryDelay {
-    pub delay_type: &'static str,
-    pub expiration_time: String,
-    pub delayed_recipients: Vec<DelayedRecipient>,
-    #[serde(flatten)]
-    pub report: Report,
-    pub next_attempt_time: String,
-    pub attempt: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DelayedRecipient {
-    pub email_address: String,
-    pub status: String,
-    pub diagnostic_code: String,
-}
-
-impl Event {
-    /// The recipient was delivered: a fact whatever happens next (see the handler).
-    pub fn is_delivery(&self) -> bool {
-        matches!(self, Event::Delivery { .. })
-    }
-
-    /// The queue id of the message.
-    pub fn queue_id(&self) -> &str {
-        match self {
-            Event::Delivery { mail, .. } | Event::Bounce { mail, .. } | Event::DeliveryDelay { mail, .. } => {
-                &mail.message_id
-            }
-        }
-    }
-
-    /// The document as published.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an event always serialises")
-    }
-}
-
-/// An ISO 8601 UTC timestamp with milliseconds, as SES writes them.
-pub fn iso(unix: i64) -> String {
-    DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 /// One event per recipient outcome of `attempt`, in the order of the plan's log.
 pub fn build(job: &Job, attempt: &Attempt, plan: &Plan, now: i64, cfg: &RelayConfig) -> Vec<Event> {
@@ -181,13 +45,18 @@ pub fn build(job: &Job, attempt: &Attempt, plan: &Plan, now: i64, cfg: &RelayCon
                 mail,
                 bounce: Bounce {
                     bounce_type: "Permanent",
-                    bounce_sub_type: bounce_sub_type(&verdict.status),
+                    bounce_sub_type: if verdict.suppressed {
+                        ON_SUPPRESSION_LIST
+                    } else {
+                        shared::events::bounce_sub_type(&verdict.status)
+                    },
                     bounced_recipients: vec![BouncedRecipient {
                         email_address: line.recipient.clone(),
                         action: "failed",
                         status: verdict.status.clone(),
                         diagnostic_code: diagnostic_code(verdict, &line.reply),
                     }],
+                    feedback_id: None,
                     // SES names the reporting MTA as a DSN does (RFC 3464 §2.2.2).
                     report: Report { reporting_mta: format!("dns; {}", report.reporting_mta), ..report },
                 },
@@ -225,17 +94,6 @@ fn diagnostic_code(verdict: &Verdict, line: &str) -> String {
     match verdict.reply {
         Some(_) => format!("smtp; {line}"),
         None => line.to_string(),
-    }
-}
-
-/// SES's `bounceSubType` from the RFC 3463 status.
-fn bounce_sub_type(status: &str) -> &'static str {
-    let detail = status.split_once('.').map_or("", |(_, d)| d);
-    match detail {
-        "1.1" | "1.2" | "1.3" | "1.10" => "NoEmail",
-        "2.2" => "MailboxFull",
-        "2.3" | "3.4" => "MessageTooLarge",
-        _ => "General",
     }
 }
 
@@ -349,17 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn sub_types_and_delay_types() {
-        let cases = [
-            ("5.1.1", "NoEmail"),
-            ("5.2.2", "MailboxFull"),
-            ("5.3.4", "MessageTooLarge"),
-            ("5.7.1", "General"),
-            ("4.4.7", "General"),
-        ];
-        for (status, want) in cases {
-            assert_eq!(bounce_sub_type(status), want, "{status}");
-        }
+    fn delay_types_and_source_addresses() {
         assert_eq!(delay_type(&reply(452, "4.2.2 mailbox full")), "MailboxFull");
         assert_eq!(source_ip("mail.example ([2001:db8::1])").as_deref(), Some("2001:db8::1"));
         assert_eq!(source_ip("client.example.org [192.0.2.10]").as_deref(), Some("192.0.2.10"));

@@ -39,6 +39,7 @@ use crate::route::{Hop, Target, loops};
 use crate::vocab::TlsRequirement;
 use crate::vocab::{Class, Remote, Verdict};
 use exchange::Broken;
+use shared::feedback::ReturnPath;
 
 mod exchange;
 
@@ -60,6 +61,8 @@ pub struct SmtpTransport {
     smarthost_tls: Option<TlsClient>,
     pub(super) pool: Pool<Session>,
     dkim: Signer,
+    /// `FEEDBACK_DOMAIN`'s return paths, when set ([`super::feedback`]).
+    feedback: Option<ReturnPath>,
 }
 
 impl SmtpTransport {
@@ -89,12 +92,18 @@ impl SmtpTransport {
                 backoff: cfg.throttle_backoff.clone(),
             }),
             dkim: Signer::default(),
+            feedback: None,
         })
     }
 
     /// Sign what this transport delivers with these keys (`RELAY_DKIM_KEYS`, loaded at start).
     pub fn with_dkim(self, dkim: Signer) -> Self {
         Self { dkim, ..self }
+    }
+
+    /// Give mail of our own a return path and a reference header in the feedback domain.
+    pub fn with_feedback(self, feedback: Option<ReturnPath>) -> Self {
+        Self { feedback, ..self }
     }
 }
 
@@ -324,8 +333,8 @@ impl SmtpTransport {
 
     /// The message as this server receives it: 8-bit bodies converted to 7-bit (RFC 6152 §3)
     /// when the server does not offer 8BITMIME, then — mail of our own only (`job.trusted`:
-    /// submitted by a client allowed to relay, or a DSN) — DKIM-signed when its `From:` domain
-    /// has keys. Inbound mail is never signed, whatever its `From:` says: a forged sender of a
+    /// submitted by a client allowed to relay, or a DSN) — the feedback domain's reference header
+    /// on top, and DKIM-signed when its `From:` domain has keys. Inbound mail is never signed, whatever its `From:` says: a forged sender of a
     /// signing domain must not get our signature. A signing failure defers the recipients rather
     /// than send the mail unsigned.
     fn body_for<'m>(&self, ext: &Extensions, job: &Job, message: &'m [u8]) -> Result<Cow<'m, [u8]>, Verdict> {
@@ -341,6 +350,7 @@ impl SmtpTransport {
         if !job.trusted {
             return Ok(converted);
         }
+        let converted = super::feedback::with_reference(self.feedback.as_ref(), job, converted);
         let (signed, by) = self.dkim.signed(converted).map_err(|e| {
             tracing::error!(queue_id = %job.queue_id, error = %e, "dkim signing failed");
             Verdict::deferred("4.3.0", e)
@@ -451,7 +461,8 @@ impl Conn {
             return Ok(());
         }
         let detail = format!("authentication failed: {}", r.one_line());
-        Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail }.into())
+        Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail, suppressed: false }
+            .into())
     }
 
     /// The TLS handshake; the connection and whether the certificate is valid for the host.

@@ -2,7 +2,8 @@
 //! handler sees (a fake in its tests); [`client`] is the SMTP client behind it, with its protocol
 //! bytes ([`wire`]), TLS connectors ([`tls`]) and the 8-bit to 7-bit conversion for servers
 //! without 8BITMIME ([`downgrade`]). [`transport`] puts jobs on sessions shared per next hop,
-//! kept by [`pool`]; [`throttle`] knows the replies that mean "slow down".
+//! kept by [`pool`]; [`throttle`] knows the replies that mean "slow down"; [`feedback`] gives
+//! mail of our own its return path and reference header in the feedback domain.
 
 use async_trait::async_trait;
 use shared::Job;
@@ -12,6 +13,7 @@ use crate::vocab::Attempt;
 
 pub mod client;
 pub mod downgrade;
+pub mod feedback;
 pub mod pool;
 pub mod throttle;
 pub mod tls;

@@ -109,9 +109,10 @@ pub fn safe_address(a: &str) -> bool {
     !a.chars().any(|c| c.is_control() || c == '<' || c == '>')
 }
 
-/// `MAIL FROM` with the parameters the server supports.
-pub fn mail_from(job: &Job, ext: &Extensions, size: usize) -> String {
-    let mut cmd = format!("MAIL FROM:<{}>", job.sender);
+/// `MAIL FROM:<reverse_path>` (the job's sender, or its return path in the feedback domain) with
+/// the parameters the server supports.
+pub fn mail_from(job: &Job, reverse_path: &str, ext: &Extensions, size: usize) -> String {
+    let mut cmd = format!("MAIL FROM:<{reverse_path}>");
     if ext.size.is_some() {
         cmd.push_str(&format!(" SIZE={size}"));
     }
@@ -224,11 +225,11 @@ mod tests {
     #[test]
     fn parameters_only_when_offered() {
         let j = job();
-        assert_eq!(mail_from(&j, &Extensions::default(), 10), "MAIL FROM:<alice@a.test>");
+        assert_eq!(mail_from(&j, &j.sender, &Extensions::default(), 10), "MAIL FROM:<alice@a.test>");
         let all = Extensions { size: Some(0), eightbitmime: true, dsn: true, smtputf8: true, ..Default::default() };
         assert_eq!(
-            mail_from(&j, &all, 10),
-            "MAIL FROM:<alice@a.test> SIZE=10 BODY=8BITMIME RET=HDRS ENVID=id+2B1+3D2+20x"
+            mail_from(&j, "fb-x@fb.a.test", &all, 10),
+            "MAIL FROM:<fb-x@fb.a.test> SIZE=10 BODY=8BITMIME RET=HDRS ENVID=id+2B1+3D2+20x"
         );
         let r = Recipient {
             notify: Some(Notify { success: true, failure: true, delay: false }),

@@ -7,7 +7,8 @@
 //!
 //! **Which header fields (`h=`).** [`shared::signing::fields`]: the fields of RFC 6376 §5.4.1
 //! that are present, plus Message-ID and the MIME fields (a signed body under an unsigned
-//! Content-Type could be re-labelled); never Received, Return-Path or the trace fields, which
+//! Content-Type could be re-labelled), `List-Unsubscribe-Post` (RFC 8058) and our `X-Relay-Ref`;
+//! never Received, Return-Path or the trace fields, which
 //! change in transit. From, Subject, To and Date are over-signed: `h=` names each once more than
 //! the message has it (once when it has none), so a verifier treats the extra one as an empty
 //! field and a copy added in transit breaks the signature (RFC 6376 §8.15).

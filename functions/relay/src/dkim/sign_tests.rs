@@ -133,6 +133,23 @@ fn the_recommended_fields_present_are_signed_and_four_are_over_signed() {
     assert_eq!(sigs[0]["c"], "relaxed/relaxed");
 }
 
+#[test]
+fn one_click_unsubscribe_and_our_reference_are_signed_when_present() {
+    let msg = concat!(
+        "X-Relay-Ref: 01jqueueid0000000000000000-00112233445566778899\r\n",
+        "From: alice@a.test\r\n",
+        "List-Unsubscribe: <https://a.test/u/1>, <mailto:u@a.test>\r\n",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        "\r\n",
+        "body\r\n",
+    );
+    let sigs = parse(&Signer::new(vec![key("a.test", "s", RSA)]).sign(msg.as_bytes()).unwrap().fields);
+    let h: Vec<String> = sigs[0]["h"].split(':').map(str::to_ascii_lowercase).collect();
+    for name in ["list-unsubscribe", "list-unsubscribe-post", "x-relay-ref"] {
+        assert_eq!(h.iter().filter(|n| *n == name).count(), 1, "{name} in {h:?}");
+    }
+}
+
 /// The correct relaxed body hash of `body` (RFC 6376 §3.4.4), written out by hand in each case.
 const BODIES: &[(&str, &str)] = &[
     ("text\r\n", "text\r\n"),

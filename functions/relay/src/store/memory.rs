@@ -1,4 +1,5 @@
-//! In-memory [`Spool`], [`Queue`] and [`EventSink`]: the unit tests' S3 and SQS, and the store behind the
+//! In-memory [`Spool`] and [`Queue`] (and [`MemoryEvents`], the shared in-memory events queue):
+//! the unit tests' S3 and SQS, and the store behind the
 //! delivery-engine benchmark (`examples/engine_bench.rs`), which measures the relay's own
 //! delivery rate without a storage service in the way. Not for production: nothing persists.
 //!
@@ -15,8 +16,9 @@ use shared::meta::MessageMeta;
 use shared::state::JobState;
 use shared::{Job, keys};
 
-use crate::decide::events::Event;
-use crate::store::{BatchError, EventSink, Expect, PolicyStore, Queue, Spool, StoreError, Stored};
+pub use shared::events::MemoryEvents;
+
+use crate::store::{BatchError, Expect, PolicyStore, Queue, Spool, StoreError, Stored};
 
 /// Calls made, and failures to inject: `fail("PutState", n)` makes the next `n` such calls fail.
 #[derive(Clone, Default)]
@@ -162,16 +164,5 @@ impl Queue for MemoryQueue {
             .map_err(|error| BatchError { unsent: (0..jobs.len()).collect(), error })?;
         self.0.lock().unwrap().extend(jobs.iter().cloned());
         Ok(())
-    }
-}
-
-/// Every publication of delivery events (one per batch), in order.
-#[derive(Clone, Default)]
-pub struct MemoryEvents(pub Arc<Mutex<Vec<Vec<Event>>>>);
-
-#[async_trait]
-impl EventSink for MemoryEvents {
-    async fn publish(&self, events: Vec<Event>) {
-        self.0.lock().unwrap().push(events);
     }
 }

@@ -2,7 +2,8 @@
 //! small traits so the handler can be tested without AWS (and the MTA-STS policies the route
 //! stage keeps in the same bucket, [`PolicyStore`]). [`aws`] holds the real ones (S3, SQS),
 //! [`memory`] the in-memory ones for tests and the engine benchmark. Delivery events leave by
-//! their own edge, [`events`], which never fails a job.
+//! their own edge, [`EventSink`] (`shared::events::sink`, shared with the ingress), which never
+//! fails a job.
 //!
 //! Every error here is an infrastructure failure. Before a delivery the handler reports the SQS
 //! record as a batch item failure so SQS redelivers it (and the DLQ catches it if it never
@@ -16,11 +17,10 @@ use shared::meta::MessageMeta;
 use shared::state::JobState;
 
 pub mod aws;
-pub mod events;
 pub mod memory;
 
 pub use aws::{S3Spool, SqsQueue};
-pub use events::{EventSink, SqsEvents};
+pub use shared::events::{EventSink, SqsEvents};
 
 /// An S3 or SQS call that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -32,6 +32,8 @@ pub struct Verdict {
     pub reply: Option<Reply>,
     /// Our own description when there is no reply (connection refused, null MX, ...).
     pub detail: String,
+    /// Not attempted: the recipient is on the suppression list (`decide::suppress`).
+    pub suppressed: bool,
 }
 
 impl Verdict {
@@ -43,12 +45,12 @@ impl Verdict {
             _ => (Class::Failed, "5.0.0"),
         };
         let status = reply.status.clone().unwrap_or_else(|| fallback.to_string());
-        Self { class, status, reply: Some(reply), detail: String::new() }
+        Self { class, status, reply: Some(reply), detail: String::new(), suppressed: false }
     }
 
     /// A verdict of our own making.
     pub fn local(class: Class, status: &str, detail: impl Into<String>) -> Self {
-        Self { class, status: status.to_string(), reply: None, detail: detail.into() }
+        Self { class, status: status.to_string(), reply: None, detail: detail.into(), suppressed: false }
     }
 
     /// Shorthand for a temporary local failure.

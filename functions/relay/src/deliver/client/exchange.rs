@@ -36,7 +36,8 @@ impl SmtpTransport {
         if wanted.is_empty() {
             return Ok(());
         }
-        let mut cmds = vec![wire::mail_from(job, ext, message.len())];
+        let reverse_path = crate::deliver::feedback::reverse_path(self.feedback.as_ref(), job);
+        let mut cmds = vec![wire::mail_from(job, &reverse_path, ext, message.len())];
         cmds.extend(wanted.iter().map(|&i| wire::rcpt_to(rcpts[i], ext.dsn)));
         cmds.push("DATA".into());
         // Without PIPELINING each command waits for its reply; with it all go in one write.

@@ -1,17 +1,18 @@
-//! The edge delivery events leave by (`RELAY_EVENTS_QUEUE_URL`): [`EventSink`], and
-//! [`SqsEvents`], which sends a batch's events with SendMessageBatch.
+//! The edge events leave by (`RELAY_EVENTS_QUEUE_URL`): [`EventSink`], and [`SqsEvents`], which
+//! sends a batch's events with SendMessageBatch ([`MemoryEvents`] keeps them, for tests).
 //!
 //! Publishing is best effort by design: an event that cannot be sent is logged (with its queue
 //! id, so the delivery log still tells the story) and dropped. It never fails, delays beyond
 //! [`PUBLISH_TIMEOUT`] or repeats a delivery — the mail matters more than the report about it.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::decide::events::Event;
+use super::Event;
 
 /// SendMessageBatch takes at most 10 entries…
 pub const MAX_BATCH_ENTRIES: usize = 10;
@@ -108,6 +109,24 @@ impl EventSink for SqsEvents {
             tracing::error!(queue = %self.queue_url, events = ids.len(), queue_ids = %ids.join(","), error = %why,
                 "delivery events not published");
         }
+    }
+}
+
+/// Every publication of events (one per batch), in order: the unit tests' events queue.
+#[derive(Clone, Default)]
+pub struct MemoryEvents(pub Arc<Mutex<Vec<Vec<Event>>>>);
+
+impl MemoryEvents {
+    /// Every event published so far, in order.
+    pub fn all(&self) -> Vec<Event> {
+        self.0.lock().unwrap().iter().flatten().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl EventSink for MemoryEvents {
+    async fn publish(&self, events: Vec<Event>) {
+        self.0.lock().unwrap().push(events);
     }
 }
 
