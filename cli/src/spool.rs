@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow};
 use aws_sdk_sqs::types::QueueAttributeName;
+use futures::StreamExt;
 use relay::store::{S3Spool, Spool, SqsQueue, Stored};
 use shared::keys;
 use shared::meta::{self, MessageMeta};
@@ -20,9 +21,14 @@ pub struct MessageInfo {
     pub size: u64,
     /// When a delete marker hid it (Unix seconds): the sole job completed then.
     pub deleted_at: Option<i64>,
+    /// Where it was found: the hashed layout, or the old one for a message stored before it.
+    pub key: String,
     /// The version to read when it is deleted.
     version: Option<String>,
 }
+
+/// Folder listings of [`Store::spooled`] in flight at once.
+const FOLDER_LISTS_AT_ONCE: usize = 16;
 
 /// The S3 and SQS clients with the spool's names.
 pub struct Store {
@@ -55,18 +61,24 @@ impl Store {
         SqsQueue { client: self.sqs.clone(), queue_url: self.queue_url.clone() }
     }
 
-    /// The message `queue_id`: the current object, or the newest version behind a delete marker.
+    /// The message `queue_id`: the current object, or the newest version behind a delete marker,
+    /// under the hashed layout or, for a message stored before it, the old one.
     pub async fn message(&self, queue_id: &str) -> Result<Option<MessageInfo>> {
-        let key = keys::message_key(queue_id);
+        for key in keys::message_keys(queue_id) {
+            if let Some(info) = self.message_at(key).await? {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The message object at `key`, current or behind a delete marker.
+    async fn message_at(&self, key: String) -> Result<Option<MessageInfo>> {
         match self.s3.head_object().bucket(&self.bucket).key(&key).send().await {
             Ok(h) => {
                 let meta = h.metadata().and_then(meta::decode);
-                return Ok(Some(MessageInfo {
-                    meta,
-                    size: h.content_length().unwrap_or_default() as u64,
-                    deleted_at: None,
-                    version: None,
-                }));
+                let size = h.content_length().unwrap_or_default() as u64;
+                return Ok(Some(MessageInfo { meta, size, deleted_at: None, key, version: None }));
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {}
             Err(e) => return Err(s3_err(e)).with_context(|| format!("HeadObject {key}")),
@@ -92,17 +104,17 @@ impl Store {
             .await
             .map_err(s3_err)?;
         let meta = h.metadata().and_then(meta::decode);
-        Ok(Some(MessageInfo { meta, size: version.size().unwrap_or_default() as u64, deleted_at, version: id }))
+        let size = version.size().unwrap_or_default() as u64;
+        Ok(Some(MessageInfo { meta, size, deleted_at, key, version: id }))
     }
 
     /// The bytes of a message found by [`Store::message`].
-    pub async fn message_bytes(&self, queue_id: &str, info: &MessageInfo) -> Result<Vec<u8>> {
-        let key = keys::message_key(queue_id);
+    pub async fn message_bytes(&self, info: &MessageInfo) -> Result<Vec<u8>> {
         let out = self
             .s3
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(&info.key)
             .set_version_id(info.version.clone())
             .send()
             .await
@@ -130,21 +142,57 @@ impl Store {
     }
 
     /// Queue ids of the spooled messages still present, oldest first (ULIDs sort by time), at
-    /// most `limit`.
+    /// most `limit`. Keys sort by time only within one folder of the hashed layout, so the
+    /// oldest `limit` of each folder are listed (one LIST per folder, in parallel) and merged,
+    /// with the objects left under the old layout (directly under `spool/`, listed with the
+    /// folders by one delimited LIST).
     pub async fn spooled(&self, limit: usize) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let mut pages =
-            self.s3.list_objects_v2().bucket(&self.bucket).prefix(keys::SPOOL_PREFIX).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            for o in page.map_err(s3_err)?.contents() {
-                let id = o.key().and_then(|k| k.strip_prefix(keys::SPOOL_PREFIX)?.strip_suffix(".eml"));
-                ids.extend(id.map(String::from));
-                if ids.len() >= limit {
-                    return Ok(ids);
-                }
-            }
+        let page = limit.clamp(1, 1000) as i32;
+        let (mut keys, folders) = self.legacy_and_folders(limit).await?;
+        let mut lists = futures::stream::iter(folders.into_iter().map(|folder| async move {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&folder)
+                .max_keys(page)
+                .send()
+                .await
+                .map_err(s3_err)
+                .with_context(|| format!("ListObjectsV2 {folder}"))?;
+            Ok::<_, anyhow::Error>(out.contents().iter().filter_map(|o| o.key().map(String::from)).collect::<Vec<_>>())
+        }))
+        .buffer_unordered(FOLDER_LISTS_AT_ONCE);
+        while let Some(found) = lists.next().await {
+            keys.extend(found?);
         }
+        let mut ids: Vec<String> = keys.iter().filter_map(|k| keys::queue_id_of(k)).map(String::from).collect();
+        ids.sort();
+        ids.dedup();
+        ids.truncate(limit);
         Ok(ids)
+    }
+
+    /// The oldest `limit` objects stored under the old layout (`spool/<queue id>.eml`), and the
+    /// folders of the hashed one, from one delimited listing of `spool/`.
+    async fn legacy_and_folders(&self, limit: usize) -> Result<(Vec<String>, Vec<String>)> {
+        let (mut legacy, mut folders) = (Vec::new(), Vec::new());
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(keys::SPOOL_PREFIX)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(s3_err)?;
+            if legacy.len() < limit {
+                legacy.extend(page.contents().iter().filter_map(|o| o.key().map(String::from)));
+            }
+            folders.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(String::from)));
+        }
+        Ok((legacy, folders))
     }
 
     /// Attributes of a queue.
@@ -251,6 +299,6 @@ pub mod tests_support {
     use super::*;
 
     pub fn info(meta: Option<MessageMeta>, size: u64, deleted_at: Option<i64>) -> MessageInfo {
-        MessageInfo { meta, size, deleted_at, version: None }
+        MessageInfo { meta, size, deleted_at, key: String::new(), version: None }
     }
 }
