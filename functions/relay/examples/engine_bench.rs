@@ -61,6 +61,7 @@ async fn main() {
         // Events are built and counted as in production; only their queue is in memory.
         events: Some(Box::new(MemoryEvents::default())),
         metrics: shared::metrics::Metrics::memory(relay::metrics::SERVICE, relay::metrics::METRICS).0,
+        leases: None,
         config,
     };
     let started = Instant::now();

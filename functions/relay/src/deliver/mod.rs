@@ -2,7 +2,8 @@
 //! handler sees (a fake in its tests); [`client`] is the SMTP client behind it, with its protocol
 //! bytes ([`wire`]), TLS connectors ([`tls`]) and the 8-bit to 7-bit conversion for servers
 //! without 8BITMIME ([`downgrade`]). [`transport`] puts jobs on sessions shared per next hop,
-//! kept by [`pool`]; [`throttle`] knows the replies that mean "slow down".
+//! kept by [`pool`]; [`throttle`] knows the replies that mean "slow down"; [`credentials`] keeps
+//! the smarthost password (and reads a rotated one).
 
 use async_trait::async_trait;
 use shared::Job;
@@ -11,6 +12,7 @@ use crate::route::Target;
 use crate::vocab::Attempt;
 
 pub mod client;
+pub mod credentials;
 pub mod downgrade;
 pub mod pool;
 pub mod throttle;

@@ -2,7 +2,8 @@
 //! small traits so the handler can be tested without AWS (and the MTA-STS policies the route
 //! stage keeps in the same bucket, [`PolicyStore`]). [`aws`] holds the real ones (S3, SQS),
 //! [`memory`] the in-memory ones for tests and the engine benchmark. Delivery events leave by
-//! their own edge, [`events`], which never fails a job.
+//! their own edge, [`events`], which never fails a job. The smarthost password's secret is read
+//! through [`secrets`].
 //!
 //! Every error here is an infrastructure failure. Before a delivery the handler reports the SQS
 //! record as a batch item failure so SQS redelivers it (and the DLQ catches it if it never
@@ -18,6 +19,7 @@ use shared::state::JobState;
 pub mod aws;
 pub mod events;
 pub mod memory;
+pub mod secrets;
 
 pub use aws::{S3Spool, SqsQueue};
 pub use events::{EventSink, SqsEvents};
