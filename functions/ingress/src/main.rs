@@ -1,5 +1,6 @@
-//! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM; SIGHUP re-reads
-//! the AUTH file and the recipient table. The metrics are flushed every 10 s while there is
+//! `ingress`: read the configuration, connect to S3 and SQS (and the state table, `STATE_TABLE`,
+//! where the AUTH lockout counts), serve until SIGTERM; SIGHUP re-reads the AUTH file and the
+//! recipient table. The metrics are flushed every 10 s while there is
 //! activity and once more on the way out. `ingress health` is the container's health check
 //! (see `ingress::server::health`).
 
@@ -11,6 +12,7 @@ use ingress::policy::tables::LiveTables;
 use ingress::server::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
 use shared::metrics::Metrics;
+use shared::table::StateTable;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
@@ -30,20 +32,22 @@ async fn main() -> ExitCode {
     // Before the listeners open: once a client (or a test) can connect, SIGHUP must not be
     // its default action, which ends the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    let spool: Arc<dyn Spool> = match cfg.spool_mode {
-        SpoolMode::S3 => Arc::new(AwsSpool {
-            clients: shared::aws::clients().await,
-            bucket: cfg.spool.bucket.clone(),
-            queue_url: cfg.spool.queue_url.clone(),
-        }),
+    let (spool, state): (Arc<dyn Spool>, _) = match cfg.spool_mode {
+        SpoolMode::S3 => {
+            let clients = shared::aws::clients().await;
+            let off = "the AUTH lockout counts per task";
+            let state = StateTable::announce(cfg.spool.state_table.as_deref(), &clients.dynamodb, "ingress", off);
+            let (bucket, queue_url) = (cfg.spool.bucket.clone(), cfg.spool.queue_url.clone());
+            (Arc::new(AwsSpool { clients, bucket, queue_url }), state)
+        }
         SpoolMode::Discard => {
             tracing::warn!("INGRESS_SPOOL=discard: accepted mail is dropped (benchmark mode)");
-            Arc::new(DiscardSpool)
+            (Arc::new(DiscardSpool), None)
         }
     };
     let metrics = Metrics::stdout(&cfg.metrics_namespace, ingress::metrics::SERVICE, ingress::metrics::METRICS);
     tokio::spawn(metrics.clone().run());
-    let server = match Server::bind(&cfg, spool, metrics.clone()).await {
+    let server = match Server::bind(&cfg, spool, metrics.clone(), state).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");

@@ -8,6 +8,7 @@
 //! | `Blocklisted` | connections from clients whose DNS blocklist weights reached `INGRESS_DNSBL_THRESHOLD` (each of their recipients is also a `Rejected`); a client refused for talking before the greeting counts as one `Rejected` |
 //! | `SpamRejected` | messages rspamd judged `reject` (`554 5.7.1` at the end of DATA; also a `Rejected`) |
 //! | `FilterUnavailable` | messages rspamd did not judge in time (down, slow, unreadable answer): delivered unchecked or `451 4.7.1` per `INGRESS_RSPAMD_FAILURE` |
+//! | `AuthLockouts` | client addresses locked out of AUTH: the `INGRESS_AUTH_LOCKOUT`-th failed AUTH of a window (every AUTH from the address then gets `454 4.7.0` until the window has passed) |
 //! | `TempFailed` | temporary refusals: each 4xx reply to the same (storage failure `451 4.3.0`, memory `451 4.3.1`, too many recipients `452 4.5.3`, rate limit `451 4.7.1`, …), plus each connection turned away at a connection limit (`421 4.7.0`) |
 //!
 //! Not counted: replies to syntax errors and other commands (a client's bug, not mail refused),
@@ -23,6 +24,7 @@ pub const AUTH_CHECKED: &str = "AuthChecked";
 pub const BLOCKLISTED: &str = "Blocklisted";
 pub const SPAM_REJECTED: &str = "SpamRejected";
 pub const FILTER_UNAVAILABLE: &str = "FilterUnavailable";
+pub const AUTH_LOCKOUTS: &str = "AuthLockouts";
 
 /// Every metric the ingress emits.
 pub static METRICS: &[Metric] = &[
@@ -33,6 +35,7 @@ pub static METRICS: &[Metric] = &[
     Metric::counter(BLOCKLISTED),
     Metric::counter(SPAM_REJECTED),
     Metric::counter(FILTER_UNAVAILABLE),
+    Metric::counter(AUTH_LOCKOUTS),
 ];
 
 /// The `Service` dimension of the ingress's metrics.

@@ -1,5 +1,6 @@
 //! Relay policy: who may send to whom (this file), as whom ([`senders`], with the credentials of
-//! [`auth`]), to which existing recipients ([`recipients`]) and how much ([`rate`]); [`tables`]
+//! [`auth`], and an address that keeps guessing passwords locked out by [`lockout`]), to which
+//! existing recipients ([`recipients`]) and how much ([`rate`]); [`tables`]
 //! holds the files re-read on SIGHUP; [`addresses`] is the lookup both tables share.
 //!
 //! Recipients in `RELAY_DOMAINS` are accepted from anyone; any recipient is accepted from a
@@ -15,6 +16,7 @@
 
 pub mod addresses;
 pub mod auth;
+pub mod lockout;
 pub mod rate;
 pub mod recipients;
 pub mod senders;

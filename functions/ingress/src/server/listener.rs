@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::config::IngressConfig;
 use shared::metrics::Metrics;
+use shared::table::StateTable;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -22,6 +23,7 @@ use crate::judge::authenticate::Authenticate;
 use crate::judge::spam::Spam;
 use crate::judge::{Check, Judge};
 use crate::policy::Policy;
+use crate::policy::lockout::{DynamoFailures, Failures, Lockout};
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
 use crate::rspamd::client::RspamdClient;
@@ -113,8 +115,13 @@ pub struct Server {
 
 impl Server {
     /// Bind every listener and load TLS material, the AUTH file and the recipient table;
-    /// errors name the variable.
-    pub async fn bind(cfg: &IngressConfig, spool: Arc<dyn Spool>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// errors name the variable. `state` is the state table (`STATE_TABLE`), when set.
+    pub async fn bind(
+        cfg: &IngressConfig,
+        spool: Arc<dyn Spool>,
+        metrics: Arc<Metrics>,
+        state: Option<StateTable>,
+    ) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
@@ -169,6 +176,10 @@ impl Server {
                 timeout: cfg.timeout,
                 metrics: metrics.clone(),
                 judge: Arc::new(judge(cfg, metrics)?),
+                lockout: Arc::new(Lockout::new(
+                    cfg.auth_lockout,
+                    state.map(|t| -> Arc<dyn Failures> { Arc::new(DynamoFailures(t)) }),
+                )),
             }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,
