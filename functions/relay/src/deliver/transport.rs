@@ -225,10 +225,11 @@ impl SmtpTransport {
         tracing::warn!(next_hop = %hop, reply = %reply.one_line(), hold = hold.remaining.as_secs(),
             episodes = hold.episodes, closing_idle = idle.len(), queue_id = %job.queue_id,
             "destination asked to slow down; its jobs are deferred while the hold lasts");
-        close_all(idle).await;
+        // The other workers learn of the hold before the shared slots of the idle sessions free up.
         if let Some(shared) = &self.shared {
             shared.hold(hop, &hold.reply, hold.remaining, hold.episodes).await;
         }
+        close_all(idle).await;
         hold.remaining
     }
 }

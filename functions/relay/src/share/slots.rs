@@ -32,9 +32,9 @@ use tokio::time::Instant;
 use super::{Claim, Row, Table, Taken, now_ms};
 
 /// How long a slot lasts without a renewal.
-pub const TERM: Duration = Duration::from_secs(60);
+pub const TERM: Duration = Duration::from_secs(30);
 /// How often the slots a worker holds are renewed.
-pub const RENEW_EVERY: Duration = Duration::from_secs(20);
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How long a job waits for a slot of a hop whose slots are all held.
 pub const WAIT: Duration = Duration::from_secs(30);
 /// When a job that found no slot within [`WAIT`] is tried again.
@@ -125,6 +125,8 @@ struct Books {
     releases: Mutex<Vec<JoinHandle<()>>>,
     renewing: AtomicBool,
     looked: Mutex<HashMap<String, (Instant, Option<(Instant, SharedHold)>)>>,
+    /// The holds this worker wrote (next hop → `until`): its own pool keeps those already.
+    written: Mutex<HashMap<String, i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,7 +179,7 @@ impl SharedSlots {
         let mut looks = 0;
         loop {
             let rows = match self.table.query(&pk).await {
-                Ok(rows) => rows,
+                Ok(rows) => self.others(hop, rows),
                 Err(e) => return self.unshared(hop, &e),
             };
             let seen = read(&rows, self.limit, now_ms(), start);
@@ -220,7 +222,7 @@ impl SharedSlots {
         let hold = match cached {
             Some((at, hold)) if at.elapsed() < LOOK_EVERY => hold,
             _ => {
-                let rows = self.table.query(&partition(hop)).await.ok()?;
+                let rows = self.others(hop, self.table.query(&partition(hop)).await.ok()?);
                 let hold = match read(&rows, self.limit, now_ms(), 0) {
                     Seen::Held(h) => Some(h),
                     _ => None,
@@ -234,6 +236,13 @@ impl SharedSlots {
         Some(SharedHold { remaining, ..h })
     }
 
+    /// `rows` without the hold this worker wrote itself (its pool holds the hop already, until
+    /// a moment earlier: the write came after).
+    fn others(&self, hop: &str, rows: Vec<Row>) -> Vec<Row> {
+        let ours = lock(&self.books.written).get(hop).copied();
+        rows.into_iter().filter(|r| !(r.sk == HOLD && Some(r.until_ms) == ours)).collect()
+    }
+
     /// Remember what was read of `hop`'s hold now.
     fn note(&self, hop: &str, hold: Option<SharedHold>) {
         let entry = (Instant::now(), hold.map(|h| (Instant::now() + h.remaining, h)));
@@ -243,6 +252,7 @@ impl SharedSlots {
     /// Tell every worker that `hop` asked to slow down, for `remaining` from now.
     pub async fn hold(&self, hop: &str, reply: &Reply, remaining: Duration, episodes: u32) {
         let row = hold_row(reply, remaining, episodes, now_ms());
+        lock(&self.books.written).insert(hop.to_string(), row.until_ms);
         if let Err(e) = self.table.raise(&partition(hop), &row).await {
             tracing::warn!(next_hop = %hop, error = %e, "state table unreachable: the hold is this worker's only");
         }
@@ -363,6 +373,7 @@ mod tests {
         let table = Arc::new(MemoryTable::default());
         let (a, b) = (SharedSlots::new(table.clone(), 2), SharedSlots::new(table.clone(), 2));
         a.hold("b.test", &Reply::parse(421, "4.7.28 rate limited"), Duration::from_secs(60), 1).await;
+        assert!(matches!(a.acquire("b.test").await, Acquired::Slot(_)), "its own hold is its pool's business");
         let Acquired::Held(h) = b.acquire("B.test").await else { panic!("the other worker sees the hold") };
         assert_eq!((h.reply.code, h.episodes), (421, 1));
         assert!(h.remaining > Duration::from_secs(55));
