@@ -117,6 +117,9 @@ pub enum Acquired {
     Unshared,
 }
 
+/// What a worker last read of a hop's hold: when, and the hold found with the time it ends.
+type Looked = (Instant, Option<(Instant, SharedHold)>);
+
 /// The slots this worker holds, by owner token, their releases in flight, and the holds of the
 /// hops it looked at (when, and the hold found, with the time it ends).
 #[derive(Default)]
@@ -124,7 +127,7 @@ struct Books {
     held: Mutex<HashMap<String, Claim>>,
     releases: Mutex<Vec<JoinHandle<()>>>,
     renewing: AtomicBool,
-    looked: Mutex<HashMap<String, (Instant, Option<(Instant, SharedHold)>)>>,
+    looked: Mutex<HashMap<String, Looked>>,
     /// The holds this worker wrote (next hop → `until`): its own pool keeps those already.
     written: Mutex<HashMap<String, i64>>,
 }
