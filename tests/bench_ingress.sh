@@ -8,8 +8,14 @@
 # tests/bench_ingress.sh streaming [CLIENTS] [SIZE] — only those: large messages streamed in
 # parts. CLIENTS (50) clients each send one SIZE-byte (20 MB) message at once: the ingress's peak
 # RSS and end-of-DATA->250, with the discard spool (parts dropped as they are handed over: the
-# ingress alone) and with LocalStack S3 (multipart uploads) + SQS; before that, one client at a
-# time for the latency without contention.
+# ingress alone, trusted clients) and with LocalStack S3 (multipart uploads) + SQS, every message
+# judged from the stored object; before that, one client at a time for the latency without
+# contention.
+# tests/bench_ingress.sh auth [SESSIONS] [MESSAGES] — only the cost of SPF/DKIM/DMARC: the
+# ingress (discard spool, a local DNS server holding example.org's SPF, DKIM key and DMARC
+# p=reject; hickory's cache warm after the first message) with INGRESS_AUTH_CHECKS=off, then
+# enforce: msg/s with smtp-source (SPF-aligned mail) beside smtp-sink, and end-of-DATA->250
+# p50/p99 of a DKIM-signed message (RSA-2048, dkimpy).
 # tests/bench_ingress.sh filter [SESSIONS] [MESSAGES] [SIZE] — only the spam filter's cost: the
 # ingress (discard spool, no SPF/DKIM/DMARC) with rspamd off, then on (Debian's rspamd on
 # loopback, infra/local/rspamd_config.py): msg/s with smtp-source and end-of-DATA->250 p50/p99.
@@ -19,10 +25,11 @@ source infra/local/env.sh
 only=""
 if [ "${1:-}" = "streaming" ]; then only=streaming; shift; BIG_CLIENTS="${1:-50}" BIG_SIZE="${2:-20000000}"; set --; fi
 if [ "${1:-}" = "filter" ]; then only=filter; shift; fi
+if [ "${1:-}" = "auth" ]; then only=auth; shift; fi
 BIG_CLIENTS="${BIG_CLIENTS:-50}" BIG_SIZE="${BIG_SIZE:-20000000}"
 SESSIONS="${1:-20}" MESSAGES="${2:-5000}" SIZE="${3:-2000}"
 IDLE="${IDLE_CONNECTIONS:-5000}"
-if [ "$only" = filter ]; then cargo build --release -p ingress --bins -q
+if [ "$only" = filter ] || [ "$only" = auth ]; then cargo build --release -p ingress --bins -q
 else cargo build --release --workspace --bins --examples -q; fi
 infra/local/localstack.sh start >/dev/null
 eval "$("$VENV_PY" infra/local/resources.py bench-spool bench-jobs | sed 's/^/export /')" \
@@ -59,7 +66,10 @@ streaming() {
     echo "== streaming: $BIG_CLIENTS clients x $BIG_SIZE bytes at once (parts of 5 MiB)"
     local spool p pid
     for spool in discard s3; do
-        p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=$spool); pids+=("$pid")
+        # The discard spool keeps nothing to read back, so its clients are trusted (not judged);
+        # with S3 every message is judged from the stored object (SPF/DKIM/DMARC, our header).
+        local trusted=(); [ "$spool" = discard ] && trusted=(RELAY_NETWORKS=127.0.0.0/8)
+        p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=$spool "${trusted[@]}"); pids+=("$pid")
         for _ in 1 2 3; do
             printf '%-16s ' "ingress ($spool)"
             "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" 1 "$BIG_SIZE" "$pid"
@@ -75,6 +85,27 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix="spool
     keys and s3.delete_objects(Bucket=b, Delete={"Objects": keys})' "$SPOOL_BUCKET"
 }
 if [ "$only" = streaming ]; then streaming; exit 0; fi
+
+# auth: SPF/DKIM/DMARC off vs enforce, everything else equal.
+auth() {
+    echo "== SPF/DKIM/DMARC: $SESSIONS sessions, $MESSAGES messages (discard spool, local DNS server)"
+    local dir dns_port p pid mode rr=()
+    dir=$(mktemp -d) dns_port=$(free_port)
+    while IFS= read -r line; do rr+=(--rr "$line"); done < <("$VENV_PY" tests/bench_smtp_client.py signed "$dir")
+    "$VENV_PY" infra/local/dns_server.py --port "$dns_port" "${rr[@]}" >/dev/null 2>&1 & pids+=($!)
+    p=$(free_port); sink_pid=$(smtp-sink -u nobody -c "127.0.0.1:$p" 1000 >/dev/null 2>&1 & echo $!); pids+=("$sink_pid"); sleep 0.5
+    rate "postfix smtp-sink" "127.0.0.1:$p" "$sink_pid"
+    for mode in off enforce; do
+        p=$(free_port)
+        pid=$(start_ingress "$p" INGRESS_SPOOL=discard INGRESS_AUTH_CHECKS=$mode INGRESS_DNS_SERVERS="127.0.0.1:$dns_port")
+        pids+=("$pid")
+        rate "ingress, checks $mode" "127.0.0.1:$p" "$pid"
+        "$VENV_PY" tests/bench_smtp_client.py latency "127.0.0.1:$p" "$SESSIONS" 2000 "@$dir/message.eml"
+        kill "$pid"
+    done
+    rm -rf "$dir"
+}
+if [ "$only" = auth ]; then auth; exit 0; fi
 
 # filter: rspamd off vs on, everything else equal.
 filter() {

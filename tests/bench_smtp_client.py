@@ -1,7 +1,12 @@
 """Benchmark helpers for tests/bench_ingress.sh (not a test module).
 
   latency HOST:PORT SESSIONS MESSAGES SIZE   p50/p99 of end-of-DATA -> 250, with SESSIONS
-                                              concurrent pipelining-free clients
+                                              concurrent pipelining-free clients; SIZE may be
+                                              @FILE: that message, from a@example.org
+  signed DIR                                 a DKIM-signed message from example.org (dkimpy,
+                                              a fresh RSA-2048 key) in DIR/message.eml; prints the
+                                              zone lines (SPF for 127.0.0.1, DKIM key, DMARC
+                                              p=reject) for infra/local/dns_server.py --rr
   idle HOST:PORT COUNT PID                   RSS growth of PID per idle connection
   big HOST:PORT CLIENTS SIZE PID             CLIENTS clients each send one SIZE-byte message at
                                               once: peak RSS of PID (sampled every 10 ms, and
@@ -61,9 +66,43 @@ async def _session(host, port, n, body, out):
     await _quit(writer)
 
 
+def _payload(size):
+    """The DATA payload (dot-stuffed, without the final dot): SIZE bytes of filler, or @FILE."""
+    if size.startswith("@"):
+        with open(size[1:], "rb") as f:
+            lines = f.read().split(b"\r\n")
+        return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in lines)
+    return (b"Subject: bench\r\n\r\n" + b"x" * 78 + b"\r\n") * max(1, int(size) // 80)
+
+
+def signed(directory):
+    import subprocess
+
+    import dkim
+
+    key = f"{directory}/dkim.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key],
+                   check=True, capture_output=True)
+    der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    import base64
+    p = base64.b64encode(der).decode()
+    msg = (b"From: Alice <a@example.org>\r\nTo: Bob <b@example.test>\r\nSubject: bench\r\n"
+           b"Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <bench@example.org>\r\n\r\n"
+           + (b"x" * 78 + b"\r\n") * 24)
+    sig = dkim.sign(msg, b"s1", b"example.org", open(key, "rb").read(),
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    with open(f"{directory}/message.eml", "wb") as f:
+        f.write(sig + msg)
+    value = f"v=DKIM1; k=rsa; p={p}"
+    print('example.org. TXT "v=spf1 ip4:127.0.0.1 -all"')
+    print('_dmarc.example.org. TXT "v=DMARC1; p=reject"')
+    print("s1._domainkey.example.org. TXT " + " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255)))
+
+
 async def latency(addr, sessions, messages, size):
     host, port = addr.rsplit(":", 1)
-    body = (b"Subject: bench\r\n\r\n" + b"x" * 78 + b"\r\n") * max(1, size // 80)
+    body = _payload(size)
     out = []
     per = messages // sessions
     await asyncio.gather(*(_session(host, int(port), per, body, out) for _ in range(sessions)))
@@ -140,7 +179,9 @@ async def big(addr, clients, size, pid):
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     if cmd == "latency":
-        asyncio.run(latency(args[0], int(args[1]), int(args[2]), int(args[3])))
+        asyncio.run(latency(args[0], int(args[1]), int(args[2]), args[3]))
+    elif cmd == "signed":
+        signed(args[0])
     elif cmd == "idle":
         asyncio.run(idle(args[0], int(args[1]), int(args[2])))
     elif cmd == "big":

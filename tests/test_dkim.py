@@ -90,8 +90,8 @@ def dkim_env(keys, *entries):
 
 # --------------------------------------------------------------------------- verification
 
-def verify(data, dns_addr):
-    """dkimpy's verdict on every DKIM-Signature of `data`: [(d, s, a, ok)], keys from `dns_addr`."""
+def dns_txt(dns_addr):
+    """A dkimpy `dnsfunc` asking the test DNS server at `dns_addr` for TXT records."""
     host, port = str(dns_addr).rsplit(":", 1)
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers = [host]
@@ -101,6 +101,12 @@ def verify(data, dns_addr):
         answer = resolver.resolve(name.decode() if isinstance(name, bytes) else name, "TXT", lifetime=timeout)
         return b"".join(b"".join(r.strings) for r in answer)
 
+    return dnsfunc
+
+
+def verify(data, dns_addr):
+    """dkimpy's verdict on every DKIM-Signature of `data`: [(d, s, a, ok)], keys from `dns_addr`."""
+    dnsfunc = dns_txt(dns_addr)
     d = dkim.DKIM(data)
     count = len(re.findall(rb"(?im)^DKIM-Signature:", data))
     results = []

@@ -5,6 +5,7 @@ test zones list or not. Refused mail must leave nothing in S3 or SQS."""
 
 import email.utils
 import json
+import re
 import smtplib
 import socket
 import time
@@ -245,3 +246,34 @@ def test_rspamd_down_with_tempfail(filtered, spool):
     code, text = deliver(server, mail())
     assert code == 451 and text.startswith("4.7.1"), (code, text)
     assert spool.keys("") == []
+
+
+def rspamd_lengths(r):
+    """{queue id: message length} of every task rspamd logged."""
+    log = r.process.log_text()
+    return {m[0]: int(m[1]) for m in re.findall(r"qid: <(\w+)>.*?len: (\d+)", log)}
+
+
+def test_rspamd_checks_a_20mb_streamed_message_too(filtered, spool):
+    """No size-based bypass: a message far larger than a part is streamed to S3, read back and
+    sent to rspamd whole — rspamd's own log gives the length it scanned — and its verdict holds:
+    a refusal leaves nothing behind, a mark is applied to the stored object's header."""
+    server, r = filtered(INGRESS_MAX_MESSAGE_SIZE=str(30 * 1024 * 1024), INGRESS_RSPAMD_TIMEOUT="60s")
+    line = "The minutes of today's meeting, at some length, for a message far larger than a part.\r\n"
+    padding = line * (20 * 1000 * 1000 // len(line))
+    code, text = deliver(server, mail("X-Test-Action: soft-reject\r\n", body=padding))
+    assert code == 451 and text.startswith("4.7.1"), (code, text)
+    assert spool.keys("") == [] and spool.counts()["visible"] == 0
+    assert spool.s3.list_multipart_uploads(Bucket=spool.bucket).get("Uploads", []) == []
+    [scanned] = rspamd_lengths(r).values()
+    assert scanned > 20 * 1000 * 1000, scanned
+
+    code, text = deliver(server, mail("X-Test-Action: add-header\r\n", body=padding))
+    assert code == 250
+    [stored] = stored_messages(spool)
+    lines = header_lines(stored)
+    assert lines.count("X-Spam: Yes") == 1 and any(l.startswith("X-Spam-Score: ") for l in lines), lines
+    assert stored.endswith(padding.encode() + b"\r\n"), "the body is stored as sent"
+    queue_id = text.rsplit(" ", 1)[1]
+    added = sum(len(l) + 2 for l in lines if l.startswith(("X-Spam: ", "X-Spam-Score: ")))
+    assert rspamd_lengths(r)[queue_id] == len(stored) - added, "rspamd saw the whole message as received"

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import message_key, wait_until
+from harness import message_key, split_auth_results, wait_until
 from ingress_fixtures import ingress  # noqa: F401  (fixture)
 from test_pipeline_e2e import assert_delivered_with_one_received_header, start_relay
 
@@ -100,16 +100,19 @@ def queue_id_of(reply):
 
 
 def assert_stored_exactly(spool, queue_id, body):
-    """The object is our one trace field followed by the client's bytes, and its job's size is
-    the object's; S3 made it from parts (its ETag names their count)."""
+    """The object is the judge's results and our one trace field followed by the client's bytes,
+    and its job's size is the object's; S3 made it from parts (its ETag names their count: the
+    judged header section was rewritten as a first part, the rest copied inside S3)."""
     key = message_key(queue_id)
     stored = spool.get(key)
     assert stored.endswith(body), "stored message differs from what was sent"
     trace = stored[: len(stored) - len(body)]
+    results, trace = split_auth_results(trace, b"mx.ingress.test")
+    assert results is not None and b"dmarc=none" in results, stored[:500]
     assert trace.startswith(b"Received: from ") and trace.endswith(b"\r\n"), trace
     assert len([line for line in trace.split(b"\r\n") if line and not line[:1].isspace()]) == 1, trace
     etag = spool.s3.head_object(Bucket=spool.bucket, Key=key)["ETag"].strip('"')
-    assert etag.endswith(f"-{-(-len(stored) // PART)}") or etag.endswith(f"-{len(stored) // PART}"), etag
+    assert re.fullmatch(r"[0-9a-f]{32}-[0-9]+", etag) and int(etag.rsplit("-", 1)[1]) >= 2, etag
     [job] = spool.receive_jobs()
     assert (job["message_key"], job["size"]) == (key, len(stored))
     assert not uploads_in_progress(spool)

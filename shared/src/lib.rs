@@ -4,7 +4,7 @@
 //! through SQS ([`job`]), the per-job state the relay leaves in S3 ([`state`]), the DynamoDB state table's conventions ([`table`]), the envelope as
 //! message-object metadata ([`meta`]), where objects live in the spool bucket ([`keys`]), how configuration is
 //! read from the environment ([`config`]), how AWS clients are built ([`aws`]), SMTP replies
-//! ([`reply`]), queue ids ([`queue_id`]), log set-up ([`logging`]) and the embedded-format metrics
+//! ([`reply`]), signing keys and the fields signatures cover ([`signing`]), queue ids ([`queue_id`]), log set-up ([`logging`]) and the embedded-format metrics
 //! both programs print ([`metrics`]).
 
 pub mod aws;
@@ -16,6 +16,7 @@ pub mod meta;
 pub mod metrics;
 pub mod queue_id;
 pub mod reply;
+pub mod signing;
 pub mod state;
 pub mod table;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
+use shared::signing::KeySpec;
 
 use crate::policy::lockout::LockoutSpec;
 use crate::policy::rate::RateSpec;
@@ -51,6 +52,7 @@ pub const INGRESS_VARS: &[&str] = &[
     "INGRESS_DNS_SERVERS",
     "INGRESS_AUTH_CHECKS",
     "INGRESS_ARC_TRUSTED_SEALERS",
+    "INGRESS_ARC_SEAL",
     // Observability: the namespace of the EMF metrics (shared with the relay).
     "METRICS_NAMESPACE",
     // The connect-time screen (screen/).
@@ -125,6 +127,8 @@ pub struct IngressConfig {
     pub rspamd: Option<RspamdConfig>,
     /// Sealers whose valid ARC chain overrides a DMARC failure's policy.
     pub arc_trusted_sealers: Vec<String>,
+    /// `INGRESS_ARC_SEAL`: our ARC sealing key (read at start); `None`: judged mail is not sealed.
+    pub arc_seal: Option<KeySpec>,
 }
 
 /// `INGRESS_SPOOL`: S3 + SQS, or (benchmarks of the protocol path only) nowhere.
@@ -245,6 +249,15 @@ impl IngressConfig {
             OnFailure::Accept,
             &[("accept", OnFailure::Accept), ("tempfail", OnFailure::TempFail)],
         )?;
+        let auth_checks = r.choice(
+            "INGRESS_AUTH_CHECKS",
+            AuthMode::Enforce,
+            &[("enforce", AuthMode::Enforce), ("monitor", AuthMode::Monitor), ("off", AuthMode::Off)],
+        )?;
+        let arc_seal = r.opt("INGRESS_ARC_SEAL").map(|e| KeySpec::parse("INGRESS_ARC_SEAL", &e)).transpose()?;
+        if arc_seal.is_some() && auth_checks == AuthMode::Off {
+            return Err(err("INGRESS_ARC_SEAL", "seals our results: needs INGRESS_AUTH_CHECKS enforce or monitor"));
+        }
         let rspamd = r
             .opt("INGRESS_RSPAMD_URL")
             .map(|u| rspamd::parse_url(&u).map_err(|e| err("INGRESS_RSPAMD_URL", e)))
@@ -286,12 +299,9 @@ impl IngressConfig {
             dnsbl_threshold: r.parse("INGRESS_DNSBL_THRESHOLD", 1)?,
             greet_pause,
             rspamd,
-            auth_checks: r.choice(
-                "INGRESS_AUTH_CHECKS",
-                AuthMode::Enforce,
-                &[("enforce", AuthMode::Enforce), ("monitor", AuthMode::Monitor), ("off", AuthMode::Off)],
-            )?,
+            auth_checks,
             arc_trusted_sealers: r.list("INGRESS_ARC_TRUSTED_SEALERS"),
+            arc_seal,
         })
     }
 }
@@ -365,8 +375,20 @@ mod tests {
         assert_eq!(c.dns_servers, ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
         assert_eq!(c.auth_checks, AuthMode::Monitor);
         assert_eq!(c.arc_trusted_sealers, ["lists.example", "fwd.example"]);
+        assert_eq!(c.arc_seal, None);
         let e = IngressConfig::from_vars(&vars(&[("INGRESS_AUTH_CHECKS", "strict")])).unwrap_err();
         assert!(e.to_string().contains("INGRESS_AUTH_CHECKS"), "{e}");
+        let c = IngressConfig::from_vars(&vars(&[("INGRESS_ARC_SEAL", "Relay.Example:arc1:/etc/arc.pem")])).unwrap();
+        let seal = c.arc_seal.unwrap();
+        assert_eq!((seal.domain.as_str(), seal.selector.as_str()), ("relay.example", "arc1"));
+        for (pairs, why) in [
+            (&[("INGRESS_ARC_SEAL", "relay.example:arc1")][..], "expected domain:selector:source"),
+            (&[("INGRESS_ARC_SEAL", "relay.example:a:/k.pem"), ("INGRESS_AUTH_CHECKS", "off")][..], "needs"),
+        ] {
+            let e = IngressConfig::from_vars(&vars(pairs)).unwrap_err();
+            assert_eq!(e.var, "INGRESS_ARC_SEAL");
+            assert!(e.reason.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ingress::config::{IngressConfig, SpoolMode};
+use ingress::judge::authenticate::SealKey;
 use ingress::policy::tables::LiveTables;
 use ingress::server::listener::Server;
 use ingress::spool::{AwsSpool, DiscardSpool, Spool};
@@ -32,9 +33,20 @@ async fn main() -> ExitCode {
     // Before the listeners open: once a client (or a test) can connect, SIGHUP must not be
     // its default action, which ends the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let clients = shared::aws::clients().await;
+    // Read once, before serving: a key that cannot be used stops the ingress here.
+    let seal_key = match &cfg.arc_seal {
+        None => None,
+        Some(spec) => match shared::signing::load::load("INGRESS_ARC_SEAL", spec, &clients.s3).await {
+            Ok(key) => Some(SealKey { domain: spec.domain.clone(), selector: spec.selector.clone(), key }),
+            Err(e) => {
+                eprintln!("ingress: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let (spool, state): (Arc<dyn Spool>, _) = match cfg.spool_mode {
         SpoolMode::S3 => {
-            let clients = shared::aws::clients().await;
             let off = "the AUTH lockout counts per task";
             let state = StateTable::announce(cfg.spool.state_table.as_deref(), &clients.dynamodb, "ingress", off);
             let (bucket, queue_url) = (cfg.spool.bucket.clone(), cfg.spool.queue_url.clone());
@@ -47,7 +59,7 @@ async fn main() -> ExitCode {
     };
     let metrics = Metrics::stdout(&cfg.metrics_namespace, ingress::metrics::SERVICE, ingress::metrics::METRICS);
     tokio::spawn(metrics.clone().run());
-    let server = match Server::bind(&cfg, spool, metrics.clone(), state).await {
+    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key, state).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");

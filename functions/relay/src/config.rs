@@ -10,6 +10,9 @@ use std::time::Duration;
 use shared::config::{
     ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err, parse_duration, parse_host_port, valid_hostname,
 };
+#[cfg(test)]
+use shared::signing::KeySource;
+use shared::signing::KeySpec;
 
 /// How the relay treats TLS to the next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,58 +143,21 @@ pub struct Route {
     pub port: u16,
 }
 
-/// Where a DKIM private key is read from, once, at start (`dkim::load`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    File(PathBuf),
-    S3 { bucket: String, key: String },
-}
+/// The variable of the DKIM keys (named in every error about one).
+pub const DKIM_KEYS: &str = "RELAY_DKIM_KEYS";
 
-/// One `RELAY_DKIM_KEYS` entry: mail whose `From:` domain is `domain` is signed with this key
-/// under `selector`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DkimKeySpec {
-    /// Lowercase.
-    pub domain: String,
-    pub selector: String,
-    pub source: KeySource,
-    /// The entry as written, for messages that name it.
-    pub entry: String,
-}
-
-/// `RELAY_DKIM_KEYS`: a comma list of `domain:selector:source`, `source` a PEM file path or
-/// `s3://bucket/key` (the source may itself contain `:`; the first two separate the fields).
-/// Only the syntax is checked here; the keys are read and parsed at start by `dkim::load`.
-fn dkim_keys(r: &Reader) -> Result<Vec<DkimKeySpec>, ConfigError> {
-    const VAR: &str = "RELAY_DKIM_KEYS";
-    let mut specs: Vec<DkimKeySpec> = Vec::new();
-    for entry in r.list(VAR) {
-        let bad = |why: &str| err(VAR, format!("{entry}: {why}"));
-        let mut parts = entry.splitn(3, ':').map(str::trim);
-        let (Some(domain), Some(selector), Some(source)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected domain:selector:source"));
-        };
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if !valid_hostname(&domain) {
-            return Err(bad("the domain is not a valid domain name"));
+/// `RELAY_DKIM_KEYS`: a comma list of `domain:selector:source` entries
+/// ([`KeySpec::parse`]); mail whose `From:` domain is `domain` is signed with that key under
+/// `selector`. Only the syntax is checked here; the keys are read and parsed at start by
+/// `dkim::load`.
+fn dkim_keys(r: &Reader) -> Result<Vec<KeySpec>, ConfigError> {
+    let mut specs: Vec<KeySpec> = Vec::new();
+    for entry in r.list(DKIM_KEYS) {
+        let spec = KeySpec::parse(DKIM_KEYS, &entry)?;
+        if specs.iter().any(|s| s.domain == spec.domain && s.selector.eq_ignore_ascii_case(&spec.selector)) {
+            return Err(err(DKIM_KEYS, format!("{entry}: the same domain and selector appear twice")));
         }
-        if !valid_hostname(selector) {
-            return Err(bad("the selector must be dot-separated labels of letters, digits and hyphens"));
-        }
-        let source = match source.strip_prefix("s3://") {
-            Some(rest) => match rest.split_once('/') {
-                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
-                    KeySource::S3 { bucket: bucket.to_string(), key: key.to_string() }
-                }
-                _ => return Err(bad("an S3 source is s3://bucket/key")),
-            },
-            None if source.is_empty() => return Err(bad("the key source (a PEM file or s3://bucket/key) is missing")),
-            None => KeySource::File(PathBuf::from(source)),
-        };
-        if specs.iter().any(|s| s.domain == domain && s.selector.eq_ignore_ascii_case(selector)) {
-            return Err(bad("the same domain and selector appear twice"));
-        }
-        specs.push(DkimKeySpec { domain, selector: selector.to_string(), source, entry: entry.clone() });
+        specs.push(spec);
     }
     Ok(specs)
 }
@@ -242,7 +208,7 @@ pub struct RelayConfig {
     /// throttling episode; the last entry repeats.
     pub throttle_backoff: Vec<Duration>,
     /// DKIM keys to load at start; empty when nothing is signed.
-    pub dkim_keys: Vec<DkimKeySpec>,
+    pub dkim_keys: Vec<KeySpec>,
 }
 
 impl RelayConfig {

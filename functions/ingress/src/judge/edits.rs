@@ -1,28 +1,25 @@
-//! Applying a verdict's [`Edits`] to the header section of a stored message, in place.
+//! Applying a verdict's [`Edits`] to the header section of a message: pure, on the header
+//! section alone (through the CRLF of its last field), so the same edit serves a message in
+//! memory and a stored one whose header section is rewritten in the spool.
 //!
-//! The header section is the bytes up to the first empty line (or the whole message if there
-//! is none). A field is its first line and every continuation line (starting with SP or HT).
-//! Removed fields go, the Subject is replaced, and the prepended fields (then `X-Spam: Yes`)
-//! come first; the body is never touched.
+//! A field is its first line and every continuation line (starting with SP or HT). Removed
+//! fields go, the Subject is replaced, and the prepended fields (then `X-Spam: Yes`) come
+//! first; the body is never touched.
 
 use super::{Edits, Removal};
 
-/// `message` with `edits` applied to its header section.
-pub fn apply(message: &mut Vec<u8>, edits: &Edits) {
-    if edits.is_empty() {
-        return;
-    }
-    let end = header_end(message);
-    let mut header: Vec<u8> = Vec::with_capacity(end + 256);
+/// The header section `header` with `edits` applied.
+pub fn edited(header: &[u8], edits: &Edits) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(header.len() + 256);
     for line in &edits.prepend {
-        header.extend_from_slice(line.as_bytes());
-        header.extend_from_slice(b"\r\n");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if edits.spam {
-        header.extend_from_slice(b"X-Spam: Yes\r\n");
+        out.extend_from_slice(b"X-Spam: Yes\r\n");
     }
     let mut subject_done = false;
-    for field in fields(&message[..end]) {
+    for field in fields(header) {
         let name = field_name(field);
         if edits.spam && name.eq_ignore_ascii_case(b"X-Spam") {
             continue;
@@ -34,26 +31,17 @@ pub fn apply(message: &mut Vec<u8>, edits: &Edits) {
             && name.eq_ignore_ascii_case(b"Subject")
         {
             if !subject_done {
-                header.extend_from_slice(format!("Subject: {s}\r\n").as_bytes());
+                out.extend_from_slice(format!("Subject: {s}\r\n").as_bytes());
                 subject_done = true;
             }
             continue;
         }
-        header.extend_from_slice(field);
+        out.extend_from_slice(field);
     }
     if let (Some(s), false) = (&edits.subject, subject_done) {
-        header.extend_from_slice(format!("Subject: {s}\r\n").as_bytes());
+        out.extend_from_slice(format!("Subject: {s}\r\n").as_bytes());
     }
-    message.splice(..end, header);
-}
-
-/// Where the header section ends: after the CRLF of its last field (the empty line and the
-/// body follow).
-fn header_end(message: &[u8]) -> usize {
-    if message.starts_with(b"\r\n") {
-        return 0;
-    }
-    message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2)
+    out
 }
 
 /// Each field of a header section, with its continuation lines and final CRLF.
@@ -121,10 +109,20 @@ mod tests {
 
     const MSG: &str = "Received: from x\r\nSubject: hello\r\nAuthentication-Results: MX.Example.ORG;\r\n\tdmarc=pass\r\nAuthentication-Results: (forged) mx.example.org. ; spf=pass\r\nAuthentication-Results: other.example; dkim=pass\r\nX-Spam: No\r\nFrom: a@b.example\r\n\r\nbody\r\nAuthentication-Results: mx.example.org; none\r\n";
 
+    /// `message` with its header section (up to the empty line) edited.
+    fn apply(message: &[u8], edits: &Edits) -> Vec<u8> {
+        let end = if message.starts_with(b"\r\n") {
+            0
+        } else {
+            message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2)
+        };
+        let mut out = edited(&message[..end], edits);
+        out.extend_from_slice(&message[end..]);
+        out
+    }
+
     fn run(edits: Edits) -> String {
-        let mut m = MSG.as_bytes().to_vec();
-        apply(&mut m, &edits);
-        String::from_utf8(m).unwrap()
+        String::from_utf8(apply(MSG.as_bytes(), &edits)).unwrap()
     }
 
     #[test]
@@ -155,9 +153,8 @@ mod tests {
 
     #[test]
     fn subject_is_added_when_missing_and_named_removal_works() {
-        let mut m = b"From: a@b\r\nX-Foo: 1\r\n  continued\r\n\r\nx".to_vec();
-        apply(
-            &mut m,
+        let m = apply(
+            b"From: a@b\r\nX-Foo: 1\r\n  continued\r\n\r\nx",
             &Edits { subject: Some("s".into()), remove: vec![Removal::Named("x-foo".into())], ..Edits::default() },
         );
         assert_eq!(m, b"From: a@b\r\nSubject: s\r\n\r\nx");
@@ -165,11 +162,9 @@ mod tests {
 
     #[test]
     fn a_message_without_body_or_header() {
-        let mut m = b"From: a@b\r\n".to_vec();
-        apply(&mut m, &Edits { prepend: vec!["A: 1".into()], ..Edits::default() });
+        let m = apply(b"From: a@b\r\n", &Edits { prepend: vec!["A: 1".into()], ..Edits::default() });
         assert_eq!(m, b"A: 1\r\nFrom: a@b\r\n");
-        let mut m = b"\r\nbody".to_vec();
-        apply(&mut m, &Edits { prepend: vec!["A: 1".into()], ..Edits::default() });
+        let m = apply(b"\r\nbody", &Edits { prepend: vec!["A: 1".into()], ..Edits::default() });
         assert_eq!(m, b"A: 1\r\n\r\nbody");
     }
 

@@ -3,28 +3,30 @@
 //!
 //! Only a message from an untrusted client ([`Envelope::trusted`] false: neither
 //! authenticated nor from `RELAY_NETWORKS`) is judged; our own mail goes to the spool
-//! untouched. Each [`Check`] looks at the message and returns a [`Verdict`]: an [`Outcome`]
-//! (accept, tempfail with a reply, reject with a reply) and the [`Edits`] it wants made to the
-//! header section. [`combine`] (pure) merges the checks' verdicts into one: the first reject
-//! wins, else the first tempfail, else accept with every check's edits. The connection shell
-//! then either sends the refusal (nothing is stored, an open upload is aborted) or applies the
-//! edits with [`edits::apply`] and stores.
+//! untouched. The [`Judge`] reads the message's [`Evidence`] once (its header section, and the
+//! DKIM/ARC body hashes computed as the body streams past), runs the authentication check
+//! ([`authenticate`]) and then each content [`Check`] (rspamd), and combines their
+//! [`Verdict`]s with [`combine`] (pure): the first reject wins, else the first tempfail, else
+//! accept with every check's [`Edits`] to the header section. Accepted mail leaves with its
+//! header section edited ([`edits`]) and, when `INGRESS_ARC_SEAL` is set, our ARC set on top.
 //!
-//! Adding a check (rspamd, say): implement [`Check`] in its own file of this folder, returning
-//! its verdict (a reply for a refusal, and headers to prepend, remove, a Subject to set, or
-//! `spam` for `X-Spam: Yes`), and push it onto [`Judge::new`]'s list. Checks run in order; a
-//! later one does not see an earlier one's edits, and all see the message as the client sent
-//! it (after our trace field).
+//! Every message is judged, whatever its size: one that fitted in a part is judged in memory
+//! ([`Source::Memory`]); a streamed one is judged from the stored object, read back in chunks
+//! ([`Source::Stored`]), so a session never holds more than one part. The connection shell
+//! (`server::accept`) carries the judgement out: a refusal withdraws whatever was stored; a
+//! header change is applied in memory, or by the spool rewriting the stored object's header.
 //!
-//! Streamed messages: a message larger than one part (`INGRESS_PART_SIZE`, 5 MiB by default)
-//! has its first part, with the header section, already uploaded by the end of DATA. This
-//! version does not judge such messages (they are stored as they came, logged with
-//! `judged = false`), so their header section is not edited either. Judging them needs the
-//! session to hold back its first part until the end of DATA; that is the known limit.
+//! Adding a check: implement [`Check`] in its own file of this folder, returning its verdict (a
+//! reply for a refusal, and headers to prepend, remove, a Subject to set, or `spam` for
+//! `X-Spam: Yes`), and push it onto [`Judge::new`]'s list. Checks run in order and see the
+//! message as the client sent it (after our trace field), not each other's edits.
 
 pub mod auth;
 pub mod authenticate;
+pub mod body_hash;
 pub mod edits;
+pub mod evidence;
+pub mod source;
 pub mod spam;
 
 use std::net::IpAddr;
@@ -32,11 +34,13 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use shared::Reply;
 
-use crate::session::{Envelope, Incoming};
-use crate::spool::upload::Content;
+use crate::session::Envelope;
+use authenticate::Authenticate;
+use evidence::{Evidence, Unreadable};
+pub use source::Source;
 
 /// What the message a check judges is: the envelope, who sent it, and its bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Judged<'a> {
     pub env: &'a Envelope,
     /// The client's address (PROXY v2's source when enabled).
@@ -44,7 +48,7 @@ pub struct Judged<'a> {
     /// The HELO/EHLO name it gave.
     pub helo: &'a str,
     /// The message as it would be stored (our trace field first).
-    pub message: &'a [u8],
+    pub source: Source<'a>,
 }
 
 /// What happens to the message.
@@ -131,51 +135,94 @@ pub trait Check: Send + Sync {
     async fn check(&self, msg: &Judged<'_>) -> Verdict;
 }
 
-/// The checks the ingress runs, in order.
+/// The judgement of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Store it, with its header section replaced when there is a change.
+    Accept(Option<HeaderChange>),
+    /// Send this reply instead; nothing of the message may remain.
+    Refuse(Reply),
+}
+
+/// The new header section of an accepted message: its first `old_len` bytes (the header
+/// section as received) give way to `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderChange {
+    pub old_len: usize,
+    pub new: Vec<u8>,
+}
+
+/// The checks the ingress runs.
 pub struct Judge {
+    auth: Option<Authenticate>,
     checks: Vec<Box<dyn Check>>,
 }
 
 impl Judge {
-    pub fn new(checks: Vec<Box<dyn Check>>) -> Self {
-        Self { checks }
+    /// SPF/DKIM/DMARC/ARC when `auth` is given, then `checks` in order.
+    pub fn new(auth: Option<Authenticate>, checks: Vec<Box<dyn Check>>) -> Self {
+        Self { auth, checks }
     }
 
     /// No checks: everything is accepted unedited (tests, `INGRESS_AUTH_CHECKS=off`).
     pub fn none() -> Self {
-        Self::new(Vec::new())
+        Self::new(None, Vec::new())
     }
 
-    /// Judge an incoming message: `None` to store it (its header section edited), or the
-    /// refusal to send instead (the caller aborts any upload and stores nothing).
-    pub async fn incoming(&self, msg: &mut Incoming) -> Option<Reply> {
-        if msg.env.trusted || self.checks.is_empty() {
-            return None;
-        }
-        let Content::Whole(bytes) = &mut msg.content else {
-            tracing::info!(event = "judged", queue_id = %msg.env.queue_id, client = %msg.client, judged = false, reason = "streamed");
-            return None;
-        };
-        let judged = Judged { env: &msg.env, client: msg.client, helo: &msg.helo, message: bytes };
-        let verdict = self.judge(&judged).await;
-        match verdict.outcome {
-            Outcome::Accept => {
-                edits::apply(bytes, &verdict.edits);
-                msg.size = bytes.len() as u64;
-                None
+    /// True when nothing is judged.
+    pub fn is_off(&self) -> bool {
+        self.auth.is_none() && self.checks.is_empty()
+    }
+
+    /// Judge a message from an untrusted client.
+    pub async fn judge(&self, msg: &Judged<'_>) -> Judgement {
+        let queue_id = &msg.env.queue_id;
+        // Body hashes only for the authentication check (the content checks read the message
+        // themselves); without it, reading stops after the header section.
+        let hashes = self.auth.as_ref().map(|a| a.body_hashes_needed());
+        let evidence = match Evidence::read(&msg.source, hashes).await {
+            Ok(e) => e,
+            Err(Unreadable::HeaderTooLong) => {
+                tracing::warn!(event = "judged", queue_id = %queue_id, client = %msg.client, result = "header too long");
+                return Judgement::Refuse(header_too_long());
             }
-            Outcome::TempFail(r) | Outcome::Reject(r) => Some(r),
+            Err(Unreadable::Read(e)) => {
+                tracing::error!(event = "judged", queue_id = %queue_id, client = %msg.client, result = "unreadable", error = %e);
+                return Judgement::Refuse(crate::session::replies::storage_failed());
+            }
+        };
+        let mut verdicts = Vec::with_capacity(self.checks.len() + 1);
+        if let Some(a) = &self.auth {
+            verdicts.push(a.check(msg, &evidence).await);
         }
-    }
-
-    /// Every check's verdict on `msg`, combined.
-    pub async fn judge(&self, msg: &Judged<'_>) -> Verdict {
-        let mut verdicts = Vec::with_capacity(self.checks.len());
         for c in &self.checks {
+            if verdicts.iter().any(|v: &Verdict| matches!(v.outcome, Outcome::Reject(_))) {
+                break; // nothing undoes a reject: spare the other checks the work
+            }
             verdicts.push(c.check(msg).await);
         }
-        combine(verdicts)
+        let verdict = combine(verdicts);
+        let edits = match verdict.outcome {
+            Outcome::Accept => verdict.edits,
+            Outcome::Reject(r) | Outcome::TempFail(r) => return Judgement::Refuse(r),
+        };
+        let mut new = edits::edited(evidence.header(), &edits);
+        if let Some(set) = match &self.auth {
+            Some(a) => a.seal(msg, &evidence, &new).await,
+            None => None,
+        } {
+            new.splice(..0, set.into_bytes());
+        }
+        match new == evidence.header() {
+            true => Judgement::Accept(None),
+            false => Judgement::Accept(Some(HeaderChange { old_len: evidence.header().len(), new })),
+        }
     }
+}
+
+/// The reply to a message whose header section is too long to judge.
+pub fn header_too_long() -> Reply {
+    Reply::new(552, "5.3.4", format!("Message header section too large (over {} bytes)", evidence::MAX_HEADER_SECTION))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! `X-Spam-Score` field the sender wrote (a forged `X-Spam: No` or `Yes` means nothing) and
 //! gains our `X-Spam-Score`; spam is marked `X-Spam: Yes`. When rspamd cannot answer,
 //! `INGRESS_RSPAMD_FAILURE` decides and `FilterUnavailable` is counted; the message is then
-//! left as it came (unchecked, so no score).
+//! left as it came (unchecked, so no score). A streamed message goes to rspamd as it is read
+//! back from the spool, with its length given, so no copy of it is ever held whole.
 
 use std::sync::Arc;
 
@@ -11,9 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use shared::metrics::Metrics;
 
-use super::{Check, Edits, Judged, Outcome, Removal, Verdict};
+use super::{Check, Edits, Judged, Outcome, Removal, Source, Verdict};
 use crate::metrics::{FILTER_UNAVAILABLE, SPAM_REJECTED};
-use crate::rspamd::client::{ScanRequest, Scanner};
+use crate::rspamd::client::{ScanBody, ScanRequest, Scanner};
 use crate::rspamd::verdict::{Disposition, Mapped};
 use crate::rspamd::{Decision, OnFailure, decide};
 
@@ -54,17 +55,29 @@ pub fn verdict(m: Mapped) -> Verdict {
 #[async_trait]
 impl Check for Spam {
     async fn check(&self, msg: &Judged<'_>) -> Verdict {
-        let req = ScanRequest {
-            client: msg.client,
-            helo: msg.helo,
-            sender: &msg.env.sender,
-            recipients: msg.env.recipients.iter().map(|r| r.address.as_str()).collect(),
-            queue_id: &msg.env.queue_id,
-            mta_name: &self.hostname,
-            message: Bytes::copy_from_slice(msg.message),
-        };
         let queue_id = &msg.env.queue_id;
-        match decide(self.scanner.scan(req).await, self.on_failure) {
+        let message = match msg.source {
+            Source::Memory(bytes) => Ok(ScanBody::Memory(Bytes::copy_from_slice(bytes))),
+            Source::Stored { .. } => {
+                msg.source.chunks().await.map(|chunks| ScanBody::Stream { len: msg.source.len(), chunks })
+            }
+        };
+        let scanned = match message {
+            Ok(message) => {
+                let req = ScanRequest {
+                    client: msg.client,
+                    helo: msg.helo,
+                    sender: &msg.env.sender,
+                    recipients: msg.env.recipients.iter().map(|r| r.address.as_str()).collect(),
+                    queue_id,
+                    mta_name: &self.hostname,
+                    message,
+                };
+                self.scanner.scan(req).await
+            }
+            Err(e) => Err(format!("reading the stored message back: {e}")),
+        };
+        match decide(scanned, self.on_failure) {
             Decision::Scanned(m) => {
                 tracing::info!(event = "spam_checked", queue_id = %queue_id, client = %msg.client, action = %m.action, score = m.score);
                 if matches!(m.disposition, Disposition::Reject(_)) {

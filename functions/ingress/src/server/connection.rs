@@ -7,8 +7,8 @@
 //! read meanwhile: a session holds one part of a message, and TCP makes the client wait.
 //! However the connection ends, the uploads the session leaves open are aborted. What the
 //! session counted goes to the metrics after every round of actions and when it ends. A
-//! message to store is first judged ([`Judge`]): refused, it is dropped (its upload aborted)
-//! and the session sends the refusal; accepted, it is stored with the judge's header edits.
+//! message to store is judged, stored and queued by [`accept`](super::accept::accept):
+//! refused, nothing of it remains and the session sends the refusal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use shared::metrics::Metrics;
 
 use crate::judge::Judge;
 use crate::policy::lockout::Lockout;
+use crate::server::accept::{Ending, accept};
 use crate::server::{auth, tls};
 use crate::session::{Action, Session};
 use crate::spool::Spool;
@@ -108,17 +109,10 @@ async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, m
                         return;
                     }
                     let queue_id = msg.env.queue_id.clone();
-                    let mut msg = *msg;
-                    if let Some(refusal) = deps.judge.incoming(&mut msg).await {
-                        if let Some(upload) = msg.content.upload() {
-                            deps.spool.abort(upload.clone()).await;
-                        }
-                        drop(msg);
-                        session.refused(&queue_id, refusal);
-                        continue;
+                    match accept(deps, *msg).await {
+                        Ending::Refused(refusal) => session.refused(&queue_id, refusal),
+                        Ending::Stored(result) => session.stored(&queue_id, result),
                     }
-                    let result = deps.spool.store(msg).await;
-                    session.stored(&queue_id, result);
                 }
                 Action::Close => {
                     let _ = flush(&mut stream, &mut out).await;

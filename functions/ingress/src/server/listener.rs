@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::judge::auth::AuthMode;
-use crate::judge::authenticate::Authenticate;
+use crate::judge::authenticate::{Authenticate, SealKey};
 use crate::judge::spam::Spam;
 use crate::judge::{Check, Judge};
 use crate::policy::Policy;
@@ -115,11 +115,13 @@ pub struct Server {
 
 impl Server {
     /// Bind every listener and load TLS material, the AUTH file and the recipient table;
-    /// errors name the variable. `state` is the state table (`STATE_TABLE`), when set.
+    /// errors name the variable. `seal_key` is `INGRESS_ARC_SEAL`'s key, read by the caller;
+    /// `state` is the state table (`STATE_TABLE`), when set.
     pub async fn bind(
         cfg: &IngressConfig,
         spool: Arc<dyn Spool>,
         metrics: Arc<Metrics>,
+        seal_key: Option<SealKey>,
         state: Option<StateTable>,
     ) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -175,7 +177,7 @@ impl Server {
                 tls,
                 timeout: cfg.timeout,
                 metrics: metrics.clone(),
-                judge: Arc::new(judge(cfg, metrics)?),
+                judge: Arc::new(judge(cfg, metrics, seal_key)?),
                 lockout: Arc::new(Lockout::new(
                     cfg.auth_lockout,
                     state.map(|t| -> Arc<dyn Failures> { Arc::new(DynamoFailures(t)) }),
@@ -320,22 +322,20 @@ async fn handle(mut sock: TcpStream, mut addr: SocketAddr, kind: ListenerKind, c
 }
 
 /// The end-of-DATA checks `cfg` asks for.
-fn judge(cfg: &IngressConfig, metrics: Arc<Metrics>) -> Result<Judge, String> {
+fn judge(cfg: &IngressConfig, metrics: Arc<Metrics>, seal_key: Option<SealKey>) -> Result<Judge, String> {
+    let auth = match cfg.auth_checks {
+        AuthMode::Off => None,
+        mode => Some(
+            Authenticate::new(&cfg.dns_servers, &cfg.hostname, mode, &cfg.arc_trusted_sealers, metrics.clone())?
+                .with_seal(seal_key),
+        ),
+    };
     let mut checks: Vec<Box<dyn Check>> = Vec::new();
-    if cfg.auth_checks != AuthMode::Off {
-        checks.push(Box::new(Authenticate::new(
-            &cfg.dns_servers,
-            &cfg.hostname,
-            cfg.auth_checks,
-            &cfg.arc_trusted_sealers,
-            metrics.clone(),
-        )?));
-    }
     if let Some(r) = &cfg.rspamd {
         let scanner = Box::new(RspamdClient::new(r.url.clone(), r.timeout));
         checks.push(Box::new(Spam::new(scanner, r.on_failure, &cfg.hostname, metrics)));
     }
-    Ok(Judge::new(checks))
+    Ok(Judge::new(auth, checks))
 }
 
 #[cfg(test)]

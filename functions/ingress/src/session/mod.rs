@@ -152,6 +152,13 @@ pub struct Incoming {
     pub reservation: Reservation,
 }
 
+impl Incoming {
+    /// The content, handed to the spool; an empty message is left in its place.
+    pub fn take_content(&mut self) -> Content {
+        std::mem::replace(&mut self.content, Content::Whole(Vec::new()))
+    }
+}
+
 /// The greeting the client gave.
 #[derive(Debug, Clone)]
 pub(crate) struct Helo {

@@ -35,6 +35,17 @@ pub struct PartTag {
     pub crc32: Option<String>,
 }
 
+/// A message object the spool wrote (one PUT, or a completed upload) and no job points at yet:
+/// it can still be read back, replaced (with its header section edited) or withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub key: String,
+    /// The version written, in a versioned bucket.
+    pub version: Option<String>,
+    /// Bytes of the object.
+    pub size: u64,
+}
+
 /// The stored bytes of a complete message.
 #[derive(Debug)]
 pub enum Content {

@@ -351,7 +351,8 @@ async fn only_mail_of_our_own_is_dkim_signed() {
     let key = || crate::dkim::Key {
         domain: "a.test".into(),
         selector: "s1".into(),
-        key: crate::dkim::key::parse_pem(include_bytes!("../dkim/testdata/ed25519.pem")).unwrap(),
+        key: shared::signing::pem::parse_pem(include_bytes!("../../../../shared/src/signing/testdata/ed25519.pem"))
+            .unwrap(),
     };
     let message = b"From: alice@a.test\r\nTo: bob@b.test\r\nSubject: x\r\n\r\nhi\r\n";
     for (trusted, signed) in [(true, true), (false, false)] {

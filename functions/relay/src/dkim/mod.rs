@@ -1,7 +1,8 @@
 //! DKIM signing (RFC 6376; Ed25519 per RFC 8463) of what the relay delivers.
 //!
 //! Keys come from `RELAY_DKIM_KEYS` (parsed in [`crate::config`]), are read once at start by
-//! [`load`] (file or S3: the only I/O here) and parsed by [`key`]. [`sign`] is the pure step the
+//! [`load`] (file or S3, through [`shared::signing`], which the ingress's ARC sealer shares).
+//! [`sign`] is the pure step the
 //! SMTP client calls, once per transaction, on the bytes that server will receive — after any
 //! 7-bit conversion, so the signature verifies as delivered. Only mail of our own is signed
 //! (`Job::trusted`: from an authenticated client or `RELAY_NETWORKS`, or a DSN the relay wrote),
@@ -14,7 +15,6 @@
 //! body hash is wrong for bodies ending in whitespace-only lines (fixed in 0.15); [`sign`] gives
 //! it an equivalent input that avoids the defect, so every message keeps `c=relaxed/relaxed`.
 
-pub mod key;
 pub mod load;
 pub mod sign;
 

@@ -5,12 +5,12 @@
 //! mail from `sub.example.org`: configure the subdomain itself. Several keys of one domain (RSA +
 //! Ed25519, or an old and a new selector while rotating) each add a signature.
 //!
-//! **Which header fields (`h=`).** The fields of RFC 6376 §5.4.1 that are present, plus
-//! Message-ID and the MIME fields (a signed body under an unsigned Content-Type could be
-//! re-labelled); never Received, Return-Path or the trace fields, which change in transit. From,
-//! Subject, To and Date are over-signed: `h=` names each once more than the message has it (once
-//! when it has none), so a verifier treats the extra one as an empty field and a copy added in
-//! transit breaks the signature (RFC 6376 §8.15).
+//! **Which header fields (`h=`).** [`shared::signing::fields`]: the fields of RFC 6376 §5.4.1
+//! that are present, plus Message-ID and the MIME fields (a signed body under an unsigned
+//! Content-Type could be re-labelled); never Received, Return-Path or the trace fields, which
+//! change in transit. From, Subject, To and Date are over-signed: `h=` names each once more than
+//! the message has it (once when it has none), so a verifier treats the extra one as an empty
+//! field and a copy added in transit breaks the signature (RFC 6376 §8.15).
 //!
 //! **Canonicalization: `c=relaxed/relaxed` for every message.** Relaxed survives the header
 //! re-folding and whitespace changes of forwarders. mail-auth 0.13.3 hashes the relaxed body
@@ -24,40 +24,12 @@
 
 use std::borrow::Cow;
 
-use mail_auth::common::crypto::{Algorithm, DkimKey, Sha256, SigningKey};
-use mail_auth::common::headers::{HeaderWriter, Writable};
+use mail_auth::common::crypto::DkimKey;
+use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner};
 use mail_parser::{Message, MessageParser};
-
-/// Signed when present: RFC 6376 §5.4.1, then Message-ID and the MIME fields.
-const SIGNED: &[&str] = &[
-    "From",
-    "Reply-To",
-    "Subject",
-    "Date",
-    "To",
-    "Cc",
-    "Resent-Date",
-    "Resent-From",
-    "Resent-To",
-    "Resent-Cc",
-    "In-Reply-To",
-    "References",
-    "List-Id",
-    "List-Help",
-    "List-Unsubscribe",
-    "List-Subscribe",
-    "List-Post",
-    "List-Owner",
-    "List-Archive",
-    "Message-ID",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-];
-
-/// Named once more in `h=` than present (present or not), so that added copies break the signature.
-const OVERSIGNED: &[&str] = &["From", "Subject", "To", "Date"];
+use shared::signing::fields::signed_fields;
+use shared::signing::{KeyRef, pem};
 
 /// One signing key: `d=domain`, `s=selector`.
 pub struct Key {
@@ -80,21 +52,6 @@ pub struct Signatures {
     pub fields: Vec<u8>,
     /// `d=… s=… a=…` of each signature, for the log.
     pub signed_by: Vec<String>,
-}
-
-/// mail-auth's signer takes its key by value; ours are kept for the life of the process.
-struct Borrowed<'k>(&'k DkimKey);
-
-impl SigningKey for Borrowed<'_> {
-    type Hasher = Sha256;
-
-    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
-        self.0.sign(input)
-    }
-
-    fn algorithm(&self) -> Algorithm {
-        self.0.algorithm()
-    }
 }
 
 impl Signer {
@@ -131,10 +88,11 @@ impl Signer {
         if keys.is_empty() {
             return Ok(out);
         }
-        let headers = signed_headers(&parsed);
+        let present: Vec<&str> = parsed.headers().iter().map(|h| h.name.as_str()).collect();
+        let headers = signed_fields(&present);
         let view = signing_view(message);
         for k in keys {
-            let signature = DkimSigner::from_key(Borrowed(&k.key))
+            let signature = DkimSigner::from_key(KeyRef(&k.key))
                 .domain(&k.domain)
                 .selector(&k.selector)
                 .headers(headers.iter().copied())
@@ -143,7 +101,7 @@ impl Signer {
                 .sign(&view)
                 .map_err(|e| format!("DKIM signing with d={} s={} failed: {e}", k.domain, k.selector))?;
             out.fields.extend_from_slice(signature.to_header().as_bytes());
-            out.signed_by.push(format!("d={} s={} a={}", k.domain, k.selector, super::key::algorithm(&k.key)));
+            out.signed_by.push(format!("d={} s={} a={}", k.domain, k.selector, pem::algorithm(&k.key)));
         }
         Ok(out)
     }
@@ -167,22 +125,6 @@ fn from_domains(parsed: &Message) -> Vec<String> {
         .filter_map(|a| a.rsplit_once('@'))
         .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
         .collect()
-}
-
-/// The names for `h=` in mail-auth's terms: a name listed once signs every instance the message
-/// has (or, absent, one empty instance); listing a present name twice adds one empty instance.
-fn signed_headers(parsed: &Message) -> Vec<&'static str> {
-    let present: Vec<&str> = parsed.headers().iter().map(|h| h.name.as_str()).collect();
-    let mut h = Vec::new();
-    for &name in SIGNED {
-        let is_present = present.iter().any(|p| p.eq_ignore_ascii_case(name));
-        match (OVERSIGNED.contains(&name), is_present) {
-            (true, true) => h.extend([name, name]),
-            (true, false) | (false, true) => h.push(name),
-            (false, false) => {}
-        }
-    }
-    h
 }
 
 /// What mail-auth signs: the message up to its last body byte that is not SP, HTAB, CR or LF,

@@ -10,10 +10,10 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 
 use super::*;
-use crate::dkim::key::parse_pem;
+use shared::signing::pem::parse_pem;
 
-const RSA: &[u8] = include_bytes!("testdata/rsa2048.pem");
-const ED25519: &[u8] = include_bytes!("testdata/ed25519.pem");
+const RSA: &[u8] = include_bytes!("../../../../shared/src/signing/testdata/rsa2048.pem");
+const ED25519: &[u8] = include_bytes!("../../../../shared/src/signing/testdata/ed25519.pem");
 
 fn key(domain: &str, selector: &str, pem: &[u8]) -> Key {
     Key { domain: domain.into(), selector: selector.into(), key: parse_pem(pem).unwrap() }

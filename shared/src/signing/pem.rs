@@ -1,4 +1,4 @@
-//! A DKIM private key from PEM bytes (pure): RSA as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
+//! A signing key from PEM bytes (pure): RSA as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
 //! (`BEGIN PRIVATE KEY`), or Ed25519 as PKCS#8 — what `openssl genpkey` writes.
 //!
 //! RSA keys must have 2048 to 4096 bits: 2048 is the floor RFC 8301 sets for signers (and ring
