@@ -2,7 +2,9 @@
 
 Point a program's AWS_ENDPOINT_URL at `proxy.url` and every S3/SQS request it makes is
 forwarded to LocalStack unchanged and recorded as an operation name (`s3.PutObject`,
-`sqs.SendMessageBatch`, ... — the names LocalStack's own request log uses). LocalStack's log is
+`sqs.SendMessageBatch`, ... — the names LocalStack's own request log uses). In front of moto's
+DynamoDB (`AwsProxy(upstream=<moto's host:port>)`, AWS_ENDPOINT_URL_DYNAMODB) it records
+`dynamodb.PutItem`, `dynamodb.Query`, ... LocalStack's log is
 shared by every test and every helper on the machine and does not name the bucket, so a test
 that counts one program's requests counts them here.
 
@@ -25,6 +27,8 @@ def operation(method, path, headers):
     target = headers.get("X-Amz-Target", "")
     if target.startswith("AmazonSQS."):
         return "sqs." + target.split(".", 1)[1]
+    if target.startswith("DynamoDB_"):
+        return "dynamodb." + target.split(".", 1)[1]
     url = urllib.parse.urlsplit(path)
     query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
     parts = url.path.lstrip("/").split("/", 1)

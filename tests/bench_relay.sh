@@ -190,7 +190,7 @@ sleep 2
 
 # ---------------------------------------------------------------- relay rate
 "$VENV_PY" - "$NAME" "$QUEUE_URL" "$N" "$WORK/message.eml" <<'EOF'
-import json, sys, time, uuid
+import hashlib, json, sys, time, uuid
 sys.path.insert(0, "infra/local")
 import resources
 name, url, n, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -201,9 +201,10 @@ for i in range(n):
     # Each job owns its message (jobs = 1), as the ingress queues a one-recipient message: the
     # relay completes it by deleting the object.
     qid = uuid.uuid4().hex[:26].upper()
-    s3.put_object(Bucket=name, Key=f"spool/{qid}.eml", Body=body)
+    key = f"spool/{hashlib.sha256(qid.encode()).hexdigest()[:2]}/{qid}.eml"  # shared/src/keys.rs
+    s3.put_object(Bucket=name, Key=key, Body=body)
     job = {"v": 2, "job_id": uuid.uuid4().hex[:26].upper(), "jobs": 1, "queue_id": qid,
-           "message_key": f"spool/{qid}.eml", "sender": "bench@example.org",
+           "message_key": key, "sender": "bench@example.org",
            "domain": "example.test", "recipients": [{"address": f"r{i}@example.test"}],
            "first_seen": int(time.time()), "size": len(body)}
     entries.append({"Id": str(i), "MessageBody": json.dumps(job)})

@@ -194,8 +194,8 @@ def tls_cert(tmp_path_factory):
 @pytest.fixture
 def capture_server(_processes, logs_dir, request):
     """capture_server(ip="127.0.0.1", port=None, replies=(), *, tls=False, auth=(), hostname=None,
-    auth_plaintext=False, close_after=None) -> CaptureServer: infra/local/capture.py on ip:port (a
-    free port if None).
+    auth_plaintext=False, close_after=None, data_delay=None) -> CaptureServer: infra/local/capture.py
+    on ip:port (a free port if None).
 
     replies: rules "KEY[#N|#M-N]=CODE TEXT" (or a dict KEY -> "CODE TEXT"); KEY is an address,
     "@domain", "*" (any RCPT) or "DATA" (reply at end of data); #N limits the rule to the first N
@@ -203,6 +203,7 @@ def capture_server(_processes, logs_dir, request):
     later"}, {"DATA#2-2": "421 4.7.28 rate limited"}; a 421 closes the session. tls=True offers
     STARTTLS with tls_cert (or pass (cert, key)); auth=["user:pass"] offers AUTH PLAIN/LOGIN (after
     STARTTLS unless auth_plaintext). close_after=N closes each session after its Nth message.
+    data_delay=S holds each 250 to the end of DATA for S seconds (its "data" event comes first).
 
     .ip .port .addr .dir;  .messages() -> [{mail_from, rcpt_tos, mail_options, rcpt_options, rcpts,
     helo, tls, auth_user, peer, seq, data: bytes}];  .wait_for(n=1, timeout=30) -> messages();
@@ -211,12 +212,12 @@ def capture_server(_processes, logs_dir, request):
     """
 
     def start(ip="127.0.0.1", port=None, replies=(), *, tls=False, auth=(), hostname=None, auth_plaintext=False,
-              close_after=None):
+              close_after=None, data_delay=None):
         if tls is True:
             tls = request.getfixturevalue("tls_cert")
         port = port or harness.free_port(ip)
         server = CaptureServer(ip, port, replies, logs_dir, tls=tls or None, auth=auth, hostname=hostname,
-                               auth_plaintext=auth_plaintext, close_after=close_after)
+                               auth_plaintext=auth_plaintext, close_after=close_after, data_delay=data_delay)
         _processes.append(server.process)
         return server
 

@@ -59,6 +59,21 @@ def new_ulid():
     return "".join(alphabet[(n >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
+def message_key(queue_id):
+    """Where the programs store the message `queue_id`: `spool/<hh>/<queue id>.eml`, `hh` the first
+    byte of SHA-256(queue id) in hex, as docs/architecture.md documents it (computed here
+    independently of shared/src/keys.rs; tests/test_keys_e2e.py checks the two agree)."""
+    import hashlib
+
+    return f"spool/{hashlib.sha256(queue_id.encode()).hexdigest()[:2]}/{queue_id}.eml"
+
+
+def legacy_message_key(queue_id):
+    """The key layout before the hashed one (`spool/<queue id>.eml`): what a message stored by an
+    older ingress is still found under."""
+    return f"spool/{queue_id}.eml"
+
+
 def wait_until(fn, timeout=30.0, interval=0.1, what="condition"):
     """Call fn until it returns something truthy and return that; AssertionError after timeout."""
     deadline = time.monotonic() + timeout
@@ -318,7 +333,7 @@ class CaptureServer:
     """infra/local/capture.py on ip:port; see that file for the reply-rule syntax."""
 
     def __init__(self, ip, port, replies, log_dir, tls=None, auth=(), hostname=None, auth_plaintext=False,
-                 close_after=None):
+                 close_after=None, data_delay=None):
         self.ip, self.port, self.addr = ip, port, f"{ip}:{port}"
         self.dir = Path(log_dir) / f"capture-{ip}-{port}"
         if isinstance(replies, dict):
@@ -336,6 +351,8 @@ class CaptureServer:
             cmd += ["--auth-plaintext"]
         if close_after:
             cmd += ["--close-after", str(close_after)]
+        if data_delay:
+            cmd += ["--data-delay", str(data_delay)]
         self.process = Process(f"capture-{self.addr}", cmd, os.environ.copy(), Path(log_dir) / f"capture-{ip}-{port}.log")
         self.process.wait_log(r"capture: listening", timeout=15)
 
@@ -490,11 +507,18 @@ def localstack_health(endpoint=ENDPOINT):
 
 
 class Aws:
-    """boto3 clients on LocalStack: .s3, .sqs, .endpoint, .region."""
+    """boto3 clients on LocalStack: .s3, .sqs, .client(service) (e.g. "secretsmanager", "ssm"),
+    .endpoint, .region."""
 
     def __init__(self, endpoint=ENDPOINT, region=REGION):
         self.endpoint, self.region = endpoint, region
         self.s3, self.sqs = resources.clients(endpoint, region)
+
+    def client(self, service):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id="test", aws_secret_access_key="test")
 
     def env(self):
         return {

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import split_auth_results, wait_until
+from harness import message_key, split_auth_results, wait_until
 from ingress_fixtures import ingress  # noqa: F401  (fixture)
 from test_pipeline_e2e import assert_delivered_with_one_received_header, start_relay
 
@@ -103,7 +103,7 @@ def assert_stored_exactly(spool, queue_id, body):
     """The object is the judge's results and our one trace field followed by the client's bytes,
     and its job's size is the object's; S3 made it from parts (its ETag names their count: the
     judged header section was rewritten as a first part, the rest copied inside S3)."""
-    key = f"spool/{queue_id}.eml"
+    key = message_key(queue_id)
     stored = spool.get(key)
     assert stored.endswith(body), "stored message differs from what was sent"
     trace = stored[: len(stored) - len(body)]
@@ -289,7 +289,7 @@ def test_smuggling_split_across_reads_and_part_boundaries_stays_message_text(ing
     sock.close()
     # One reply for the whole message: nothing in it was ever a command.
     assert [r[:9] for r in got] == ["250 2.0.0", "250 2.0.0", "221 2.0.0"], got
-    stored = spool.get(f"spool/{queue_id_of(got[0].encode())}.eml")
+    stored = spool.get(message_key(queue_id_of(got[0].encode())))
     assert len(stored) > 2 * PART
     assert stored.count(b"MAIL FROM:<evil@example.org>") == 2 * dense.count(b"MAIL FROM:<evil@example.org>")
     assert re.search(rb"\r(?!\n)|(?<!\r)\n", stored) is None, "bare CR or LF stored"

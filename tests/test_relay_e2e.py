@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import TRANSPARENCY_MESSAGE, PrivateCa, new_ulid, wait_until
+from harness import TRANSPARENCY_MESSAGE, PrivateCa, message_key, new_ulid, wait_until
 
 SENDER = "alice@example.org"
 
@@ -25,7 +25,7 @@ def new_queue_id():
 def make_job(spool, domain, rcpts, sender=SENDER, message=MESSAGE, **fields):
     """Store `message` and return a job for it (not yet enqueued)."""
     qid = new_queue_id()
-    key = f"spool/{qid}.eml"
+    key = message_key(qid)
     spool.put(key, message)
     job = {
         "v": 2, "job_id": new_ulid(), "jobs": 1, "queue_id": qid, "message_key": key, "sender": sender, "domain": domain,
@@ -282,7 +282,7 @@ def test_v1_job_in_flight_during_an_upgrade_honours_its_legacy_record(mail_world
     [m] = mx.wait_for(1, timeout=60)
     assert m["rcpt_tos"] == ["new@example.test"]
     wait_until(lambda: queue_drained(spool), 30, what="empty queue")
-    assert spool.keys("spool/") == [f"spool/{job['queue_id']}.eml"], "a v1 job may share its message: kept"
+    assert spool.keys("spool/") == [job["message_key"]], "a v1 job may share its message: kept"
     assert [r["state"] for r in state_of(spool, job["queue_id"])["recipients"]] == ["sent", "sent"]
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import BIN_DIR, TRANSPARENCY_MESSAGE, wait_until
+from harness import BIN_DIR, TRANSPARENCY_MESSAGE, message_key, wait_until
 from ingress_fixtures import ingress  # noqa: F401  (fixture)
 
 SENDER = "alice@example.org"
@@ -96,7 +96,7 @@ def test_trace_follows_sent_twice_deferred_and_bounced_recipients_and_retry_brin
                                           "no@example.test": "550 5.1.1 no such user"}, start=False)
     rcpts = ["ok@example.test", "later@example.test", "no@example.test"]
     qid = send(server, rcpts)
-    stored = spool.get(f"spool/{qid}.eml")
+    stored = spool.get(message_key(qid))
 
     # Stage 0: nobody has touched it; the ingress's metadata is enough.
     t = ctl_json(spool, "trace", qid)
@@ -140,7 +140,7 @@ def test_trace_follows_sent_twice_deferred_and_bounced_recipients_and_retry_brin
     assert re.search(r"later@example\.test\s+sent\s+3\s", human), human
 
     # Completed: the sole job deleted its message; show and trace still find it (versioning).
-    wait_until(lambda: f"spool/{qid}.eml" not in spool.keys("spool/"), 30, what="message deleted on completion")
+    wait_until(lambda: message_key(qid) not in spool.keys("spool/"), 30, what="message deleted on completion")
     assert relayctl(spool, "show", qid).stdout == stored == mx.messages()[0]["data"]
     assert ctl_json(spool, "trace", qid)["completed"] is not None
     assert ctl_json(spool, "retry", qid)["retried"] == [], "nothing deferred any more"

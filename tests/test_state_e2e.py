@@ -12,7 +12,7 @@ import time
 import pytest
 
 from aws_proxy import AwsProxy
-from harness import new_ulid, wait_until
+from harness import message_key, new_ulid, wait_until
 from ingress_fixtures import ingress  # noqa: F401  (fixture)
 from test_relayctl_e2e import send
 
@@ -69,7 +69,7 @@ def test_first_attempt_path_makes_no_put_and_a_duplicate_after_completion_sends_
     assert s3_ops(to_relay) == ["s3.GetObject", "s3.GetObject", "s3.DeleteObject"], \
         "state GET (404), message GET, free DELETE — no PUT, no HEAD"
     assert not [o for o in to_relay.ops("sqs.") if o.startswith("sqs.Send")], "nothing re-enqueued"
-    assert spool.keys("state/") == [] and f"spool/{qid}.eml" not in spool.keys("spool/")
+    assert spool.keys("state/") == [] and message_key(qid) not in spool.keys("spool/")
 
     # SQS delivers the job again after completion: nothing is sent, nothing written.
     to_relay.clear()
@@ -84,7 +84,7 @@ def test_first_attempt_path_makes_no_put_and_a_duplicate_after_completion_sends_
 
 def make_job(spool, rcpts):
     qid = new_ulid()
-    key = f"spool/{qid}.eml"
+    key = message_key(qid)
     spool.put(key, b"Subject: outage\r\n\r\nhello\r\n")
     return {"v": 2, "job_id": new_ulid(), "jobs": 1, "queue_id": qid, "message_key": key, "sender": SENDER,
             "domain": "example.test", "recipients": [{"address": r} for r in rcpts], "attempt": 0,

@@ -17,6 +17,7 @@ Runs without AWS access and without the Rust toolchain. Needs PyYAML or cfn-lint
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -370,7 +371,8 @@ def test_sample_sqs_event_carries_a_valid_job():
         assert job["v"] == int(version.group(1)), "the sample is on the schema this build writes"
         assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", job["job_id"]) and job["jobs"] == 1, job
         assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", job["queue_id"]), job["queue_id"]
-        assert job["message_key"] == f"spool/{job['queue_id']}.eml"
+        digest = hashlib.sha256(job["queue_id"].encode()).hexdigest()
+        assert job["message_key"] == f"spool/{digest[:2]}/{job['queue_id']}.eml", "shared/src/keys.rs's layout"
         assert job["recipients"] and all(r["state"] == "pending" for r in job["recipients"])
         assert all(r["address"].lower().endswith("@" + job["domain"]) for r in job["recipients"])
         sample = ROOT / "events" / "message.eml"
@@ -425,6 +427,28 @@ def test_queue_and_function_timeouts(tpl):
                for e in events.values())
 
 
+def test_no_secret_is_resolved_into_the_template_and_the_relay_reads_its_own(tpl):
+    """The smarthost password reaches the relay as an ARN it reads at runtime, never as a value a
+    reader of the function's configuration (or of the stack) could see."""
+    assert "{{resolve:" not in TEMPLATE.read_text(), "a dynamic reference puts the secret's value in the template"
+    function = tpl["Resources"]["RelayFunction"]["Properties"]
+    env = function["Environment"]["Variables"]
+    assert "RELAY_SMARTHOST_PASSWORD" not in env
+    assert env["RELAY_SMARTHOST_PASSWORD_SECRET"] == {
+        "Fn::If": ["HasSmarthostPassword", {"Ref": "SmarthostPasswordSecretArn"}, NO_VALUE]}
+    statements = tpl["Resources"]["RelayFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    [grant] = [st["Fn::If"][1] for st in statements if isinstance(st, dict) and "Fn::If" in st
+               and st["Fn::If"][0] == "HasSmarthostPassword"]
+    assert grant["Resource"] == {"Ref": "SmarthostPasswordSecretArn"}, "that one secret, nothing else"
+    assert grant["Action"] == {"Fn::If": ["SmarthostPasswordInSsm", "ssm:GetParameter", "secretsmanager:GetSecretValue"]}
+    pattern = re.compile(tpl["Parameters"]["SmarthostPasswordSecretArn"]["AllowedPattern"])
+    for ok in ("", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:relay/pw-AbCdEf",
+               "arn:aws:ssm:eu-west-1:123456789012:parameter/relay/pw"):
+        assert pattern.fullmatch(ok), ok
+    for bad in ("relay/pw", "arn:aws:s3:::bucket/key", "{{resolve:secretsmanager:relay/pw}}"):
+        assert not pattern.fullmatch(bad), bad
+
+
 # ---------------------------------------------------------------------------------------------
 # Observability: the dashboard and alarms read the metrics the programs emit.
 
@@ -447,7 +471,7 @@ def test_dashboard_is_json_and_shows_every_metric_the_programs_emit(tpl):
     emitted = metric_names(RELAY_METRICS_RS) | metric_names(INGRESS_METRICS_RS)
     assert emitted == {"Sent", "Deferred", "Bounced", "DeliveryDelay", "Accepted", "Rejected", "TempFailed",
                        "AuthChecked", "Blocklisted", "SpamRejected", "FilterUnavailable",
-                       "Suppressed", "AsyncBounces", "Complaints"}
+                       "Suppressed", "AsyncBounces", "Complaints", "AuthLockouts"}
     assert emitted <= shown, emitted - shown
     alarms = dashboard["widgets"][-1]["properties"]["alarms"]
     alarm_resources = {k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}

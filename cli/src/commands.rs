@@ -33,8 +33,8 @@ fn count(a: &std::collections::HashMap<QueueAttributeName, String>, n: QueueAttr
 
 /// `queue`: SQS's approximate counts of the queue and its DLQ, and the age of the oldest message
 /// with work left. SQS has no such attribute (and a re-enqueued retry is a new SQS message), so
-/// it comes from the spool: queue ids are ULIDs, S3 lists keys in order, so the first spooled
-/// message that still has a job pending is the oldest.
+/// it comes from the spool: queue ids are ULIDs, which sort by time, so the first spooled
+/// message in queue-id order ([`Store::spooled`]) that still has a job pending is the oldest.
 pub async fn queue(store: &Store, out: &Out, as_json: bool, now: i64) -> Result<()> {
     use QueueAttributeName::*;
     let names =
@@ -84,7 +84,7 @@ pub async fn trace(store: &Store, id: &str, out: &Out, as_json: bool, now: i64) 
 /// `show <queue id>`: the stored bytes, exactly (`--envelope` first prints the envelope).
 pub async fn show(store: &Store, id: &str, envelope: bool, out: &Out, as_json: bool) -> Result<()> {
     let info = store.message(id).await?.ok_or_else(|| anyhow!("no message with queue id {id}"))?;
-    let bytes = store.message_bytes(id, &info).await?;
+    let bytes = store.message_bytes(&info).await?;
     let meta = info.meta.clone().unwrap_or_default();
     if as_json {
         let v = json!({"queue_id": id, "size": bytes.len(), "sender": info.meta.as_ref().map(|m| &m.sender),
@@ -238,7 +238,7 @@ async fn bounce_cancelled(
         return Ok(None);
     }
     let original = match info {
-        Some(i) => store.message_bytes(id, i).await?,
+        Some(i) => store.message_bytes(i).await?,
         None => Vec::new(),
     };
     // The envelope the relay keeps (ORCPT, RET, ENVID) is in a pending retry job, when there is one.

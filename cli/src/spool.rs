@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow};
 use aws_sdk_sqs::types::QueueAttributeName;
+use futures::StreamExt;
 use relay::store::{S3Spool, Spool, SqsQueue, Stored};
 use shared::keys;
 use shared::meta::MessageMeta;
@@ -20,9 +21,14 @@ pub struct MessageInfo {
     pub size: u64,
     /// When a delete marker hid it (Unix seconds): the sole job completed then.
     pub deleted_at: Option<i64>,
+    /// Where it was found: the hashed layout, or the old one for a message stored before it.
+    pub key: String,
     /// The version to read when it is deleted.
     version: Option<String>,
 }
+
+/// Folder listings of [`Store::spooled`] in flight at once.
+const FOLDER_LISTS_AT_ONCE: usize = 16;
 
 /// The S3 and SQS clients with the spool's names.
 pub struct Store {
@@ -51,20 +57,26 @@ impl Store {
         SqsQueue { client: self.sqs.clone(), queue_url: self.queue_url.clone() }
     }
 
-    /// The message `queue_id`: the current object, or the newest version behind a delete marker.
+    /// The message `queue_id`: the current object, or the newest version behind a delete marker,
+    /// under the hashed layout or, for a message stored before it, the old one.
     pub async fn message(&self, queue_id: &str) -> Result<Option<MessageInfo>> {
         let found = shared::spooled::find(&self.s3, &self.bucket, queue_id).await.map_err(|e| anyhow!(e))?;
-        Ok(found.map(|f| MessageInfo { meta: f.meta, size: f.size, deleted_at: f.deleted_at, version: f.version }))
+        Ok(found.map(|f| MessageInfo {
+            meta: f.meta,
+            size: f.size,
+            deleted_at: f.deleted_at,
+            key: f.key,
+            version: f.version,
+        }))
     }
 
     /// The bytes of a message found by [`Store::message`].
-    pub async fn message_bytes(&self, queue_id: &str, info: &MessageInfo) -> Result<Vec<u8>> {
-        let key = keys::message_key(queue_id);
+    pub async fn message_bytes(&self, info: &MessageInfo) -> Result<Vec<u8>> {
         let out = self
             .s3
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(&info.key)
             .set_version_id(info.version.clone())
             .send()
             .await
@@ -92,21 +104,57 @@ impl Store {
     }
 
     /// Queue ids of the spooled messages still present, oldest first (ULIDs sort by time), at
-    /// most `limit`.
+    /// most `limit`. Keys sort by time only within one folder of the hashed layout, so the
+    /// oldest `limit` of each folder are listed (one LIST per folder, in parallel) and merged,
+    /// with the objects left under the old layout (directly under `spool/`, listed with the
+    /// folders by one delimited LIST).
     pub async fn spooled(&self, limit: usize) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let mut pages =
-            self.s3.list_objects_v2().bucket(&self.bucket).prefix(keys::SPOOL_PREFIX).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            for o in page.map_err(s3_err)?.contents() {
-                let id = o.key().and_then(|k| k.strip_prefix(keys::SPOOL_PREFIX)?.strip_suffix(".eml"));
-                ids.extend(id.map(String::from));
-                if ids.len() >= limit {
-                    return Ok(ids);
-                }
-            }
+        let page = limit.clamp(1, 1000) as i32;
+        let (mut keys, folders) = self.legacy_and_folders(limit).await?;
+        let mut lists = futures::stream::iter(folders.into_iter().map(|folder| async move {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&folder)
+                .max_keys(page)
+                .send()
+                .await
+                .map_err(s3_err)
+                .with_context(|| format!("ListObjectsV2 {folder}"))?;
+            Ok::<_, anyhow::Error>(out.contents().iter().filter_map(|o| o.key().map(String::from)).collect::<Vec<_>>())
+        }))
+        .buffer_unordered(FOLDER_LISTS_AT_ONCE);
+        while let Some(found) = lists.next().await {
+            keys.extend(found?);
         }
+        let mut ids: Vec<String> = keys.iter().filter_map(|k| keys::queue_id_of(k)).map(String::from).collect();
+        ids.sort();
+        ids.dedup();
+        ids.truncate(limit);
         Ok(ids)
+    }
+
+    /// The oldest `limit` objects stored under the old layout (`spool/<queue id>.eml`), and the
+    /// folders of the hashed one, from one delimited listing of `spool/`.
+    async fn legacy_and_folders(&self, limit: usize) -> Result<(Vec<String>, Vec<String>)> {
+        let (mut legacy, mut folders) = (Vec::new(), Vec::new());
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(keys::SPOOL_PREFIX)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(s3_err)?;
+            if legacy.len() < limit {
+                legacy.extend(page.contents().iter().filter_map(|o| o.key().map(String::from)));
+            }
+            folders.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(String::from)));
+        }
+        Ok((legacy, folders))
     }
 
     /// Attributes of a queue.
@@ -213,6 +261,6 @@ pub mod tests_support {
     use super::*;
 
     pub fn info(meta: Option<MessageMeta>, size: u64, deleted_at: Option<i64>) -> MessageInfo {
-        MessageInfo { meta, size, deleted_at, version: None }
+        MessageInfo { meta, size, deleted_at, key: String::new(), version: None }
     }
 }

@@ -20,10 +20,12 @@ Accepts 8-bit and SMTPUTF8 mail (advertises 8BITMIME and SMTPUTF8). Reply rules 
 A reply rule's count is of the times its key came up (over all sessions). A 421 reply closes
 the session after it is sent (RFC 5321 §3.8). --close-after N closes each session right after its
 Nth accepted message (a server that limits messages per connection, or drops an idle one).
+--data-delay S waits S seconds after the end of DATA (its event is written first) before it
+stores the message and replies: a slow server holding the 250.
 
   python capture.py --listen 127.0.0.1:2526 --dir .local/mail [--reply RULE]...
          [--hostname NAME] [--tls-cert PEM --tls-key PEM] [--auth USER:PASS]... [--auth-plaintext]
-         [--close-after N]
+         [--close-after N] [--data-delay S]
 """
 
 import argparse
@@ -65,11 +67,12 @@ class Rule:
 
 
 class Handler:
-    def __init__(self, directory, rules, auth, close_after=None):
+    def __init__(self, directory, rules, auth, close_after=None, data_delay=0.0):
         self.dir = directory
         self.rules = rules
         self.auth = auth
         self.close_after = close_after
+        self.data_delay = data_delay
         self.seq = itertools.count(1)
 
     def _rule(self, key):
@@ -114,6 +117,8 @@ class Handler:
             if reply.startswith("421"):
                 self._close_after_reply(server)
             return reply
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         n = next(self.seq)
         now = time.time()
         name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}-{n:06d}"
@@ -148,7 +153,8 @@ class Handler:
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and self.auth.get(auth_data.login) == auth_data.password
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd then answers a refusal itself (535); True would leave it unanswered.
+        return AuthResult(success=ok, handled=False)
 
 
 class CaptureSMTP(SMTP):
@@ -176,7 +182,7 @@ async def serve(args):
     for cred in args.auth:
         user, _, password = cred.partition(":")
         auth[user.encode()] = password.encode()
-    handler = Handler(args.dir, args.reply, auth, args.close_after)
+    handler = Handler(args.dir, args.reply, auth, args.close_after, args.data_delay)
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -214,6 +220,8 @@ def main():
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASS", help="offer AUTH PLAIN/LOGIN")
     p.add_argument("--auth-plaintext", action="store_true", help="allow AUTH without TLS")
     p.add_argument("--close-after", type=int, metavar="N", help="close each session after its Nth accepted message")
+    p.add_argument("--data-delay", type=float, default=0.0, metavar="S",
+                   help="wait S seconds after the end of DATA before storing and replying")
     p.add_argument("--verbose", action="store_true", help="log every SMTP command")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")

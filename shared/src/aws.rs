@@ -30,7 +30,7 @@ pub fn endpoint_overridden(var: impl Fn(&str) -> Option<String>) -> bool {
 
 /// Build clients from the standard AWS environment.
 pub async fn clients() -> Clients {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await;
+    let sdk = sdk_config().await;
     let path_style = endpoint_overridden(|k| std::env::var(k).ok());
     let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
     Clients {
@@ -38,6 +38,12 @@ pub async fn clients() -> Clients {
         sqs: aws_sdk_sqs::Client::new(&sdk),
         dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
     }
+}
+
+/// The standard AWS environment as the SDK reads it, with our HTTPS client: for the clients a
+/// program needs besides [`Clients`] (the relay's Secrets Manager and SSM).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await
 }
 
 /// The SDK's hyper HTTPS client over rustls + ring, trusting the platform's roots.

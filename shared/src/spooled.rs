@@ -4,7 +4,9 @@
 //! reads messages this way, and so does the ingress when a report comes back about one.
 //!
 //! Two requests: ListObjectVersions of the key (what versions and delete markers it has), then
-//! HeadObject of the newest version for its envelope metadata ([`crate::meta`]).
+//! HeadObject of the newest version for its envelope metadata ([`crate::meta`]). A message stored
+//! before the hashed key layout is looked for under its old key when the new one has nothing
+//! ([`keys::message_keys`]).
 
 use aws_sdk_s3::error::DisplayErrorContext;
 
@@ -20,14 +22,25 @@ pub struct Found {
     pub size: u64,
     /// When a delete marker hid it (Unix seconds): its sole job completed then.
     pub deleted_at: Option<i64>,
+    /// Where it was found: the hashed layout, or the old one for a message stored before it.
+    pub key: String,
     /// The version holding it.
     pub version: Option<String>,
 }
 
 /// The message `queue_id` in `bucket`: the newest version of its object, deleted or not;
-/// `None` when no version is left.
+/// `None` when no version is left under either key layout.
 pub async fn find(s3: &aws_sdk_s3::Client, bucket: &str, queue_id: &str) -> Result<Option<Found>, String> {
-    let key = keys::message_key(queue_id);
+    for key in keys::message_keys(queue_id) {
+        if let Some(found) = find_at(s3, bucket, key).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// The newest version of the object at `key`, deleted or not.
+async fn find_at(s3: &aws_sdk_s3::Client, bucket: &str, key: String) -> Result<Option<Found>, String> {
     let epoch = |t: Option<&aws_sdk_s3::primitives::DateTime>| t.map(|t| t.secs());
     let out = s3
         .list_object_versions()
@@ -61,6 +74,7 @@ pub async fn find(s3: &aws_sdk_s3::Client, bucket: &str, queue_id: &str) -> Resu
         meta: head.metadata().and_then(meta::decode),
         size: version.size().unwrap_or_default() as u64,
         deleted_at,
+        key,
         version: id,
     }))
 }

@@ -12,6 +12,7 @@ use shared::config::{ConfigError, ProcessEnv, Reader, SpoolConfig, Vars, err};
 use shared::signing::KeySpec;
 use shared::suppression::AutoSuppress;
 
+use crate::policy::lockout::LockoutSpec;
 use crate::policy::rate::RateSpec;
 use crate::rspamd::{self, OnFailure, RspamdConfig};
 use crate::screen::dnsbl::{self, Zone};
@@ -46,6 +47,8 @@ pub const INGRESS_VARS: &[&str] = &[
     // Sender ownership, rate limit, recipient validation (policy/).
     "INGRESS_RECIPIENTS_FILE",
     "INGRESS_RATE_LIMIT",
+    // Failed AUTHs per client address (policy/lockout/).
+    "INGRESS_AUTH_LOCKOUT",
     // Judgement of untrusted mail at end of DATA (judge/).
     "INGRESS_DNS_SERVERS",
     "INGRESS_AUTH_CHECKS",
@@ -110,6 +113,8 @@ pub struct IngressConfig {
     pub recipients_file: Option<PathBuf>,
     /// Messages per user (or client address) and duration.
     pub rate_limit: Option<RateSpec>,
+    /// `INGRESS_AUTH_LOCKOUT`: failed AUTHs per client address and window; `None` is off.
+    pub auth_lockout: Option<LockoutSpec>,
     /// CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
     /// The resolver(s) of every judgement lookup (blocklists, SPF, DKIM, DMARC, ARC); empty:
@@ -233,6 +238,10 @@ impl IngressConfig {
             .opt("INGRESS_RATE_LIMIT")
             .map(|v| RateSpec::parse(&v).map_err(|e| err("INGRESS_RATE_LIMIT", e)))
             .transpose()?;
+        let auth_lockout = match r.opt("INGRESS_AUTH_LOCKOUT") {
+            None => Some(LockoutSpec::DEFAULT),
+            Some(v) => LockoutSpec::parse(&v).map_err(|e| err("INGRESS_AUTH_LOCKOUT", e))?,
+        };
         let timeout = r.duration("INGRESS_TIMEOUT", "5m")?;
         if timeout.is_zero() {
             return Err(err("INGRESS_TIMEOUT", "must be greater than zero"));
@@ -301,6 +310,7 @@ impl IngressConfig {
             part_size: part_size as usize,
             recipients_file,
             rate_limit,
+            auth_lockout,
             metrics_namespace: shared::metrics::namespace(&r)?,
             dns_servers: r.addrs("INGRESS_DNS_SERVERS", None)?,
             dnsbl,
@@ -343,6 +353,7 @@ mod tests {
         assert_eq!(c.part_size, 5 * 1024 * 1024);
         assert_eq!(c.metrics_namespace, "SmtpRelay");
         assert!(c.recipients_file.is_none() && c.rate_limit.is_none());
+        assert_eq!(c.auth_lockout, Some(LockoutSpec::DEFAULT), "10/15m unless set");
         assert_eq!(c.auth_checks, AuthMode::Enforce);
         assert!(c.arc_trusted_sealers.is_empty());
         assert!(c.dns_servers.is_empty() && c.dnsbl.is_empty());
@@ -443,6 +454,7 @@ mod tests {
             (&[("INGRESS_PART_SIZE", "8388608"), ("INGRESS_MEMORY_LIMIT", "6291456")], "INGRESS_PART_SIZE"),
             (&[("INGRESS_MAX_MESSAGE_SIZE", "60000000000")], "INGRESS_PART_SIZE"),
             (&[("INGRESS_RATE_LIMIT", "200")], "INGRESS_RATE_LIMIT"),
+            (&[("INGRESS_AUTH_LOCKOUT", "10")], "INGRESS_AUTH_LOCKOUT"),
             (&[("INGRESS_RATE_LIMIT", "0/1m")], "INGRESS_RATE_LIMIT"),
             (&[("INGRESS_RATE_LIMIT", "10/0s")], "INGRESS_RATE_LIMIT"),
             (&[("INGRESS_RECIPIENTS_FILE", "/nonexistent")], "INGRESS_RECIPIENTS_FILE"),

@@ -1,5 +1,6 @@
-//! `ingress`: read the configuration, connect to S3 and SQS, serve until SIGTERM; SIGHUP re-reads
-//! the AUTH file and the recipient table. The metrics are flushed every 10 s while there is
+//! `ingress`: read the configuration, connect to S3 and SQS (and the state table, `STATE_TABLE`,
+//! where the AUTH lockout counts and the feedback domain keeps its key), serve until SIGTERM; SIGHUP re-reads the AUTH file and the
+//! recipient table. The metrics are flushed every 10 s while there is
 //! activity and once more on the way out. `ingress health` is the container's health check
 //! (see `ingress::server::health`).
 
@@ -48,27 +49,28 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let spool: Arc<dyn Spool> = match cfg.spool_mode {
-        SpoolMode::S3 => Arc::new(AwsSpool {
-            clients: clients.clone(),
-            bucket: cfg.spool.bucket.clone(),
-            queue_url: cfg.spool.queue_url.clone(),
-        }),
+    let (spool, state): (Arc<dyn Spool>, _) = match cfg.spool_mode {
+        SpoolMode::S3 => {
+            let off = "the AUTH lockout counts per task; no feedback domain";
+            let state = StateTable::announce(cfg.spool.state_table.as_deref(), &clients.dynamodb, "ingress", off);
+            let (bucket, queue_url) = (cfg.spool.bucket.clone(), cfg.spool.queue_url.clone());
+            (Arc::new(AwsSpool { clients: clients.clone(), bucket, queue_url }), state)
+        }
         SpoolMode::Discard => {
             tracing::warn!("INGRESS_SPOOL=discard: accepted mail is dropped (benchmark mode)");
-            Arc::new(DiscardSpool)
+            (Arc::new(DiscardSpool), None)
         }
     };
     let metrics = Metrics::stdout(&cfg.metrics_namespace, ingress::metrics::SERVICE, ingress::metrics::METRICS);
     tokio::spawn(metrics.clone().run());
-    let feedback = match feedback(&cfg, &clients, spool.clone(), metrics.clone()).await {
+    let feedback = match feedback(&cfg, &clients, state.clone(), spool.clone(), metrics.clone()).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("ingress: FEEDBACK_DOMAIN: {e}");
             return ExitCode::from(2);
         }
     };
-    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key, feedback).await {
+    let server = match Server::bind(&cfg, spool, metrics.clone(), seal_key, feedback, state).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ingress: {e}");
@@ -91,11 +93,10 @@ async fn main() -> ExitCode {
 async fn feedback(
     cfg: &IngressConfig,
     clients: &shared::aws::Clients,
+    table: Option<StateTable>,
     spool: Arc<dyn Spool>,
     metrics: Arc<Metrics>,
 ) -> Result<Option<Arc<Feedback>>, String> {
-    let off = "feedback domain (reports, their suppressions and events)";
-    let table = StateTable::announce(cfg.spool.state_table.as_deref(), &clients.dynamodb, "ingress", off);
     let now = chrono::Utc::now().timestamp();
     let (Some(return_path), Some(table)) =
         (shared::feedback::return_path(table.as_ref(), cfg.feedback_domain.as_deref(), now).await?, table)

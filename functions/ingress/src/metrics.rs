@@ -10,6 +10,7 @@
 //! | `FilterUnavailable` | messages rspamd did not judge in time (down, slow, unreadable answer): delivered unchecked or `451 4.7.1` per `INGRESS_RSPAMD_FAILURE` |
 //! | `AsyncBounces` | recipients a report to the feedback domain says failed permanently after their server accepted the message (one per `Bounce` event the ingress publishes) |
 //! | `Complaints` | spam complaints (ARF reports) about a message of ours that name its recipient (one per `Complaint` event) |
+//! | `AuthLockouts` | client addresses locked out of AUTH: the `INGRESS_AUTH_LOCKOUT`-th failed AUTH of a window (every AUTH from the address then gets `454 4.7.0` until the window has passed) |
 //! | `TempFailed` | temporary refusals: each 4xx reply to the same (storage failure `451 4.3.0`, memory `451 4.3.1`, too many recipients `452 4.5.3`, rate limit `451 4.7.1`, …), plus each connection turned away at a connection limit (`421 4.7.0`) |
 //!
 //! Not counted: replies to syntax errors and other commands (a client's bug, not mail refused),
@@ -27,6 +28,7 @@ pub const SPAM_REJECTED: &str = "SpamRejected";
 pub const FILTER_UNAVAILABLE: &str = "FilterUnavailable";
 pub const ASYNC_BOUNCES: &str = "AsyncBounces";
 pub const COMPLAINTS: &str = "Complaints";
+pub const AUTH_LOCKOUTS: &str = "AuthLockouts";
 
 /// Every metric the ingress emits.
 pub static METRICS: &[Metric] = &[
@@ -39,6 +41,7 @@ pub static METRICS: &[Metric] = &[
     Metric::counter(FILTER_UNAVAILABLE),
     Metric::counter(ASYNC_BOUNCES),
     Metric::counter(COMPLAINTS),
+    Metric::counter(AUTH_LOCKOUTS),
 ];
 
 /// The `Service` dimension of the ingress's metrics.

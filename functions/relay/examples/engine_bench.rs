@@ -62,6 +62,7 @@ async fn main() {
         events: Some(Box::new(MemoryEvents::default())),
         metrics: shared::metrics::Metrics::memory(relay::metrics::SERVICE, relay::metrics::METRICS).0,
         suppression: None,
+        leases: None,
         config,
     };
     let started = Instant::now();

@@ -35,6 +35,8 @@ pub const RELAY_VARS: &[&str] = &[
     "RELAY_SMARTHOST",
     "RELAY_SMARTHOST_USER",
     "RELAY_SMARTHOST_PASSWORD",
+    // The smarthost password read from Secrets Manager or SSM at start (issue 21).
+    "RELAY_SMARTHOST_PASSWORD_SECRET",
     "RELAY_SMARTHOST_TLS",
     "RELAY_SMARTHOST_CA",
     "RELAY_TLS",
@@ -69,13 +71,64 @@ pub const RELAY_VARS: &[&str] = &[
     "FEEDBACK_DOMAIN",
 ];
 
+/// Where the smarthost password is kept (`RELAY_SMARTHOST_PASSWORD_SECRET`): read at start and
+/// once more after a refused AUTH, so a rotated password is picked up without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// A Secrets Manager secret (its ARN): the secret string, or its `password` field when it
+    /// is a JSON object (as the console's "other type of secret" key/value pairs store it).
+    SecretsManager(String),
+    /// An SSM Parameter Store parameter (its ARN), usually a SecureString, read decrypted.
+    Ssm(String),
+}
+
+impl SecretRef {
+    /// `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>` or
+    /// `arn:<partition>:ssm:<region>:<account>:parameter/<name>`.
+    pub fn parse(arn: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        match parts[..] {
+            ["arn", p, "secretsmanager", r, a, rest]
+                if ok(p, r, a) && rest.len() > 7 && rest.starts_with("secret:") =>
+            {
+                Ok(Self::SecretsManager(arn.to_string()))
+            }
+            ["arn", p, "ssm", r, a, rest] if ok(p, r, a) && rest.len() > 10 && rest.starts_with("parameter/") => {
+                Ok(Self::Ssm(arn.to_string()))
+            }
+            _ => Err(format!(
+                "{arn:?}: expected the ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>) \
+                 or of an SSM parameter (arn:aws:ssm:<region>:<account>:parameter/<name>)"
+            )),
+        }
+    }
+
+    /// The ARN.
+    pub fn arn(&self) -> &str {
+        match self {
+            Self::SecretsManager(a) | Self::Ssm(a) => a,
+        }
+    }
+}
+
+/// Partition, region and account of an ARN are present.
+fn ok(partition: &str, region: &str, account: &str) -> bool {
+    partition.starts_with("aws")
+        && !region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// How to reach the smarthost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Smarthost {
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
+    /// `RELAY_SMARTHOST_PASSWORD` (for local use: it is a plain environment variable).
     pub password: Option<String>,
+    /// `RELAY_SMARTHOST_PASSWORD_SECRET`: where the password is read from instead.
+    pub password_secret: Option<SecretRef>,
     /// TLS from the first byte (465) instead of STARTTLS.
     pub implicit_tls: bool,
     /// PEM file of extra trust anchors for the smarthost's certificate (a private CA); the
@@ -186,16 +239,26 @@ impl RelayConfig {
                 }
                 let user = r.opt("RELAY_SMARTHOST_USER");
                 let password = r.opt("RELAY_SMARTHOST_PASSWORD");
-                if user.is_some() != password.is_some() {
+                let password_secret = r
+                    .opt("RELAY_SMARTHOST_PASSWORD_SECRET")
+                    .map(|arn| SecretRef::parse(&arn).map_err(|e| err("RELAY_SMARTHOST_PASSWORD_SECRET", e)))
+                    .transpose()?;
+                if password.is_some() && password_secret.is_some() {
+                    return Err(err(
+                        "RELAY_SMARTHOST_PASSWORD_SECRET",
+                        "set RELAY_SMARTHOST_PASSWORD or RELAY_SMARTHOST_PASSWORD_SECRET, not both",
+                    ));
+                }
+                if user.is_some() != (password.is_some() || password_secret.is_some()) {
                     return Err(err(
                         "RELAY_SMARTHOST_PASSWORD",
-                        "RELAY_SMARTHOST_USER and RELAY_SMARTHOST_PASSWORD must be set together",
+                        "RELAY_SMARTHOST_USER and RELAY_SMARTHOST_PASSWORD (or RELAY_SMARTHOST_PASSWORD_SECRET) must be set together",
                     ));
                 }
                 let implicit_tls =
                     r.choice("RELAY_SMARTHOST_TLS", port == 465, &[("starttls", false), ("implicit", true)])?;
                 let ca = r.path("RELAY_SMARTHOST_CA")?;
-                Some(Smarthost { host, port, user, password, implicit_tls, ca })
+                Some(Smarthost { host, port, user, password, password_secret, implicit_tls, ca })
             }
         };
         let own_names = own_names(&helo_name, &r.list("RELAY_LOCAL_NAMES"))?;
@@ -388,6 +451,24 @@ mod tests {
             (&[("RELAY_MX_PORT", "70000")], "RELAY_MX_PORT"),
             (&[("RELAY_SMARTHOST", "nohostport")], "RELAY_SMARTHOST"),
             (&[("RELAY_SMARTHOST", "h:587"), ("RELAY_SMARTHOST_USER", "u")], "RELAY_SMARTHOST_PASSWORD"),
+            (&[("RELAY_SMARTHOST", "h:587"), ("RELAY_SMARTHOST_PASSWORD_SECRET", SM)], "RELAY_SMARTHOST_PASSWORD"),
+            (
+                &[
+                    ("RELAY_SMARTHOST", "h:587"),
+                    ("RELAY_SMARTHOST_USER", "u"),
+                    ("RELAY_SMARTHOST_PASSWORD_SECRET", "pw"),
+                ],
+                "RELAY_SMARTHOST_PASSWORD_SECRET",
+            ),
+            (
+                &[
+                    ("RELAY_SMARTHOST", "h:587"),
+                    ("RELAY_SMARTHOST_USER", "u"),
+                    ("RELAY_SMARTHOST_PASSWORD", "p"),
+                    ("RELAY_SMARTHOST_PASSWORD_SECRET", SM),
+                ],
+                "RELAY_SMARTHOST_PASSWORD_SECRET",
+            ),
             (&[("RELAY_SMARTHOST", "h:587"), ("RELAY_SMARTHOST_CA", "/nonexistent.pem")], "RELAY_SMARTHOST_CA"),
             (&[("RELAY_DNS_SERVERS", "8.8.8.8")], "RELAY_DNS_SERVERS"),
             (&[("RELAY_QUEUE_LIFETIME", "0")], "RELAY_QUEUE_LIFETIME"),
@@ -410,6 +491,37 @@ mod tests {
             let e = RelayConfig::from_vars(&vars(pairs)).unwrap_err();
             assert_eq!(e.var, *var, "{pairs:?} -> {e}");
         }
+    }
+
+    const SM: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:relay/smarthost-AbCdEf";
+
+    #[test]
+    fn secret_references() {
+        let ssm = "arn:aws:ssm:eu-west-1:123456789012:parameter/relay/smarthost";
+        assert_eq!(SecretRef::parse(SM), Ok(SecretRef::SecretsManager(SM.into())));
+        assert_eq!(SecretRef::parse(ssm), Ok(SecretRef::Ssm(ssm.into())));
+        let cn = "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/pw";
+        assert_eq!(SecretRef::parse(cn).map(|s| s.arn().to_string()), Ok(cn.into()));
+        for bad in [
+            "relay/smarthost",
+            "{{resolve:secretsmanager:relay}}",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/",
+            "arn:aws:s3:::bucket/key",
+            "arn:aws:ssm:us-east-1:1234:parameter/pw",
+            "arn:aws:secretsmanager::123456789012:secret:x",
+        ] {
+            assert!(SecretRef::parse(bad).is_err(), "{bad}");
+        }
+        let sh = RelayConfig::from_vars(&vars(&[
+            ("RELAY_SMARTHOST", "h:587"),
+            ("RELAY_SMARTHOST_USER", "u"),
+            ("RELAY_SMARTHOST_PASSWORD_SECRET", SM),
+        ]))
+        .unwrap()
+        .smarthost
+        .unwrap();
+        assert_eq!((sh.password, sh.password_secret), (None, Some(SecretRef::SecretsManager(SM.into()))));
     }
 
     #[test]

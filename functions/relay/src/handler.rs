@@ -1,18 +1,20 @@
 //! The relay's one entry point: a batch of SQS records in, the records to redeliver out.
 //!
-//! Per job: wait if it is early; read its state object ([`fence`] decides: proceed, redo the
-//! tail of an unacknowledged run, or drop a superseded job); look its pending recipients up in
-//! the suppression list (one request; listed ones are not attempted, see
-//! [`suppress`](crate::decide::suppress)); fetch the message (gone = a sole job already
-//! completed); route (a route, the smarthost or MX), deliver, list the recipients whose mailbox
-//! the remote said does not exist, then carry out the [`plan`](crate::decide::plan) in the order
-//! that keeps a redelivered job safe:
+//! Per job: wait if it is early; with a state table, take the job's delivery [`lease`] (another
+//! worker holding it: put this copy back for a moment, see `share::lease`); read its state object
+//! ([`fence`] decides: proceed, redo the tail of an unacknowledged run, or drop a superseded
+//! job); look its pending recipients up in the suppression list (one request; listed ones are
+//! not attempted, see [`suppress`](crate::decide::suppress)); fetch the message (gone = a sole
+//! job already completed); route (a route, the smarthost or MX), deliver, list the recipients
+//! whose mailbox the remote said does not exist, then carry out the
+//! [`plan`](crate::decide::plan) in the order that keeps a redelivered job safe:
 //!
 //! 1. DSN messages to S3;
 //! 2. **one** conditional state write carrying sent + bounced + deferred and the retry job
 //!    (skipped on the free path, see [`record`]); on a lost race, re-read and [`merge`](record::merge);
 //! 3. the DSN jobs and the retry job in one SendMessageBatch;
-//! 4. a sole job with nothing pending deletes its message: the completion marker.
+//! 4. a sole job with nothing pending deletes its message: the completion marker;
+//! 5. the lease is released (renewed meanwhile while the job runs long).
 //!
 //! A crash before 2 repeats the attempt (the window every MTA has between the remote `250` and
 //! its record); after 2, a redelivered copy finds `written_by` = its id and only redoes 3–4.
@@ -47,6 +49,7 @@ use crate::decide::record;
 use crate::decide::suppress;
 use crate::deliver::Transport;
 use crate::route::{self, MtaSts, Resolver};
+use crate::share::lease::{self, Lease, Leases, Outcome};
 use crate::store::{EventSink, Expect, Queue, Spool, StoreError, Stored};
 use crate::suppression;
 use crate::vocab::Attempt;
@@ -81,6 +84,8 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
     /// The suppression list in `STATE_TABLE`, when set.
     pub suppression: Option<Box<dyn SuppressionList>>,
+    /// Delivery leases in the state table (`STATE_TABLE`); `None`: each worker on its own.
+    pub leases: Option<Leases>,
 }
 
 /// Why a record goes back to SQS.
@@ -165,13 +170,64 @@ async fn process_record(
 }
 
 /// One job; its events go to `out`.
-async fn process(mut job: Job, deps: &Deps, deadline: Option<Instant>, out: &mut Vec<Event>) -> Result<(), StoreError> {
+async fn process(job: Job, deps: &Deps, deadline: Option<Instant>, out: &mut Vec<Event>) -> Result<(), StoreError> {
     let now = deps.clock.now();
     if let Some(delay) = plan::wait(&job, now) {
         deps.queue.send(&job, delay).await?;
         tracing::info!(queue_id = %job.queue_id, not_before = job.not_before, delay = delay.as_secs(), "not due yet; re-enqueued");
         return Ok(());
     }
+    let Some(leases) = &deps.leases else { return run(job, deps, deadline, out).await };
+    // Under Lambda the lease ends with the invocation (plus a margin), in the clock's terms.
+    let deadline_ms = deadline.map(|d| now * 1000 + d.saturating_duration_since(Instant::now()).as_millis() as i64);
+    match leases.take(&job, queue_id::new_queue_id(), now * 1000, deadline_ms).await {
+        Outcome::Taken(mut held) => {
+            let done = renewing(run(job.clone(), deps, deadline, out), leases, &mut held, deps, deadline_ms).await;
+            if let Err(e) = leases.release(held).await {
+                tracing::warn!(queue_id = %job.queue_id, error = %e, "lease not released; it lapses by itself");
+            }
+            done
+        }
+        Outcome::Held { defer, holder } => {
+            deps.queue.send(&job, defer).await?;
+            tracing::info!(queue_id = %job.queue_id, job_id = %job.id(), domain = %job.domain,
+                holder = holder.as_ref().and_then(|h| h.note.get("job_id")).map(String::as_str).unwrap_or("unknown"),
+                delay = defer.as_secs(), "being delivered by another worker; re-enqueued");
+            Ok(())
+        }
+        Outcome::Unavailable(e) => {
+            tracing::warn!(queue_id = %job.queue_id, error = %e, "state table unreachable: delivering without a lease");
+            run(job, deps, deadline, out).await
+        }
+    }
+}
+
+/// `work` (a job under `held`), renewing the lease every [`lease::RENEW_EVERY`] until it is done.
+async fn renewing<F: std::future::Future>(
+    work: F,
+    leases: &Leases,
+    held: &mut Lease,
+    deps: &Deps,
+    deadline_ms: Option<i64>,
+) -> F::Output {
+    tokio::pin!(work);
+    let every = lease::RENEW_EVERY;
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => match leases.renew(held, deps.clock.now() * 1000, deadline_ms).await {
+                Ok(true) => {}
+                Ok(false) => tracing::error!(owner = held.owner(), "lease lapsed and was taken by another worker"),
+                Err(e) => tracing::warn!(error = %e, "lease not renewed"),
+            },
+        }
+    }
+}
+
+/// One job under its lease (or without one): from the state read on.
+async fn run(mut job: Job, deps: &Deps, deadline: Option<Instant>, out: &mut Vec<Event>) -> Result<(), StoreError> {
+    let now = deps.clock.now();
     let id = job.id();
     let stored = deps.spool.get_state(&job.queue_id, &job.domain).await?;
     match fence::check(stored.as_ref().map(|s| &s.state), &id) {

@@ -156,6 +156,7 @@ fn world_with(replies: &[(&str, u16, &'static str)], vars: &[(&str, &str)]) -> W
         events: Some(Box::new(events.clone())),
         metrics,
         suppression: Some(Box::new(list.clone())),
+        leases: None,
     };
     spool.0.lock().unwrap().insert(keys::message_key(QID), b"Subject: hi\r\n\r\nbody\r\n".to_vec());
     World { spool, queue, ledger, smtp, clock, events, emf, list, deps }
@@ -608,3 +609,59 @@ async fn an_enforce_policy_reaches_the_transport_as_verified_targets_of_listed_h
 
 #[path = "handler_suppression_tests.rs"]
 mod suppression;
+/// A world whose handler takes delivery leases in an in-memory state table.
+fn leased(replies: &[(&str, u16, &'static str)]) -> (World, Arc<crate::share::memory::MemoryTable>) {
+    let mut w = world(replies);
+    let table = Arc::new(crate::share::memory::MemoryTable::default());
+    w.deps.leases = Some(Leases::new(table.clone()));
+    (w, table)
+}
+
+#[tokio::test]
+async fn a_leased_job_costs_one_claim_and_one_release_and_leaves_no_lease() {
+    let (w, table) = leased(&[]);
+    let j = job("b.test", &["bob@b.test"]);
+    assert!(run(&w, &[&j]).await.is_empty());
+    assert_eq!(table.calls(), ["claim", "release"]);
+    assert_eq!(w.ledger.calls().len(), 3, "the S3 requests of the free path are unchanged");
+    assert!(table.row(&lease::key(&j)).is_none(), "released");
+    assert_eq!(w.smtp_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_copy_that_finds_the_job_leased_goes_back_to_the_queue_without_reading_or_delivering() {
+    let (w, table) = leased(&[]);
+    let j = job("b.test", &["bob@b.test"]);
+    let (pk, sk) = lease::key(&j);
+    let other = crate::share::Claim {
+        pk,
+        sk,
+        owner: "another-worker".into(),
+        until_ms: (NOW + 12) * 1000,
+        note: [("job_id".to_string(), j.id())].into(),
+    };
+    crate::share::Table::claim(table.as_ref(), &other, NOW * 1000).await.unwrap();
+    assert!(run(&w, &[&j]).await.is_empty(), "deferred, not failed");
+    assert_eq!(w.smtp_calls(), 0);
+    assert!(w.ledger.calls().iter().all(|c| !c.starts_with("Get")), "no S3 read: {:?}", w.ledger.calls());
+    let sent = w.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((&sent[0].0, sent[0].1), (&j, Duration::from_secs(12)), "the same job, back when the lease ends");
+    assert_eq!(table.row(&lease::key(&j)).unwrap().owner.as_deref(), Some("another-worker"));
+
+    // The other worker's lease lapsed (it crashed): the next copy delivers.
+    w.at(NOW + 12);
+    assert!(run(&w, &[&j]).await.is_empty());
+    assert_eq!(w.smtp_calls(), 1);
+    assert!(table.row(&lease::key(&j)).is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_state_table_does_not_stop_delivery() {
+    let (w, table) = leased(&[]);
+    table.fail(true);
+    let j = job("b.test", &["bob@b.test"]);
+    assert!(run(&w, &[&j]).await.is_empty());
+    assert_eq!(w.smtp_calls(), 1, "delivered without a lease");
+    assert!(!w.has(&j.message_key));
+}

@@ -1,7 +1,9 @@
 //! `relay`: under AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else `relay poll`.
 //! Only wiring lives here; see the library for what the relay does. Metrics are flushed at the
 //! end of every Lambda invocation (the process may be frozen or ended right after it), every
-//! 10 s while `relay poll` is busy, and when it stops.
+//! 10 s while `relay poll` is busy, and when it stops. With `STATE_TABLE` set, delivery leases
+//! and destination slots are shared with every other worker (`relay::share`); the smarthost
+//! password from `RELAY_SMARTHOST_PASSWORD_SECRET` is read before serving.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,9 +12,13 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use relay::config::RelayConfig;
 use relay::deliver::SmtpTransport;
+use relay::deliver::credentials::Password;
 use relay::handler::{Deps, SystemClock, handle_until};
+use relay::heartbeat::{self, Visibility};
 use relay::route::HickoryResolver;
 use relay::route::mta_sts::{HttpsFetcher, MtaSts};
+use relay::share::{DynamoTable, Leases, SharedSlots};
+use relay::store::secrets::AwsSecret;
 use relay::store::{EventSink, S3Spool, SqsEvents, SqsQueue};
 use shared::metrics::Metrics;
 use shared::suppression::{DynamoList, SuppressionList};
@@ -74,8 +80,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The state table: the suppression list, and the feedback domain's key (read, or made, now).
-    let off = "suppression list, feedback domain";
+    // So is the smarthost password kept in a secret.
+    let secret = config.smarthost.as_ref().and_then(|s| s.password_secret.clone());
+    let transport = match secret {
+        None => transport,
+        Some(secret) => {
+            match Password::read(Arc::new(AwsSecret::new(secret, &shared::aws::sdk_config().await))).await {
+                Ok(password) => transport.with_smarthost_password(password),
+                Err(e) => {
+                    eprintln!("relay: RELAY_SMARTHOST_PASSWORD_SECRET: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    // The state table: the suppression list, the feedback domain's key (read, or made, now),
+    // delivery leases and the limits every worker shares.
+    let off = "no suppression list or feedback domain; delivery leases and destination limits are per worker";
     let table = StateTable::announce(config.spool.state_table.as_deref(), &clients.dynamodb, "relay", off);
     let now = chrono::Utc::now().timestamp();
     let transport = match shared::feedback::return_path(table.as_ref(), config.feedback_domain.as_deref(), now).await {
@@ -85,7 +106,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let suppression = table.map(|table| -> Box<dyn SuppressionList> { Box::new(DynamoList { table }) });
+    let suppression = table.clone().map(|table| -> Box<dyn SuppressionList> { Box::new(DynamoList { table }) });
+    let shared_table = table.map(|t| -> Arc<dyn relay::share::Table> { Arc::new(DynamoTable(t)) });
+    let transport = match &shared_table {
+        Some(t) => transport.with_shared_slots(SharedSlots::new(t.clone(), config.destination_concurrency)),
+        None => transport,
+    };
     let spool = S3Spool { client: clients.s3.clone(), bucket: config.spool.bucket.clone() };
     let deps = Arc::new(Deps {
         mta_sts: MtaSts::new(Box::new(spool.clone()), Box::new(HttpsFetcher::new(policy_roots))),
@@ -97,16 +123,20 @@ async fn main() -> ExitCode {
         events,
         metrics: metrics.clone(),
         suppression,
+        leases: shared_table.map(Leases::new),
         config,
     });
     if lambda {
+        let visibility = Arc::new(Visibility::new(clients.sqs.clone(), deps.config.spool.queue_url.clone()));
         let service = service_fn(move |event: LambdaEvent<SqsEvent>| {
-            let deps = deps.clone();
+            let (deps, visibility) = (deps.clone(), visibility.clone());
             // The invocation's deadline bounds the store retries after a delivery.
             let left = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
             let deadline = tokio::time::Instant::now() + left;
             async move {
-                let response = handle_until(event.payload, &deps, Some(deadline)).await;
+                let receipts = heartbeat::receipts(&event.payload);
+                let work = handle_until(event.payload, &deps, Some(deadline));
+                let response = heartbeat::keep_invisible(work, &visibility, &receipts).await;
                 deps.metrics.flush();
                 Ok::<_, lambda_runtime::Error>(response)
             }

@@ -1,7 +1,8 @@
 //! Relay policy: who may send to whom (this file), as whom ([`senders`], with the credentials of
-//! [`auth`]), to which existing recipients ([`recipients`]) and how much ([`rate`]); [`tables`]
-//! holds the files re-read on SIGHUP; [`addresses`] is the lookup both tables share;
-//! [`feedback`] decides on recipients in the feedback domain.
+//! [`auth`], and an address that keeps guessing passwords locked out by [`lockout`]), to which
+//! existing recipients ([`recipients`]) and how much ([`rate`]); [`tables`] holds the files
+//! re-read on SIGHUP; [`addresses`] is the lookup both tables share; [`feedback`] decides on
+//! recipients in the feedback domain.
 //!
 //! Recipients in `RELAY_DOMAINS` are accepted from anyone; any recipient is accepted from a
 //! client in `RELAY_NETWORKS` or one that authenticated ("trusted"); everything else is
@@ -17,6 +18,7 @@
 pub mod addresses;
 pub mod auth;
 pub mod feedback;
+pub mod lockout;
 pub mod rate;
 pub mod recipients;
 pub mod senders;

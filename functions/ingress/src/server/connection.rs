@@ -22,8 +22,9 @@ use shared::metrics::Metrics;
 
 use crate::feedback::Feedback;
 use crate::judge::Judge;
+use crate::policy::lockout::Lockout;
 use crate::server::accept::{Ending, accept};
-use crate::server::tls;
+use crate::server::{auth, tls};
 use crate::session::{Action, Session};
 use crate::spool::Spool;
 
@@ -51,6 +52,8 @@ pub struct Deps {
     pub judge: Arc<Judge>,
     /// Reports to `FEEDBACK_DOMAIN` (with `STATE_TABLE`).
     pub feedback: Option<Arc<Feedback>>,
+    /// `INGRESS_AUTH_LOCKOUT`: addresses that guessed too many passwords.
+    pub lockout: Arc<Lockout>,
 }
 
 /// Run a session on `stream` until it closes.
@@ -92,17 +95,7 @@ async fn converse(mut stream: Box<dyn Io>, session: &mut Session, deps: &Deps, m
                         }
                     }
                 }
-                Action::Authenticate { user, password } => {
-                    // The session's own snapshot: the users as they were when it connected.
-                    let ok = match session.tables().auth.clone() {
-                        Some(db) => {
-                            let u = user.clone();
-                            tokio::task::spawn_blocking(move || db.verify(&u, &password.0)).await.unwrap_or(false)
-                        }
-                        None => false,
-                    };
-                    session.auth_result(&user, ok);
-                }
+                Action::Authenticate { user, password } => auth::authenticate(session, deps, user, password).await,
                 Action::BeginUpload(env) => {
                     let result = deps.spool.begin(&env).await;
                     session.upload_begun(result);

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::config::IngressConfig;
 use shared::metrics::Metrics;
+use shared::table::StateTable;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -24,6 +25,7 @@ use crate::judge::spam::Spam;
 use crate::judge::{Check, Judge};
 use crate::policy::Policy;
 use crate::policy::feedback::Intake;
+use crate::policy::lockout::{DynamoFailures, Failures, Lockout};
 use crate::policy::rate::RateLimit;
 use crate::policy::tables::LiveTables;
 use crate::rspamd::client::RspamdClient;
@@ -116,13 +118,15 @@ pub struct Server {
 impl Server {
     /// Bind every listener and load TLS material, the AUTH file and the recipient table;
     /// errors name the variable. `seal_key` is `INGRESS_ARC_SEAL`'s key, read by the caller;
-    /// `feedback` the feedback domain's stage, when it is on.
+    /// `feedback` the feedback domain's stage, when it is on; `state` the state table
+    /// (`STATE_TABLE`), when set, where the AUTH lockout counts.
     pub async fn bind(
         cfg: &IngressConfig,
         spool: Arc<dyn Spool>,
         metrics: Arc<Metrics>,
         seal_key: Option<SealKey>,
         feedback: Option<Arc<Feedback>>,
+        state: Option<StateTable>,
     ) -> Result<Self, String> {
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
@@ -180,6 +184,10 @@ impl Server {
                 metrics: metrics.clone(),
                 judge: Arc::new(judge(cfg, metrics, seal_key)?),
                 feedback,
+                lockout: Arc::new(Lockout::new(
+                    cfg.auth_lockout,
+                    state.map(|t| -> Arc<dyn Failures> { Arc::new(DynamoFailures(t)) }),
+                )),
             }),
             limits: ConnLimits::new(cfg.max_connections, cfg.max_connections_per_ip),
             grace: cfg.shutdown_grace,

@@ -103,7 +103,8 @@ pub enum Action {
     Reply(Reply),
     /// Write pending replies, then run the TLS handshake and call [`Session::tls_started`].
     StartTls,
-    /// Check credentials, then call [`Session::auth_result`].
+    /// Check credentials, then call [`Session::auth_result`] (or, when the client's address is
+    /// locked out, [`Session::auth_locked_out`]).
     Authenticate {
         user: String,
         password: Secret,
@@ -330,6 +331,15 @@ impl Session {
         self.helo = None;
         self.end_txn();
         self.mode = Mode::Command;
+        self.process();
+    }
+
+    /// An [`Action::Authenticate`] refused without checking the password: the client's address
+    /// is locked out (`policy::lockout`) until `until` (Unix seconds).
+    pub fn auth_locked_out(&mut self, user: &str, until: i64) {
+        self.mode = Mode::Command;
+        tracing::warn!(event = "auth", client = %self.peer, user, result = "locked_out", until);
+        self.reply(replies::auth_locked_out());
         self.process();
     }
 

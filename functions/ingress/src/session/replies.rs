@@ -140,6 +140,9 @@ pub fn encryption_required() -> Reply {
 pub fn auth_failed() -> Reply {
     Reply::new(535, "5.7.8", "Authentication credentials invalid")
 }
+pub fn auth_locked_out() -> Reply {
+    Reply::new(454, "4.7.0", "Too many failed authentication attempts from your address; try again later")
+}
 pub fn auth_cancelled() -> Reply {
     Reply::new(501, "5.7.0", "Authentication cancelled")
 }

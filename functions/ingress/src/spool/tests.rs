@@ -49,7 +49,7 @@ fn one_job_per_domain_carrying_the_envelope() {
     assert_ne!(jobs[0].job_id, jobs[1].job_id, "each job has its own id");
     for j in &jobs {
         assert_eq!(j.jobs, 2, "each job knows it shares the message");
-        assert_eq!(j.message_key, "spool/01JD0000000000000000000000.eml");
+        assert_eq!(j.message_key, "spool/db/01JD0000000000000000000000.eml");
         assert_eq!((j.first_seen, j.not_before, j.attempt), (1000, 1000, 0));
         assert_eq!(j.size, 18);
         assert_eq!(j.body, BodyType::EightBitMime);
@@ -304,7 +304,7 @@ async fn a_sender_fault_is_not_retried() {
 async fn two_part_message(spool: &AwsSpool) -> Incoming {
     let env = envelope(&["b@one.test"]);
     let upload = spool.begin(&env).await.unwrap();
-    assert_eq!(upload.key, "spool/01JD0000000000000000000000.eml");
+    assert_eq!(upload.key, "spool/db/01JD0000000000000000000000.eml");
     let part = Part { upload: upload.clone(), number: 1, bytes: vec![b'a'; 64] };
     let tag = spool.upload_part(part).await.unwrap();
     assert_eq!(tag.etag, "\"etag-1\"");
@@ -369,7 +369,7 @@ async fn failures_to_open_upload_a_part_or_abort_are_reported_or_logged() {
     let aws = FakeAws::scripted(vec![], &["CREATE", "PART", "ABORT"]).await;
     let spool = aws.spool();
     let err = spool.begin(&envelope(&["b@one.test"])).await.unwrap_err();
-    assert!(err.contains("S3 create upload spool/01JD0000000000000000000000.eml"), "{err}");
+    assert!(err.contains("S3 create upload spool/db/01JD0000000000000000000000.eml"), "{err}");
     let upload = Upload { queue_id: "Q".into(), key: "spool/Q.eml".into(), id: "up-1".into() };
     let err = spool.upload_part(Part { upload: upload.clone(), number: 3, bytes: vec![1] }).await.unwrap_err();
     assert!(err.contains("upload part 3 of spool/Q.eml"), "{err}");

@@ -18,6 +18,7 @@
 //! ([`loops::own_name_in`]).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{RelayConfig, Smarthost, TlsMode};
@@ -30,12 +31,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::credentials::Password;
 use super::pool::{Limits, Pool};
 use super::throttle;
 use super::tls::{self, TlsClient};
 use super::wire::{self, Extensions};
 use crate::dkim::Signer;
 use crate::route::{Hop, Target, loops};
+use crate::share::SharedSlots;
 use crate::vocab::TlsRequirement;
 use crate::vocab::{Class, Remote, Verdict};
 use exchange::Broken;
@@ -60,6 +63,10 @@ pub struct SmtpTransport {
     /// For the smarthost: its certificate verified (web PKI + `RELAY_SMARTHOST_CA`).
     smarthost_tls: Option<TlsClient>,
     pub(super) pool: Pool<Session>,
+    /// The smarthost password in force (`deliver::credentials`), when AUTH is configured.
+    password: Option<Arc<Password>>,
+    /// Session slots and holds shared with every other worker (a state table set).
+    pub(super) shared: Option<SharedSlots>,
     dkim: Signer,
     /// `FEEDBACK_DOMAIN`'s return paths, when set ([`super::feedback`]).
     feedback: Option<ReturnPath>,
@@ -91,6 +98,8 @@ impl SmtpTransport {
                 idle: cfg.connection_idle,
                 backoff: cfg.throttle_backoff.clone(),
             }),
+            password: cfg.smarthost.as_ref().and_then(|s| s.password.clone()).map(|p| Arc::new(Password::fixed(p))),
+            shared: None,
             dkim: Signer::default(),
             feedback: None,
         })
@@ -104,6 +113,17 @@ impl SmtpTransport {
     /// Give mail of our own a return path and a reference header in the feedback domain.
     pub fn with_feedback(self, feedback: Option<ReturnPath>) -> Self {
         Self { feedback, ..self }
+    }
+
+    /// AUTH to the smarthost with this password (read from `RELAY_SMARTHOST_PASSWORD_SECRET`).
+    pub fn with_smarthost_password(self, password: Password) -> Self {
+        Self { password: Some(Arc::new(password)), ..self }
+    }
+
+    /// Hold `RELAY_DESTINATION_CONCURRENCY` and "slow down" holds across every worker sharing
+    /// this state table.
+    pub fn with_shared_slots(self, shared: SharedSlots) -> Self {
+        Self { shared: Some(shared), ..self }
     }
 }
 
@@ -168,6 +188,12 @@ impl Abort {
 
 fn net(e: String) -> Verdict {
     Verdict::deferred("4.4.2", e)
+}
+
+/// The smarthost refused our credentials: a deferral — a configuration problem, not the mail's.
+fn auth_refused(r: Reply) -> Abort {
+    let detail = format!("authentication failed: {}", r.one_line());
+    Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail, suppressed: false }.into()
 }
 
 impl SmtpTransport {
@@ -267,12 +293,18 @@ impl SmtpTransport {
             tracing::warn!(queue_id = %job.queue_id, host = %target.host, addr = %target.addr, failure,
                 "mta-sts testing: an enforce policy would refuse this session (delivering anyway)");
         }
-        if let Some((Smarthost { user: Some(user), password: Some(password), .. }, _)) = smarthost {
+        if let Some((Smarthost { user: Some(user), .. }, _)) = smarthost {
             if !remote.tls {
                 c.quit().await;
                 return Err(Verdict::deferred("4.7.0", "refusing to send credentials without TLS").into());
             }
-            c.auth(&ext, user, password).await?;
+            let password = self.password.as_ref().ok_or_else(|| Verdict::deferred("4.7.0", "no smarthost password"))?;
+            let used = password.current();
+            if let Err(refused) = c.auth(&ext, user, &used).await? {
+                // A rotated password: read the secret again and, when it changed, try once more.
+                let Some(fresh) = password.after_refusal(&used).await else { return Err(auth_refused(refused)) };
+                c.auth(&ext, user, &fresh).await?.map_err(auth_refused)?;
+            }
         }
         remote.dsn = ext.dsn;
         Ok(Session { conn: c, ext, remote: remote.clone() })
@@ -440,8 +472,8 @@ impl Conn {
         }
     }
 
-    /// AUTH PLAIN, else LOGIN. A refusal defers: it is a configuration problem, not the mail's.
-    async fn auth(&mut self, ext: &Extensions, user: &str, password: &str) -> Result<(), Abort> {
+    /// AUTH PLAIN, else LOGIN: `Ok(Err(reply))` when the server refused the credentials.
+    async fn auth(&mut self, ext: &Extensions, user: &str, password: &str) -> Result<Result<(), Reply>, Abort> {
         let r = if ext.offers_auth(smtp_proto::AUTH_PLAIN) {
             self.command(&format!("AUTH PLAIN {}", B64.encode(format!("\0{user}\0{password}")))).await
         } else if ext.offers_auth(smtp_proto::AUTH_LOGIN) {
@@ -457,12 +489,7 @@ impl Conn {
             return Err(Verdict::deferred("4.7.0", "the smarthost offers neither AUTH PLAIN nor AUTH LOGIN").into());
         }
         .map_err(net)?;
-        if r.code == 235 {
-            return Ok(());
-        }
-        let detail = format!("authentication failed: {}", r.one_line());
-        Err(Verdict { class: Class::Deferred, status: "4.7.8".into(), reply: Some(r), detail, suppressed: false }
-            .into())
+        Ok(if r.code == 235 { Ok(()) } else { Err(r) })
     }
 
     /// The TLS handshake; the connection and whether the certificate is valid for the host.

@@ -3,7 +3,8 @@
 //! bytes ([`wire`]), TLS connectors ([`tls`]) and the 8-bit to 7-bit conversion for servers
 //! without 8BITMIME ([`downgrade`]). [`transport`] puts jobs on sessions shared per next hop,
 //! kept by [`pool`]; [`throttle`] knows the replies that mean "slow down"; [`feedback`] gives
-//! mail of our own its return path and reference header in the feedback domain.
+//! mail of our own its return path and reference header in the feedback domain; [`credentials`]
+//! keeps the smarthost password (and reads a rotated one).
 
 use async_trait::async_trait;
 use shared::Job;
@@ -12,6 +13,7 @@ use crate::route::Target;
 use crate::vocab::Attempt;
 
 pub mod client;
+pub mod credentials;
 pub mod downgrade;
 pub mod feedback;
 pub mod pool;

@@ -18,6 +18,11 @@
 //!   job of that next hop gets [`Lease::Held`] instead of a session, and its idle sessions are
 //!   handed back to be closed.
 //!
+//! - **Shared limits.** With a state table a slot also carries a place under the limit across
+//!   all workers (`share::slots`), attached by the transport ([`Slot::attach`]); it goes wherever
+//!   the slot goes (an evicted session's slot is reused with it) and is given up when the slot is
+//!   dropped. [`Pool::adopt`] puts a hop on hold because another worker was told to slow down.
+//!
 //! Nothing here is dropped under the lock: sessions to close are returned to the caller.
 
 use std::collections::HashMap;
@@ -67,10 +72,28 @@ impl<S> Hop<S> {
 pub struct Slot<S> {
     hop: String,
     hops: Hops<S>,
+    /// What else holds this place (a slot shared across workers); dropped with the slot.
+    extra: Option<Extra>,
+}
+
+/// Something a slot keeps as long as it lives (its drop gives it up).
+pub type Extra = Box<dyn std::any::Any + Send + Sync>;
+
+impl<S> Slot<S> {
+    /// Keep `extra` with this slot.
+    pub fn attach(&mut self, extra: Extra) {
+        self.extra = Some(extra);
+    }
+
+    /// True when something is attached already (a slot taken over from an evicted session).
+    pub fn attached(&self) -> bool {
+        self.extra.is_some()
+    }
 }
 
 impl<S> Drop for Slot<S> {
     fn drop(&mut self) {
+        drop(self.extra.take()); // outside the lock
         let mut hops = lock(&self.hops);
         if let Some(h) = hops.get_mut(&self.hop) {
             h.open -= 1;
@@ -160,7 +183,7 @@ impl<S> Pool<S> {
                 }
                 if h.open < self.limits.sessions {
                     h.open += 1;
-                    return Lease::Fresh(Slot { hop: hop.to_string(), hops: self.hops.clone() }, None);
+                    return Lease::Fresh(Slot { hop: hop.to_string(), hops: self.hops.clone(), extra: None }, None);
                 }
                 if !h.idle.is_empty() {
                     let Pooled { slot, session, .. } = h.idle.remove(0).0;
@@ -195,6 +218,24 @@ impl<S> Pool<S> {
         let mut hops = lock(&self.hops);
         let h = hops.entry(hop.to_string()).or_insert_with(Hop::new);
         let hold = h.backoff.throttled(now, reply, &self.limits.backoff);
+        let idle = h.idle.drain(..).map(|(p, _)| p).collect();
+        h.notify.notify_waiters();
+        (hold, idle)
+    }
+
+    /// Another worker's hold of `hop` (`remaining` from `now`): hold it here too and hand back its
+    /// idle sessions.
+    pub fn adopt(
+        &self,
+        hop: &str,
+        remaining: Duration,
+        reply: &Reply,
+        episodes: u32,
+        now: Instant,
+    ) -> (Hold, Vec<Pooled<S>>) {
+        let mut hops = lock(&self.hops);
+        let h = hops.entry(hop.to_string()).or_insert_with(Hop::new);
+        let hold = h.backoff.adopt(now, remaining, reply, episodes);
         let idle = h.idle.drain(..).map(|(p, _)| p).collect();
         h.notify.notify_waiters();
         (hold, idle)
@@ -348,6 +389,38 @@ mod tests {
         let rest: Vec<u32> = pool.drain().into_iter().map(|p| p.session).collect();
         assert_eq!(rest, [2]);
         assert_eq!(pool.counts("b.test"), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn what_is_attached_to_a_slot_goes_with_it_and_is_dropped_with_it() {
+        struct Flag(Arc<Mutex<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = true;
+            }
+        }
+        let (pool, t1, now) = (pool(1, 100), target(1), Instant::now());
+        let dropped = Arc::new(Mutex::new(false));
+        let Lease::Fresh(mut slot, None) = pool.acquire("b.test", std::slice::from_ref(&t1), true).await else {
+            panic!()
+        };
+        assert!(!slot.attached());
+        slot.attach(Box::new(Flag(dropped.clone())));
+        assert!(pool.release(used(Pooled::new(slot, t1.clone(), 1)), now).is_none());
+        // Evicted for another target: the new session gets the slot with what is attached.
+        let Lease::Fresh(slot, Some(1)) = pool.acquire("b.test", &[target(2)], true).await else { panic!() };
+        assert!(slot.attached() && !*dropped.lock().unwrap());
+        drop(slot);
+        assert!(*dropped.lock().unwrap(), "given up with the slot");
+    }
+
+    #[tokio::test]
+    async fn another_workers_hold_is_adopted() {
+        let (pool, t1, now, a) = with_one(2).await;
+        assert!(pool.release(used(a), now).is_none());
+        let (hold, idle) = pool.adopt("b.test", Duration::from_secs(30), &Reply::parse(421, "4.7.0 busy"), 2, now);
+        assert_eq!((hold.remaining, hold.episodes, idle.len()), (Duration::from_secs(30), 2, 1));
+        assert!(matches!(pool.acquire("b.test", &[t1], true).await, Lease::Held(_)));
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //! entry repeating. An episode is a throttling reply that arrives while the destination is not
 //! held; replies from sessions that were already in flight when it started belong to it. A
 //! transaction accepted while the destination is not held ends the series. The state lives in
-//! the process: every Lambda instance and every `relay poll` keeps its own.
+//! the process; with a state table, a hold is also written there for every other worker, and
+//! one read from there is adopted ([`Backoff::adopt`], `share::slots`).
 //!
 //! A throttling reply is never counted against the recipient: a 5xx one (a smarthost's daily
 //! quota, RFC 3463 "congestion") is turned into a deferral by [`transient`].
@@ -181,6 +182,18 @@ impl Backoff {
         self.hold(now).expect("a hold just set")
     }
 
+    /// Another worker's hold of this destination (`share::slots`), seen at `now`: held at least
+    /// as long, the episodes counted on from the larger count.
+    pub fn adopt(&mut self, now: Instant, remaining: Duration, reply: &Reply, episodes: u32) -> Hold {
+        let until = now + remaining;
+        if self.until.is_none_or(|u| u < until) {
+            self.until = Some(until);
+            self.reply = Some(reply.clone());
+        }
+        self.episodes = self.episodes.max(episodes);
+        self.hold(now).unwrap_or(Hold { remaining, reply: reply.clone(), episodes: self.episodes })
+    }
+
     /// A transaction was accepted at `now`: outside a hold, that ends the series of episodes.
     pub fn delivered(&mut self, now: Instant) {
         if self.hold(now).is_none() {
@@ -276,6 +289,22 @@ mod tests {
         b.delivered(t);
         assert!(b.is_clear());
         assert_eq!(b.throttled(t, &reply, &schedule).remaining, s(60), "a new series starts at the first entry");
+    }
+
+    #[test]
+    fn another_workers_hold_is_adopted_without_shortening_ours() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let (ours, theirs) = (r(421, "4.7.28 rate limited"), r(451, "4.7.500 Server busy"));
+        let mut b = Backoff::default();
+        let h = b.adopt(t0, s(30), &theirs, 3);
+        assert_eq!((h.remaining, h.episodes, h.reply.code), (s(30), 3, 451));
+        // Our own throttle within it is the same episode; after it, episode 4.
+        assert_eq!(b.throttled(t0 + s(1), &ours, &[s(60)]).episodes, 3);
+        assert_eq!(b.throttled(t0 + s(30), &ours, &[s(60)]).episodes, 4);
+        // A shorter hold read later changes nothing but the count.
+        let h = b.adopt(t0 + s(31), s(5), &theirs, 1);
+        assert_eq!((h.remaining, h.reply.code, h.episodes), (s(59), 421, 4));
     }
 
     #[test]

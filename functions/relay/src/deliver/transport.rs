@@ -13,9 +13,15 @@
 //!   hop on hold: the session and the hop's idle ones are closed, every job of that next hop still
 //!   to come gets deferred without a connection for as long as the hold lasts, and each such
 //!   attempt carries the hold so the planner retries after it without counting the attempt.
+//! - **Across workers** (a state table set): a new session also needs one of the next hop's slots
+//!   shared by every worker (`share::slots`), kept with its local slot; a hold another worker
+//!   wrote stops this worker's jobs of that hop as its own would, and a "slow down" reply here is
+//!   written there for the others. A job that finds every shared slot held for `share::slots::WAIT`
+//!   is deferred without counting the attempt.
 //! - **End of a batch** ([`Transport::end_batch`]): under Lambda (`RELAY_CONNECTION_IDLE` 0) every
-//!   idle session is closed before the invocation returns; under `relay poll` they stay open for
-//!   `RELAY_CONNECTION_IDLE` for the next batch, then a sweep closes the ones nobody took.
+//!   idle session is closed before the invocation returns — and its shared slot released; under
+//!   `relay poll` they stay open for `RELAY_CONNECTION_IDLE` for the next batch, then a sweep closes
+//!   the ones nobody took.
 
 use std::time::Instant;
 
@@ -24,8 +30,10 @@ use shared::{Job, Reply};
 
 use super::client::{After, Session, SmtpTransport};
 use super::pool::{Lease, Pooled, Slot};
+use super::throttle::Hold;
 use super::{Transport, throttle, wire};
 use crate::route::{self, Target};
+use crate::share::slots::{self, Acquired, SharedHold};
 use crate::vocab::{Attempt, Class, Verdict};
 
 #[async_trait]
@@ -39,16 +47,23 @@ impl Transport for SmtpTransport {
         let mut reuse = true;
         loop {
             match self.pool.acquire(&hop, targets, reuse).await {
-                Lease::Held(hold) => {
-                    return Attempt { throttled: Some(hold.remaining), ..Attempt::all(job, &hold.verdict(&hop), None) };
+                Lease::Held(hold) => return held(job, &hop, &hold),
+                Lease::Idle(pooled) => {
+                    if let Some(not_now) = self.shared_hold(&hop, job).await {
+                        close(pooled).await;
+                        return not_now;
+                    }
+                    match self.on_pooled(pooled, &hop, job, message).await {
+                        Some(attempt) => return attempt,
+                        None => reuse = false,
+                    }
                 }
-                Lease::Idle(pooled) => match self.on_pooled(pooled, &hop, job, message).await {
-                    Some(attempt) => return attempt,
-                    None => reuse = false,
-                },
-                Lease::Fresh(slot, evicted) => {
+                Lease::Fresh(mut slot, evicted) => {
                     if let Some(mut old) = evicted {
                         old.close().await;
+                    }
+                    if let Err(not_now) = self.share_slot(&mut slot, &hop, job).await {
+                        return not_now;
                     }
                     return self.on_fresh(slot, &hop, targets, job, message).await;
                 }
@@ -60,6 +75,7 @@ impl Transport for SmtpTransport {
         let idle = self.pool.limits().idle;
         if idle.is_zero() {
             close_all(self.pool.drain()).await;
+            self.settle_shared().await;
             return;
         }
         let pool = self.pool.clone();
@@ -71,10 +87,68 @@ impl Transport for SmtpTransport {
 
     async fn shutdown(&self) {
         close_all(self.pool.drain()).await;
+        self.settle_shared().await;
     }
 }
 
+/// The attempt of a job not tried because its next hop is on hold.
+fn held(job: &Job, hop: &str, hold: &Hold) -> Attempt {
+    Attempt { throttled: Some(hold.remaining), ..Attempt::all(job, &hold.verdict(hop), None) }
+}
+
 impl SmtpTransport {
+    /// With a state table: a place under the next hop's limit across all workers for the session
+    /// about to open in `slot` (one taken over from an evicted session has one already). The
+    /// attempt to report instead when the hop is on hold or its places stay taken.
+    async fn share_slot(&self, slot: &mut Slot<Session>, hop: &str, job: &Job) -> Result<(), Attempt> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        if slot.attached() {
+            return Ok(());
+        }
+        match shared.acquire(hop).await {
+            Acquired::Slot(guard) => {
+                slot.attach(Box::new(guard));
+                Ok(())
+            }
+            Acquired::Unshared => Ok(()),
+            Acquired::Held(h) => Err(self.adopt(hop, &h, job).await),
+            Acquired::Busy => {
+                let limit = self.pool.limits().sessions;
+                let why = format!(
+                    "{hop}: {limit} sessions (RELAY_DESTINATION_CONCURRENCY) already open across workers; not tried"
+                );
+                tracing::info!(next_hop = %hop, queue_id = %job.queue_id, limit, "no session slot free across workers");
+                Err(Attempt {
+                    throttled: Some(slots::BUSY_RETRY),
+                    ..Attempt::all(job, &Verdict::deferred("4.4.5", why), None)
+                })
+            }
+        }
+    }
+
+    /// Before a pooled session carries another job: a hold another worker wrote since (looked at
+    /// every few seconds), adopted, as the attempt to report instead.
+    async fn shared_hold(&self, hop: &str, job: &Job) -> Option<Attempt> {
+        let h = self.shared.as_ref()?.hold_in_force(hop).await?;
+        Some(self.adopt(hop, &h, job).await)
+    }
+
+    /// Another worker's hold of `hop`: held here too (idle sessions closed); `job`'s attempt.
+    async fn adopt(&self, hop: &str, h: &SharedHold, job: &Job) -> Attempt {
+        let (hold, idle) = self.pool.adopt(hop, h.remaining, &h.reply, h.episodes, Instant::now());
+        tracing::info!(next_hop = %hop, reply = %hold.reply.one_line(), hold = hold.remaining.as_secs(),
+            queue_id = %job.queue_id, "destination on hold (another worker was asked to slow down)");
+        close_all(idle).await;
+        held(job, hop, &hold)
+    }
+
+    /// Wait for the release of the shared slots of sessions closed so far.
+    async fn settle_shared(&self) {
+        if let Some(shared) = &self.shared {
+            shared.settle().await;
+        }
+    }
+
     /// A job on a pooled session; `None` when the session turned out dead before anything was
     /// handed over on it.
     async fn on_pooled(&self, mut p: Pooled<Session>, hop: &str, job: &Job, message: &[u8]) -> Option<Attempt> {
@@ -151,6 +225,10 @@ impl SmtpTransport {
         tracing::warn!(next_hop = %hop, reply = %reply.one_line(), hold = hold.remaining.as_secs(),
             episodes = hold.episodes, closing_idle = idle.len(), queue_id = %job.queue_id,
             "destination asked to slow down; its jobs are deferred while the hold lasts");
+        // The other workers learn of the hold before the shared slots of the idle sessions free up.
+        if let Some(shared) = &self.shared {
+            shared.hold(hop, &hold.reply, hold.remaining, hold.episodes).await;
+        }
         close_all(idle).await;
         hold.remaining
     }

@@ -248,3 +248,49 @@ async fn a_quota_5xx_defers_instead_of_bouncing_and_the_accepted_recipient_is_se
     assert!(a.throttled.is_some());
     assert_eq!(a.remote, Some(Remote { host: "mx.b.test".into(), addr: Some(addr), conn_use: 1, ..Remote::default() }));
 }
+
+/// Two workers' transports sharing one state table.
+fn two_workers(vars: &[(&str, &str)]) -> (SmtpTransport, SmtpTransport, Arc<crate::share::memory::MemoryTable>) {
+    let table = Arc::new(crate::share::memory::MemoryTable::default());
+    let limit = transport(vars).pool.limits().sessions;
+    let worker = || transport(vars).with_shared_slots(crate::share::SharedSlots::new(table.clone(), limit));
+    (worker(), worker(), table)
+}
+
+#[tokio::test]
+async fn two_workers_never_open_more_sessions_than_the_limit_between_them() {
+    let (addr, seen) = server(Script { data_wait: Duration::from_millis(30), ..Script::ehlo(PIPELINED) }).await;
+    let vars = [("RELAY_DESTINATION_CONCURRENCY", "2"), ("RELAY_MAX_MESSAGES_PER_CONNECTION", "1")];
+    let (a, b, table) = two_workers(&vars);
+    let (batch_a, batch_b) = (jobs(6), jobs(6));
+    let targets = [target(addr)];
+    let (ra, rb) = tokio::join!(all_at_once(&a, &targets, &batch_a), all_at_once(&b, &targets, &batch_b));
+    assert!(classes(&ra).iter().chain(&classes(&rb)).all(|c| *c == Class::Sent), "{ra:?} {rb:?}");
+    let (rcpts, per_conn) = accepted(&seen);
+    assert_eq!(rcpts.len(), 12);
+    assert_eq!(per_conn, [1; 12], "one message per session, as configured");
+    assert_eq!(seen.lock().unwrap().max_open, 2, "2 across both workers, not 2 each");
+    a.shutdown().await;
+    b.shutdown().await;
+    assert!(table.rows("dest#b.test").is_empty(), "every slot released: {:?}", table.rows("dest#b.test"));
+    let writes = table.calls().iter().filter(|c| **c == "claim").count();
+    assert_eq!(writes, 12, "one slot claim per session opened");
+}
+
+#[tokio::test]
+async fn a_throttle_seen_by_one_worker_holds_the_destination_for_the_other() {
+    let script =
+        Script { data_reply: Some((1, "421 4.7.28 [127.0.0.1] temporarily rate limited")), ..Script::ehlo(PIPELINED) };
+    let (addr, seen) = server(script).await;
+    let (a, b, _table) = two_workers(&[("RELAY_DESTINATION_CONCURRENCY", "1"), ("RELAY_THROTTLE_BACKOFF", "1m")]);
+    let targets = [target(addr)];
+    let first = a.deliver(&targets, &jobs(1)[0], b"x\r\n").await;
+    assert_eq!(first.throttled, Some(Duration::from_secs(60)));
+    let other = b.deliver(&targets, &jobs(1)[0], b"x\r\n").await;
+    let v = &other.outcomes[0].1;
+    assert_eq!((v.class, v.status.as_str(), other.remote.as_ref()), (Class::Deferred, "4.7.28", None));
+    assert!(other.throttled.is_some_and(|d| d > Duration::from_secs(55)), "{other:?}");
+    assert_eq!(seen.lock().unwrap().connections, 1, "the other worker did not connect");
+    let again = b.deliver(&targets, &jobs(1)[0], b"x\r\n").await;
+    assert!(again.throttled.is_some(), "adopted: held locally too");
+}

@@ -3,7 +3,7 @@
 //! stage keeps in the same bucket, [`PolicyStore`]). [`aws`] holds the real ones (S3, SQS),
 //! [`memory`] the in-memory ones for tests and the engine benchmark. Delivery events leave by
 //! their own edge, [`EventSink`] (`shared::events::sink`, shared with the ingress), which never
-//! fails a job.
+//! fails a job. The smarthost password's secret is read through [`secrets`].
 //!
 //! Every error here is an infrastructure failure. Before a delivery the handler reports the SQS
 //! record as a batch item failure so SQS redelivers it (and the DLQ catches it if it never
@@ -18,6 +18,7 @@ use shared::state::JobState;
 
 pub mod aws;
 pub mod memory;
+pub mod secrets;
 
 pub use aws::{S3Spool, SqsQueue};
 pub use shared::events::{EventSink, SqsEvents};
