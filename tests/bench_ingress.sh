@@ -9,8 +9,8 @@
 # parts. CLIENTS (50) clients each send one SIZE-byte (20 MB) message at once: the ingress's peak
 # RSS and end-of-DATA->250, with the discard spool (parts dropped as they are handed over: the
 # ingress alone, trusted clients) and with LocalStack S3 (multipart uploads) + SQS, every message
-# judged from the stored object; before that, one client at a time for the latency without
-# contention.
+# judged from the stored object (rspamd on: Debian's, on loopback); before that, one client at a
+# time for the latency without contention.
 # tests/bench_ingress.sh auth [SESSIONS] [MESSAGES] — only the cost of SPF/DKIM/DMARC: the
 # ingress (discard spool, a local DNS server holding example.org's SPF, DKIM key and DMARC
 # p=reject; hickory's cache warm after the first message) with INGRESS_AUTH_CHECKS=off, then
@@ -61,15 +61,30 @@ start_ingress() {  # start_ingress PORT EXTRA_ENV... -> pid on stdout
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done
 }
 
+# Debian's rspamd on loopback with the tests' configuration and a local DNS server; sets
+# rspamd_port (its normal worker).
+start_rspamd() {
+    local dns_port confdir
+    dns_port=$(free_port) rspamd_port=$(free_port) confdir=$(mktemp -d)
+    infra/local/dns-server --port "$dns_port" --zone infra/local/local.zone >/dev/null 2>&1 & pids+=($!)
+    read -ra cmd <<<"$("$VENV_PY" infra/local/rspamd_config.py "$confdir" --normal "$rspamd_port" \
+        --controller "$(free_port)" --proxy "$(free_port)" --dns "127.0.0.1:$dns_port")"
+    "${cmd[@]}" >"$confdir/rspamd.log" 2>&1 & pids+=($!)
+    for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$rspamd_port") 2>/dev/null && break; sleep 0.1; done
+}
+
 # streaming: large messages (one part in memory per session, whatever the message size).
 streaming() {
     echo "== streaming: $BIG_CLIENTS clients x $BIG_SIZE bytes at once (parts of 5 MiB)"
     local spool p pid
+    start_rspamd
     for spool in discard s3; do
         # The discard spool keeps nothing to read back, so its clients are trusted (not judged);
-        # with S3 every message is judged from the stored object (SPF/DKIM/DMARC, our header).
-        local trusted=(); [ "$spool" = discard ] && trusted=(RELAY_NETWORKS=127.0.0.0/8)
-        p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=$spool "${trusted[@]}"); pids+=("$pid")
+        # with S3 every message is judged from the stored object (SPF/DKIM/DMARC, rspamd given
+        # the whole message, our header written back).
+        local extra=(RELAY_NETWORKS=127.0.0.0/8)
+        [ "$spool" = s3 ] && extra=(INGRESS_RSPAMD_URL="http://127.0.0.1:$rspamd_port" INGRESS_RSPAMD_TIMEOUT=120s)
+        p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=$spool "${extra[@]}"); pids+=("$pid")
         for _ in 1 2 3; do
             printf '%-16s ' "ingress ($spool)"
             "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" 1 "$BIG_SIZE" "$pid"
@@ -110,13 +125,8 @@ if [ "$only" = auth ]; then auth; exit 0; fi
 # filter: rspamd off vs on, everything else equal.
 filter() {
     echo "== spam filter: $SESSIONS sessions, $MESSAGES messages of $SIZE bytes (discard spool, INGRESS_AUTH_CHECKS=off)"
-    local dns_port rspamd_port confdir p pid mode
-    dns_port=$(free_port) rspamd_port=$(free_port) confdir=$(mktemp -d)
-    infra/local/dns-server --port "$dns_port" --zone infra/local/local.zone >/dev/null 2>&1 & pids+=($!)
-    read -ra cmd <<<"$("$VENV_PY" infra/local/rspamd_config.py "$confdir" --normal "$rspamd_port" \
-        --controller "$(free_port)" --proxy "$(free_port)" --dns "127.0.0.1:$dns_port")"
-    "${cmd[@]}" >"$confdir/rspamd.log" 2>&1 & pids+=($!)
-    for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$rspamd_port") 2>/dev/null && break; sleep 0.1; done
+    local p pid mode
+    start_rspamd
     for mode in off on; do
         local extra=(INGRESS_SPOOL=discard INGRESS_AUTH_CHECKS=off)
         [ "$mode" = on ] && extra+=(INGRESS_RSPAMD_URL="http://127.0.0.1:$rspamd_port")

@@ -10,22 +10,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use futures::StreamExt;
 use relay::store::{S3Spool, Spool, SqsQueue, Stored};
 use shared::keys;
-use shared::meta::MessageMeta;
 
-/// A message object as found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageInfo {
-    /// The ingress's envelope metadata (`None`: written before it existed).
-    pub meta: Option<MessageMeta>,
-    /// Object size in bytes.
-    pub size: u64,
-    /// When a delete marker hid it (Unix seconds): the sole job completed then.
-    pub deleted_at: Option<i64>,
-    /// Where it was found: the hashed layout, or the old one for a message stored before it.
-    pub key: String,
-    /// The version to read when it is deleted.
-    version: Option<String>,
-}
+/// A message object as found (by [`shared::spooled::find`]).
+pub type MessageInfo = shared::spooled::Found;
 
 /// Folder listings of [`Store::spooled`] in flight at once.
 const FOLDER_LISTS_AT_ONCE: usize = 16;
@@ -60,14 +47,7 @@ impl Store {
     /// The message `queue_id`: the current object, or the newest version behind a delete marker,
     /// under the hashed layout or, for a message stored before it, the old one.
     pub async fn message(&self, queue_id: &str) -> Result<Option<MessageInfo>> {
-        let found = shared::spooled::find(&self.s3, &self.bucket, queue_id).await.map_err(|e| anyhow!(e))?;
-        Ok(found.map(|f| MessageInfo {
-            meta: f.meta,
-            size: f.size,
-            deleted_at: f.deleted_at,
-            key: f.key,
-            version: f.version,
-        }))
+        shared::spooled::find(&self.s3, &self.bucket, queue_id).await.map_err(|e| anyhow!(e))
     }
 
     /// The bytes of a message found by [`Store::message`].
@@ -259,6 +239,7 @@ mod tests {
 #[cfg(test)]
 pub mod tests_support {
     use super::*;
+    use shared::meta::MessageMeta;
 
     pub fn info(meta: Option<MessageMeta>, size: u64, deleted_at: Option<i64>) -> MessageInfo {
         MessageInfo { meta, size, deleted_at, key: String::new(), version: None }

@@ -267,6 +267,17 @@ impl AwsSpool {
     }
 
     /// Delete `key` (the version given, when known).
+    /// A multipart upload of `env`'s message to `key`, with CRC32 checksums per part.
+    async fn open_upload(&self, env: &Envelope, key: String) -> Result<Upload, String> {
+        let out = object_request!(self.clients.s3.create_multipart_upload(), &self.bucket, &key, env)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| format!("S3 create upload {key}: {}", DisplayErrorContext(e)))?;
+        let id = out.upload_id().ok_or_else(|| format!("S3 create upload {key}: no upload id"))?.to_string();
+        Ok(Upload { queue_id: env.queue_id.clone(), key, id })
+    }
+
     async fn delete(&self, key: &str, version: Option<String>) {
         let delete = self.clients.s3.delete_object().bucket(&self.bucket).key(key).set_version_id(version);
         if let Err(d) = delete.send().await {
@@ -278,14 +289,7 @@ impl AwsSpool {
 #[async_trait]
 impl Spool for AwsSpool {
     async fn begin(&self, env: &Envelope) -> Result<Upload, String> {
-        let key = keys::message_key(&env.queue_id);
-        let out = object_request!(self.clients.s3.create_multipart_upload(), &self.bucket, &key, env)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .send()
-            .await
-            .map_err(|e| format!("S3 create upload {key}: {}", DisplayErrorContext(e)))?;
-        let id = out.upload_id().ok_or_else(|| format!("S3 create upload {key}: no upload id"))?.to_string();
-        Ok(Upload { queue_id: env.queue_id.clone(), key, id })
+        self.open_upload(env, keys::message_key(&env.queue_id)).await
     }
 
     async fn upload_part(&self, part: Part) -> Result<PartTag, String> {
@@ -445,7 +449,7 @@ impl AwsSpool {
         first: Vec<u8>,
         from: u64,
     ) -> Result<Option<String>, String> {
-        let upload = self.begin(env).await?;
+        let upload = self.open_upload(env, stored.key.clone()).await?;
         let parts = match self.copy_parts(&upload, stored, first, from).await {
             Ok(parts) => parts,
             Err(e) => {

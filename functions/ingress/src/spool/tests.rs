@@ -1,7 +1,9 @@
 //! Jobs per domain, and the hand-off's failure paths against a scripted S3 + SQS endpoint
 //! (plain HTTP on loopback, spoken to by the real SDK clients): refused SQS entries are sent
 //! again, the message is withdrawn only when no job went out, and a multipart upload is
-//! completed with every part's checksum — or aborted when any step of it fails.
+//! completed with every part's checksum — or aborted when any step of it fails; a stored
+//! message's header section is replaced by one PUT, or by a new first part and the rest copied
+//! inside S3, and the old version deleted only once the new one exists.
 
 use std::sync::{Arc, Mutex};
 
@@ -78,8 +80,9 @@ fn metadata_carries_the_envelope_for_trace() {
 /// One SendMessageBatch answer: the entry ids to refuse, and whether as the sender's fault.
 type Refusals = (&'static [&'static str], bool);
 
-/// A loopback endpoint playing S3 (PUT, DELETE, and the multipart calls CREATE, PART n,
-/// COMPLETE n,m,..., ABORT: all succeed unless named in `s3_failures`) and SQS
+/// A loopback endpoint playing S3 (PUT, DELETE, GET of a byte range answered with that many
+/// `b`s, and the multipart calls CREATE, PART n, COPY n, COMPLETE n,m,..., ABORT: all succeed
+/// unless named in `s3_failures`; with `versioned`, writes answer a version id) and SQS
 /// (SendMessageBatch answered from `script` in order, everything accepted once it runs out).
 /// `calls` logs what was asked; `heads` keeps each request's head.
 struct FakeAws {
@@ -94,6 +97,8 @@ struct Script {
     sqs: Arc<Mutex<std::vec::IntoIter<Refusals>>>,
     /// S3 calls (as logged) to answer with a non-retryable error.
     s3_failures: Arc<Vec<&'static str>>,
+    /// Answer PUT and COMPLETE with `x-amz-version-id: v-new`, as a versioned bucket does.
+    versioned: bool,
 }
 
 impl FakeAws {
@@ -102,11 +107,19 @@ impl FakeAws {
     }
 
     async fn scripted(sqs: Vec<Refusals>, s3_failures: &[&'static str]) -> Self {
+        Self::serve(sqs, s3_failures, false).await
+    }
+
+    async fn serve(sqs: Vec<Refusals>, s3_failures: &[&'static str], versioned: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (calls, heads) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
         let (log, heads_log) = (calls.clone(), heads.clone());
-        let script = Script { sqs: Arc::new(Mutex::new(sqs.into_iter())), s3_failures: Arc::new(s3_failures.to_vec()) };
+        let script = Script {
+            sqs: Arc::new(Mutex::new(sqs.into_iter())),
+            s3_failures: Arc::new(s3_failures.to_vec()),
+            versioned,
+        };
         tokio::spawn(async move {
             loop {
                 let (mut sock, _) = listener.accept().await.unwrap();
@@ -196,6 +209,14 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, Vec<u
     Some((head, body))
 }
 
+/// The value of header `name` (lower case) in a request head.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// (status line, extra headers, body) for one request.
 fn answer(head: &str, body: &[u8], log: &Mutex<Vec<String>>, script: &Script) -> (String, String, String) {
     let mut words = head.split(' ');
@@ -208,7 +229,14 @@ fn answer(head: &str, body: &[u8], log: &Mutex<Vec<String>>, script: &Script) ->
     let text = String::from_utf8_lossy(body);
     let call = match (method, param("uploadId"), param("partNumber")) {
         ("POST", None, _) if query.starts_with("uploads") => "CREATE".to_string(),
-        ("PUT", Some(_), Some(n)) => format!("PART {n}"),
+        ("PUT", Some(_), Some(n)) => match header(head, "x-amz-copy-source") {
+            Some(source) => {
+                format!("COPY {n} {} of {source}", header(head, "x-amz-copy-source-range").unwrap_or("all"))
+            }
+            None => format!("PART {n}"),
+        },
+        ("GET", None, _) => format!("GET {}", header(head, "range").unwrap_or("all")),
+        ("DELETE", None, _) if param("versionId").is_some() => format!("DELETE {}", param("versionId").unwrap()),
         ("POST", Some(_), _) => {
             let numbers: Vec<&str> = text.split("<PartNumber>").skip(1).filter_map(|p| p.split('<').next()).collect();
             let checksums = text.matches("<ChecksumCRC32>").count();
@@ -223,6 +251,7 @@ fn answer(head: &str, body: &[u8], log: &Mutex<Vec<String>>, script: &Script) ->
         return ("400 Bad Request".into(), "content-type: application/xml\r\n".into(), error.into());
     }
     let xml = "content-type: application/xml\r\n".to_string();
+    let version = if script.versioned { "x-amz-version-id: v-new\r\n" } else { "" };
     match call.split(' ').next().unwrap_or_default() {
         "CREATE" => (
             "200 OK".into(),
@@ -237,9 +266,21 @@ fn answer(head: &str, body: &[u8], log: &Mutex<Vec<String>>, script: &Script) ->
                 .unwrap_or_default();
             ("200 OK".into(), format!("etag: \"etag-{}\"\r\nx-amz-checksum-crc32: {crc}\r\n", &call[5..]), String::new())
         }
-        "COMPLETE" => (
+        "COPY" => (
             "200 OK".into(),
             xml,
+            "<CopyPartResult><ETag>\"copied\"</ETag><ChecksumCRC32>AAAAAA==</ChecksumCRC32></CopyPartResult>".into(),
+        ),
+        "GET" => {
+            let range = call.strip_prefix("GET bytes=").and_then(|r| r.split_once('-')).expect("a ranged GET");
+            let (from, to): (usize, usize) = (range.0.parse().unwrap(), range.1.parse().unwrap());
+            let headers = format!("content-range: bytes {from}-{to}/*\r\n");
+            ("206 Partial Content".into(), headers, "b".repeat(to - from + 1))
+        }
+        "PUT" => ("200 OK".into(), version.into(), String::new()),
+        "COMPLETE" => (
+            "200 OK".into(),
+            format!("{xml}{version}"),
             "<CompleteMultipartUploadResult><Bucket>spool</Bucket><Key>k</Key><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>".into(),
         ),
         "ABORT" | "DELETE" => ("204 No Content".into(), String::new(), String::new()),
@@ -375,4 +416,55 @@ async fn failures_to_open_upload_a_part_or_abort_are_reported_or_logged() {
     assert!(err.contains("upload part 3 of spool/Q.eml"), "{err}");
     spool.abort(upload).await; // logged, not returned: the lifecycle rule is the backstop
     assert_eq!(aws.calls(), ["CREATE", "PART 3", "ABORT"]);
+}
+
+/// A stored message of `size` bytes whose 50-byte header section becomes `NEW_HEADER`, against
+/// a versioned bucket that fails the calls named: the calls made and what came of it.
+async fn replace_header(size: u64, s3_failures: &[&'static str]) -> (FakeAws, Result<Stored, String>) {
+    let aws = FakeAws::serve(vec![], s3_failures, true).await;
+    let stored = Stored { key: "spool/k.eml".into(), version: Some("v-old".into()), size };
+    let change = crate::judge::HeaderChange { old_len: 50, new: NEW_HEADER.to_vec() };
+    let result = aws.spool().replace_header(&envelope(&["b@one.test"]), stored, change).await;
+    (aws, result)
+}
+
+const NEW_HEADER: &[u8] = b"Authentication-Results: mx.test; spf=pass\r\nSubject: hi\r\n\r\n";
+
+#[tokio::test]
+async fn a_header_over_a_small_body_is_replaced_by_one_put_then_the_old_version_deleted() {
+    let (aws, result) = replace_header(50 + 100, &[]).await;
+    assert!(aws.head_of("PUT").starts_with("put /spool/spool/k.eml?"), "the same key");
+    assert_eq!(aws.calls(), ["GET bytes=50-149", "PUT", "DELETE v-old"]);
+    let stored = result.unwrap();
+    assert_eq!((stored.version.as_deref(), stored.size), (Some("v-new"), NEW_HEADER.len() as u64 + 100));
+}
+
+#[tokio::test]
+async fn a_header_over_a_large_body_is_a_new_first_part_and_the_rest_copied_inside_s3() {
+    let size = 50 + MIN_PART + 1000;
+    let (aws, result) = replace_header(size, &[]).await;
+    assert!(aws.head_of("CREATE").starts_with("post /spool/spool/k.eml?uploads"), "the same key");
+    let first_end = 50 + MIN_PART - 1;
+    assert_eq!(
+        aws.calls(),
+        [
+            format!("GET bytes=50-{first_end}"),
+            "CREATE".into(),
+            "PART 1".into(),
+            format!("COPY 2 bytes={}-{} of spool/spool/k.eml?versionId=v-old", first_end + 1, size - 1),
+            "COMPLETE 1,2 (checksums: 2)".into(),
+            "DELETE v-old".into(),
+        ]
+    );
+    let stored = result.unwrap();
+    assert_eq!((stored.version.as_deref(), stored.size), (Some("v-new"), NEW_HEADER.len() as u64 + MIN_PART + 1000));
+}
+
+#[tokio::test]
+async fn a_failed_copy_aborts_the_new_upload_and_keeps_the_old_version() {
+    let (aws, result) = replace_header(50 + MIN_PART + 1000, &["COPY"]).await;
+    let calls = aws.calls();
+    let err = result.unwrap_err();
+    assert!(err.contains("S3 copy part 2 of spool/k.eml"), "{err}");
+    assert_eq!(calls[1..], ["CREATE", "PART 1", calls[3].as_str(), "ABORT"], "no completion, no delete");
 }
