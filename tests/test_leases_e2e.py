@@ -100,8 +100,9 @@ def test_what_leases_and_shared_slots_cost_in_requests(dns_server, capture_serve
                                                        state_table, dynamo, start_process):
     """The DynamoDB requests of 20 one-recipient jobs delivered by one worker over pooled
     sessions, counted on the wire (a recording proxy in front of moto): a lease is one
-    conditional put and one delete per job; a session slot one query, one put and one delete per
-    session opened, plus a look for holds at most every 5 s while sessions are reused."""
+    conditional put and one delete per job; the suppression list one BatchGetItem per job; a
+    session slot one query, one put and one delete per session opened, plus a look for holds at
+    most every 5 s while sessions are reused."""
     import urllib.parse
 
     from aws_proxy import AwsProxy
@@ -126,7 +127,9 @@ def test_what_leases_and_shared_slots_cost_in_requests(dns_server, capture_serve
         assert ops["dynamodb.PutItem"] == jobs + sessions, "a lease per job, a slot per session"
         assert ops["dynamodb.DeleteItem"] == jobs + sessions, "each released"
         assert sessions <= ops["dynamodb.Query"] <= sessions + jobs, "a look per session, and for holds"
-        assert set(ops) == {"dynamodb.PutItem", "dynamodb.DeleteItem", "dynamodb.Query"}, "no renewals: short jobs"
+        assert ops["dynamodb.BatchGetItem"] == jobs, "the suppression list: one look per job"
+        assert set(ops) == {"dynamodb.PutItem", "dynamodb.DeleteItem", "dynamodb.Query", "dynamodb.BatchGetItem"}, \
+            "no renewals: short jobs"
         assert "being delivered by another worker" not in relay.log_text()
     finally:
         proxy.close()
