@@ -9,8 +9,8 @@
 # parts. CLIENTS (50) clients each send one SIZE-byte (20 MB) message at once: the ingress's peak
 # RSS and end-of-DATA->250, with the discard spool (parts dropped as they are handed over: the
 # ingress alone, trusted clients) and with LocalStack S3 (multipart uploads) + SQS, every message
-# judged from the stored object (rspamd on: Debian's, on loopback); before that, one client at a
-# time for the latency without contention.
+# judged from the stored object: SPF/DKIM/DMARC alone (s3), then with rspamd too (Debian's, on
+# loopback: s3+rspamd); before that, one client at a time for the latency without contention.
 # tests/bench_ingress.sh auth [SESSIONS] [MESSAGES] — only the cost of SPF/DKIM/DMARC: the
 # ingress (discard spool, a local DNS server holding example.org's SPF, DKIM key and DMARC
 # p=reject; hickory's cache warm after the first message) with INGRESS_AUTH_CHECKS=off, then
@@ -73,31 +73,36 @@ start_rspamd() {
     for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$rspamd_port") 2>/dev/null && break; sleep 0.1; done
 }
 
-# streaming: large messages (one part in memory per session, whatever the message size).
-streaming() {
-    echo "== streaming: $BIG_CLIENTS clients x $BIG_SIZE bytes at once (parts of 5 MiB)"
-    local spool p pid
-    start_rspamd
-    for spool in discard s3; do
-        # The discard spool keeps nothing to read back, so its clients are trusted (not judged);
-        # with S3 every message is judged from the stored object (SPF/DKIM/DMARC, rspamd given
-        # the whole message, our header written back).
-        local extra=(RELAY_NETWORKS=127.0.0.0/8)
-        [ "$spool" = s3 ] && extra=(INGRESS_RSPAMD_URL="http://127.0.0.1:$rspamd_port" INGRESS_RSPAMD_TIMEOUT=120s)
-        p=$(free_port); pid=$(start_ingress "$p" INGRESS_SPOOL=$spool "${extra[@]}"); pids+=("$pid")
-        for _ in 1 2 3; do
-            printf '%-16s ' "ingress ($spool)"
-            "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" 1 "$BIG_SIZE" "$pid"
-        done
-        printf '%-16s ' "ingress ($spool)"
-        "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" "$BIG_CLIENTS" "$BIG_SIZE" "$pid"
-        kill "$pid"
-    done
-    # A gigabyte of bench mail in the shared LocalStack: delete it.
+# A gigabyte of bench mail in the shared LocalStack: delete it.
+drop_bench_mail() {
     PYTHONPATH=infra/local "$VENV_PY" -c 'import sys, resources; s3, _ = resources.clients(); b = sys.argv[1]
 for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix="spool/"):
     keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
     keys and s3.delete_objects(Bucket=b, Delete={"Objects": keys})' "$SPOOL_BUCKET"
+}
+
+# streaming: large messages (one part in memory per session, whatever the message size).
+streaming() {
+    echo "== streaming: $BIG_CLIENTS clients x $BIG_SIZE bytes at once (parts of 5 MiB)"
+    local mode p pid
+    start_rspamd
+    for mode in discard s3 s3+rspamd; do
+        # The discard spool keeps nothing to read back, so its clients are trusted (not judged);
+        # with S3 every message is judged from the stored object (SPF/DKIM/DMARC, then rspamd
+        # given the whole message, our header written back).
+        local extra=(RELAY_NETWORKS=127.0.0.0/8 INGRESS_SPOOL=discard)
+        [ "$mode" = s3 ] && extra=(INGRESS_SPOOL=s3)
+        [ "$mode" = s3+rspamd ] && extra=(INGRESS_SPOOL=s3 INGRESS_RSPAMD_URL="http://127.0.0.1:$rspamd_port" INGRESS_RSPAMD_TIMEOUT=300s)
+        p=$(free_port); pid=$(start_ingress "$p" "${extra[@]}"); pids+=("$pid")
+        for _ in 1 2 3; do
+            printf '%-18s ' "ingress ($mode)"
+            "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" 1 "$BIG_SIZE" "$pid"
+        done
+        printf '%-18s ' "ingress ($mode)"
+        "$VENV_PY" tests/bench_smtp_client.py big "127.0.0.1:$p" "$BIG_CLIENTS" "$BIG_SIZE" "$pid"
+        kill "$pid"
+        drop_bench_mail
+    done
 }
 if [ "$only" = streaming ]; then streaming; exit 0; fi
 
