@@ -141,6 +141,11 @@ class AwsProxy:
         with self._lock:
             return [op for op, _, status in self.requests if status != "dropped" and op.startswith(prefix)]
 
+    def statuses(self, op):
+        """The HTTP statuses of the answered requests of operation `op`, in order."""
+        with self._lock:
+            return [status for o, _, status in self.requests if o == op and status != "dropped"]
+
     def dropped(self):
         with self._lock:
             return [op for op, _, status in self.requests if status == "dropped"]
